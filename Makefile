@@ -1,0 +1,15 @@
+# The two entry points of the README. Both install what is missing first (scripts/setup.sh).
+.PHONY: setup run bench test
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job. Until the recipe runner lands this is the engine benchmark.
+run: bench
+
+bench: setup
+	@.build/release/workbench bench
+
+# Release-mode tests: numeric code is too slow in debug builds.
+test: setup
+	swift test -c release

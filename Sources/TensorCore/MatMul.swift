@@ -1,0 +1,146 @@
+import CBLAS
+
+/// C (M x N) = alpha * op(A) * op(B) + beta * C, row-major, through OpenBLAS.
+@inline(__always)
+public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                  _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                  _ b: UnsafePointer<Float>, _ ldb: Int,
+                  _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    if m == 0 || n == 0 { return }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+extension Tensor {
+    /// Matrix product over the last two axes, with optional transposes: a (..., M, K) or
+    /// (..., K, M) when `transposeA`; b (..., K, N) or (..., N, K) when `transposeB`. Batch axes
+    /// must agree, or b may be 2-D and shared by every batch.
+    public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank >= 2, got \(a.shape) and \(b.shape)")
+        let m = transposeA ? a.shape[a.rank - 1] : a.shape[a.rank - 2]
+        let k = transposeA ? a.shape[a.rank - 2] : a.shape[a.rank - 1]
+        let kb = transposeB ? b.shape[b.rank - 1] : b.shape[b.rank - 2]
+        let n = transposeB ? b.shape[b.rank - 2] : b.shape[b.rank - 1]
+        precondition(k == kb, "matmul: inner dimensions differ in \(a.shape) and \(b.shape)")
+        let batchShape = Array(a.shape.dropLast(2))
+        let sharedB = b.rank == 2
+        precondition(sharedB || Array(b.shape.dropLast(2)) == batchShape,
+                     "matmul: batch axes differ in \(a.shape) and \(b.shape)")
+        let batches = product(batchShape)
+        let outShape = batchShape + [m, n]
+        let out = Storage(uninitializedCount: batches * m * n)
+        let lda = a.shape[a.rank - 1], ldb = b.shape[b.rank - 1]
+        let sa = m * k, sb = sharedB ? 0 : k * n, sc = m * n
+        if sharedB && !transposeA {
+            // One product over all rows: (batches*M, K) x op(B).
+            sgemm(false, transposeB, batches * m, n, k, 1, a.base, lda, b.base, ldb, 0, out.base, n)
+        } else {
+            for i in 0..<batches {
+                sgemm(transposeA, transposeB, m, n, k, 1, a.base + i * sa, lda, b.base + i * sb, ldb, 0, out.base + i * sc, n)
+            }
+        }
+        return makeResult(shape: outShape, storage: out, inputs: [a, b]) {
+            { g in
+                let gp = g.base
+                if let na = a.node {
+                    // dA = dC op(B)^T, or (op(B) dC^T) when A was transposed.
+                    let (ga, beta) = na.gemmAccumulator()
+                    if sharedB && !transposeA {
+                        sgemm(false, !transposeB, batches * m, k, n, 1, gp, n, b.base, ldb, beta, ga, lda)
+                    } else {
+                        for i in 0..<batches {
+                            if transposeA {
+                                sgemm(transposeB, true, k, m, n, 1, b.base + i * sb, ldb, gp + i * sc, n, beta, ga + i * sa, lda)
+                            } else {
+                                sgemm(false, !transposeB, m, k, n, 1, gp + i * sc, n, b.base + i * sb, ldb, beta, ga + i * sa, lda)
+                            }
+                        }
+                    }
+                }
+                if let nb = b.node {
+                    // dB = op(A)^T dC, or dC^T op(A) when B was transposed; summed over batches if shared.
+                    let (gb, beta) = nb.gemmAccumulator()
+                    if sharedB && !transposeA {
+                        if transposeB {
+                            sgemm(true, false, n, k, batches * m, 1, gp, n, a.base, lda, beta, gb, ldb)
+                        } else {
+                            sgemm(true, false, k, n, batches * m, 1, a.base, lda, gp, n, beta, gb, ldb)
+                        }
+                    } else {
+                        for i in 0..<batches {
+                            let bt: Float = sharedB && i > 0 ? 1 : beta
+                            if transposeB {
+                                sgemm(true, transposeA, n, k, m, 1, gp + i * sc, n, a.base + i * sa, lda, bt, gb + i * sb, ldb)
+                            } else {
+                                sgemm(!transposeA, false, k, n, m, 1, a.base + i * sa, lda, gp + i * sc, n, bt, gb + i * sb, ldb)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fully connected layer: x (..., In) times weight (Out, In) transposed, plus bias (Out).
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+        let inF = weight.shape[1], outF = weight.shape[0]
+        precondition(weight.rank == 2 && x.shape.last == inF, "linear: input \(x.shape) does not fit weight \(weight.shape)")
+        if let bias { precondition(bias.shape == [outF], "linear: bias \(bias.shape) should be [\(outF)]") }
+        let rows = x.count / Swift.max(inF, 1)
+        let outShape = Array(x.shape.dropLast()) + [outF]
+        let out = Storage(uninitializedCount: rows * outF)
+        // y (rows, Out) = x (rows, In) . W^T, then + b row by row.
+        sgemm(false, true, rows, outF, inF, 1, x.base, inF, weight.base, inF, 0, out.base, outF)
+        if let bias {
+            let bp = bias.base, yp = out.base
+            Parallel.forChunks(rows, grain: Swift.max(1, 16384 / Swift.max(outF, 1))) { r in
+                for row in r {
+                    let y = yp + row * outF
+                    var i = 0
+                    while i + 8 <= outF { store(load(y + i) + load(bp + i), y + i); i += 8 }
+                    while i < outF { y[i] += bp[i]; i += 1 }
+                }
+            }
+        }
+        var inputs = [x, weight]
+        if let bias { inputs.append(bias) }
+        return makeResult(shape: outShape, storage: out, inputs: inputs) {
+            { g in
+                let gp = g.base
+                if let nx = x.node {
+                    let (gx, beta) = nx.gemmAccumulator()
+                    // dx (rows, In) = dy (rows, Out) . W (Out, In)
+                    sgemm(false, false, rows, inF, outF, 1, gp, outF, weight.base, inF, beta, gx, inF)
+                }
+                if let nw = weight.node {
+                    let (gw, beta) = nw.gemmAccumulator()
+                    // dW (Out, In) = dy^T (Out, rows) . x (rows, In)
+                    sgemm(true, false, outF, inF, rows, 1, gp, outF, x.base, inF, beta, gw, inF)
+                }
+                if let bias, let nb = bias.node {
+                    columnSums(gp, rows: rows, cols: outF, into: nb.accumulator())
+                }
+            }
+        }
+    }
+}
+
+/// dst[c] += sum over rows of src[r, c], with per-chunk partials combined in chunk order.
+func columnSums(_ src: UnsafePointer<Float>, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) {
+    let chunks = Parallel.chunkCount(rows, grain: Swift.max(1, 32768 / Swift.max(cols, 1)))
+    let partial = Storage(count: chunks * cols)
+    let pp = partial.base
+    Parallel.forIndexedChunks(rows, grain: Swift.max(1, 32768 / Swift.max(cols, 1))) { chunk, r in
+        let acc = pp + chunk * cols
+        for row in r {
+            let s = src + row * cols
+            var i = 0
+            while i + 8 <= cols { store(load(acc + i) + load(s + i), acc + i); i += 8 }
+            while i < cols { acc[i] += s[i]; i += 1 }
+        }
+    }
+    for c in 0..<chunks {
+        let acc = pp + c * cols
+        for i in 0..<cols { dst[i] += acc[i] }
+    }
+}
