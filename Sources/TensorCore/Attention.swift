@@ -27,7 +27,8 @@ public enum AttentionKernels {
     public static func backward(_ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?,
                                 _ dv_: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
                                 _ probs: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>,
-                                _ v: UnsafePointer<Float>, pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float) {
+                                _ v: UnsafePointer<Float>, pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float,
+                                mask: ((Int) -> UnsafePointer<Float>?)?, maskRowStride: Int, maskColStride: Int) {
         forPairs(pairs, work: 2 * n * m * (d + dv)) { p in
             let pp = probs + p * n * m, go = dout + p * n * dv
             if let dv_ {
@@ -43,6 +44,13 @@ public enum AttentionKernels {
                     let pr = pp + i * m, dr = ds + i * m
                     let dot = vdot(pr, dr, m)
                     for j in 0..<m { dr[j] = scale * pr[j] * (dr[j] - dot) }
+                }
+                // Masked scores are constants (-inf): no gradient reaches q or k through them, even
+                // in a fully masked row whose weights were set uniform.
+                if let mp = mask?(p) {
+                    for i in 0..<n {
+                        for j in 0..<m where mp[i * maskRowStride + j * maskColStride] == 0 { ds[i * m + j] = 0 }
+                    }
                 }
                 if let dq { sgemm(false, false, n, d, m, 1, ds, m, k + p * m * d, d, 1, dq + p * n * d, d) }
                 if let dk { sgemm(true, false, m, d, n, 1, ds, m, q + p * n * d, d, 1, dk + p * m * d, d) }
@@ -99,7 +107,8 @@ extension Tensor {
         let output = makeResult(shape: batch + [n, dv], storage: out, inputs: [q, k, v]) {
             { g in
                 AttentionKernels.backward(q.node?.accumulator(), k.node?.accumulator(), v.node?.accumulator(), g.base,
-                                          probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv, scale: s)
+                                          probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv, scale: s,
+                                          mask: maskFn, maskRowStride: rowStride, maskColStride: colStride)
             }
         }
         return (output, returnProbabilities ? Tensor(shape: batch + [n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)

@@ -20,7 +20,7 @@ public func vexp(_ x: Vec) -> Vec {
     let er = p * r2 + r + 1
     let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
     let scale = unsafeBitCast(bits, to: Vec.self)
-    return er * scale
+    return (er * scale).replacing(with: 0, where: x .< -87.33654)
 }
 
 /// exp of one Float through the vector path (used for tails so results match the vector lanes).

@@ -1,0 +1,98 @@
+import Foundation
+import TensorCore
+import XCTest
+
+/// Finite-difference gradient checks (Double) for element-wise, broadcasting and scalar ops.
+final class ElementwiseGradientTests: XCTestCase {
+    func unaryCheck(_ name: String, low: Float = -2, high: Float = 2, _ op: @escaping (Tensor) -> Tensor,
+                    _ ref: @escaping (Double) -> Double, file: StaticString = #filePath, line: UInt = #line) {
+        checkGradients(name, inputs: [randomTensor([3, 7], seed: 11, low: low, high: high)],
+                       engine: { op($0[0]) }, reference: { $0[0].map(ref) }, file: file, line: line)
+    }
+
+    func testUnaryMath() {
+        unaryCheck("neg", { -$0 }, { -$0 })
+        unaryCheck("exp", { $0.exp() }, { Foundation.exp($0) })
+        unaryCheck("log", low: 0.2, high: 3, { $0.log() }, { Foundation.log($0) })
+        unaryCheck("sqrt", low: 0.2, high: 3, { $0.sqrt() }, { $0.squareRoot() })
+        unaryCheck("rsqrt", low: 0.2, high: 3, { $0.rsqrt() }, { 1 / $0.squareRoot() })
+        unaryCheck("pow 3", { $0.pow(3) }, { Foundation.pow($0, 3) })
+        unaryCheck("pow 0.5", low: 0.2, high: 3, { $0.pow(0.5) }, { Foundation.pow($0, 0.5) })
+        unaryCheck("abs", { $0.abs() }, { Swift.abs($0) })
+        unaryCheck("tanh", { $0.tanh() }, { Foundation.tanh($0) })
+        unaryCheck("sigmoid", { $0.sigmoid() }, { 1 / (1 + Foundation.exp(-$0)) })
+        unaryCheck("relu", { $0.relu() }, { Swift.max($0, 0) })
+        unaryCheck("square", { $0.square() }, { $0 * $0 })
+        unaryCheck("clamp", { $0.clamp(min: -0.5, max: 0.7) }, { Swift.min(Swift.max($0, -0.5), 0.7) })
+    }
+
+    func testGELUExactAndTanh() {
+        unaryCheck("gelu erf", low: -4, high: 4, { $0.gelu() }, { 0.5 * $0 * (1 + erf($0 / 2.0.squareRoot())) })
+        unaryCheck("gelu tanh", low: -4, high: 4, { $0.gelu(approximateTanh: true) }, { x in
+            0.5 * x * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+        })
+    }
+
+    func testScalarOps() {
+        unaryCheck("x + s", { $0 + 1.5 }, { $0 + 1.5 })
+        unaryCheck("s - x", { 2 - $0 }, { 2 - $0 })
+        unaryCheck("x - s", { $0 - 2 }, { $0 - 2 })
+        unaryCheck("x * s", { $0 * -3 }, { $0 * -3 })
+        unaryCheck("x / s", { $0 / 4 }, { $0 / 4 })
+        unaryCheck("s / x", low: 0.3, high: 2, { 2 / $0 }, { 2 / $0 })
+    }
+
+    func testBroadcastingBinaryOps() {
+        let shapes: [([Int], [Int])] = [([2, 3, 4], [2, 3, 4]), ([2, 3, 4], [4]), ([2, 1, 4], [3, 1]),
+                                         ([3, 1], [1, 5]), ([2, 3, 4], [1]), ([4], [2, 3, 4]), ([2, 3, 4], [2, 1, 4])]
+        for (sa, sb) in shapes {
+            let a = randomTensor(sa, seed: 1), b = randomTensor(sb, seed: 2, low: 0.5, high: 2)
+            checkGradients("add \(sa) \(sb)", inputs: [a, b], engine: { $0[0] + $0[1] }, reference: { $0[0] + $0[1] })
+            checkGradients("sub \(sa) \(sb)", inputs: [a, b], engine: { $0[0] - $0[1] }, reference: { $0[0] - $0[1] })
+            checkGradients("mul \(sa) \(sb)", inputs: [a, b], engine: { $0[0] * $0[1] }, reference: { $0[0] * $0[1] })
+            checkGradients("div \(sa) \(sb)", inputs: [a, b], engine: { $0[0] / $0[1] }, reference: { $0[0] / $0[1] })
+        }
+    }
+
+    func testSameTensorOnBothSides() {
+        checkGradients("x * x + x", inputs: [randomTensor([5], seed: 3)],
+                       engine: { $0[0] * $0[0] + $0[0] }, reference: { $0[0] * $0[0] + $0[0] })
+    }
+
+    func testDropoutUsesItsStreamAndScales() {
+        let x = randomTensor([4, 16], seed: 5)
+        let p: Float = 0.25
+        checkGradients("dropout", inputs: [x], engine: {
+            $0[0].dropout(p, training: true, rng: RandomStream(seed: 7, purpose: "dropout"))
+        }, reference: { xs in
+            let rng = RandomStream(seed: 7, purpose: "dropout")
+            return xs[0].map { v in rng.nextFloat() < p ? 0 : v / (1 - Double(p)) }
+        })
+        XCTAssertEqual(x.dropout(p, training: false, rng: RandomStream(seed: 7)).scalars, x.scalars)
+    }
+
+    func testSIMDMathAgainstLibm() {
+        var worstExp: Float = 0, worstErf: Float = 0, worstTanh: Float = 0
+        var v: Float = -20
+        while v < 20 {
+            let e = vexp(Vec(repeating: v))[0], ref = Float(Foundation.exp(Double(v)))
+            worstExp = Swift.max(worstExp, Swift.abs(e - ref) / ref)
+            worstErf = Swift.max(worstErf, Swift.abs(verf(Vec(repeating: v))[0] - Float(erf(Double(v)))))
+            worstTanh = Swift.max(worstTanh, Swift.abs(vtanh(Vec(repeating: v))[0] - Float(Foundation.tanh(Double(v)))))
+            v += 0.0137
+        }
+        XCTAssertLessThan(worstExp, 3e-7, "vexp relative error")
+        XCTAssertLessThan(worstErf, 6e-7, "verf absolute error")
+        XCTAssertLessThan(worstTanh, 5e-7, "vtanh absolute error")
+        XCTAssertEqual(vexp(Vec(repeating: -.infinity))[0], 0)
+    }
+
+    func testGELUKernelMatchesNaiveReference() {
+        let x = randomTensor([1000], seed: 8, low: -6, high: 6)
+        for tanhForm in [false, true] {
+            let y = x.gelu(approximateTanh: tanhForm).scalars
+            let ref = x.scalars.map { GELUKernels.referenceForward($0, approximateTanh: tanhForm) }
+            assertClose("gelu kernel vs libm (tanh \(tanhForm))", y.map(Double.init), ref.map(Double.init), tolerance: 1e-6)
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import TensorCore
+import XCTest
+
+/// Gradient checks for products, fused kernels, losses, convolution, pooling and attention,
+/// each against a naive Double reference.
+final class KernelGradientTests: XCTestCase {
+    func testMatmulWithTransposes() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = randomTensor(ta ? [2, 4, 3] : [2, 3, 4], seed: 1)
+            let b = randomTensor(tb ? [2, 5, 4] : [2, 4, 5], seed: 2)
+            checkGradients("bmm ta=\(ta) tb=\(tb)", inputs: [a, b],
+                           engine: { Tensor.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) },
+                           reference: { DArray.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) })
+            let shared = randomTensor(tb ? [5, 4] : [4, 5], seed: 3)
+            checkGradients("bmm shared B ta=\(ta) tb=\(tb)", inputs: [a, shared],
+                           engine: { Tensor.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) },
+                           reference: { DArray.matmul($0[0], $0[1], transposeA: ta, transposeB: tb) })
+        }
+        checkGradients("2-D matmul", inputs: [randomTensor([3, 4], seed: 4), randomTensor([4, 2], seed: 5)],
+                       engine: { Tensor.matmul($0[0], $0[1]) }, reference: { DArray.matmul($0[0], $0[1]) })
+    }
+
+    func testLinear() {
+        let x = randomTensor([2, 3, 6], seed: 1), w = randomTensor([5, 6], seed: 2), b = randomTensor([5], seed: 3)
+        checkGradients("linear", inputs: [x, w, b], engine: { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) },
+                       reference: { DArray.matmul($0[0], $0[1], transposeB: true) + $0[2] })
+        checkGradients("linear without bias", inputs: [x, w], engine: { Tensor.linear($0[0], weight: $0[1]) },
+                       reference: { DArray.matmul($0[0], $0[1], transposeB: true) })
+    }
+
+    func testSoftmaxAndLogSoftmax() {
+        for n in [5, 8, 19] {
+            let x = randomTensor([3, n], seed: UInt64(n), low: -4, high: 4)
+            checkGradients("softmax n=\(n)", inputs: [x], engine: { $0[0].softmax() }, reference: { $0[0].mapRows(DArray.softmaxRow) })
+            checkGradients("logSoftmax n=\(n)", inputs: [x], engine: { $0[0].logSoftmax() }, reference: { $0[0].mapRows(DArray.logSoftmaxRow) })
+        }
+    }
+
+    func testLayerNorm() {
+        for c in [7, 16, 20] {
+            let x = randomTensor([2, 3, c], seed: UInt64(c), low: -2, high: 3)
+            let w = randomTensor([c], seed: 2, low: 0.5, high: 1.5), b = randomTensor([c], seed: 3)
+            checkGradients("layerNorm c=\(c)", inputs: [x, w, b], engine: { $0[0].layerNorm(weight: $0[1], bias: $0[2]) },
+                           reference: { xs in
+                               let norm = xs[0].mapRows { row in
+                                   let m = row.reduce(0, +) / Double(row.count)
+                                   let v = row.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(row.count)
+                                   return row.map { ($0 - m) / (v + 1e-5).squareRoot() }
+                               }
+                               return norm * xs[1] + xs[2]
+                           })
+        }
+    }
+
+    func referenceBatchNorm(_ x: DArray, _ w: DArray, _ b: DArray, mean: [Double]?, variance: [Double]?) -> DArray {
+        let c = x.shape[1]
+        var out = x
+        for ch in 0..<c {
+            let members = (0..<x.count).filter { x.index(of: $0)[1] == ch }
+            let m = mean?[ch] ?? members.map { x.data[$0] }.reduce(0, +) / Double(members.count)
+            let v = variance?[ch] ?? members.map { (x.data[$0] - m) * (x.data[$0] - m) }.reduce(0, +) / Double(members.count)
+            for i in members { out.data[i] = (x.data[i] - m) / (v + 1e-5).squareRoot() * w.data[ch] + b.data[ch] }
+        }
+        return out
+    }
+
+    func testBatchNorm1dAnd2dTrainAndEval() {
+        for shape in [[6, 4], [3, 4, 5], [2, 4, 3, 3]] {
+            let x = randomTensor(shape, seed: 1, low: -1, high: 2)
+            let w = randomTensor([4], seed: 2, low: 0.5, high: 1.5), b = randomTensor([4], seed: 3)
+            checkGradients("batchNorm train \(shape)", inputs: [x, w, b], engine: {
+                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: BatchNormState(channels: 4), training: true)
+            }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: nil, variance: nil) })
+            let state = BatchNormState(channels: 4)
+            _ = x.batchNorm(weight: w, bias: b, state: state, training: true)
+            // Running statistics: 0.9 * initial + 0.1 * batch statistics (unbiased variance).
+            let dx = DArray(x)
+            for ch in 0..<4 {
+                let members = (0..<dx.count).filter { dx.index(of: $0)[1] == ch }.map { dx.data[$0] }
+                let m = members.reduce(0, +) / Double(members.count)
+                let v = members.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(members.count - 1)
+                XCTAssertEqual(Double(state.runningMean.scalars[ch]), 0.1 * m, accuracy: 1e-6)
+                XCTAssertEqual(Double(state.runningVar.scalars[ch]), 0.9 + 0.1 * v, accuracy: 1e-6)
+            }
+            let rm = state.runningMean.scalars.map(Double.init), rv = state.runningVar.scalars.map(Double.init)
+            checkGradients("batchNorm eval \(shape)", inputs: [x, w, b], engine: {
+                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: state, training: false)
+            }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: rm, variance: rv) })
+        }
+    }
+
+    func referenceCrossEntropy(_ x: DArray, target: (Int, Int) -> Double) -> DArray {
+        let n = x.shape[1]
+        let lp = x.mapRows(DArray.logSoftmaxRow)
+        var total = 0.0
+        for r in 0..<x.shape[0] { for c in 0..<n { total -= target(r, c) * lp.data[r * n + c] } }
+        return DArray(shape: [], [total / Double(x.shape[0])])
+    }
+
+    func testCrossEntropyLabelsSmoothingAndSoftTargets() {
+        let x = randomTensor([4, 6], seed: 1, low: -3, high: 3)
+        let labels = [2, 0, 5, 3]
+        checkGradients("crossEntropy labels", inputs: [x], engine: { $0[0].crossEntropy(.labels(labels)) },
+                       reference: { self.referenceCrossEntropy($0[0]) { r, c in labels[r] == c ? 1 : 0 } })
+        checkGradients("crossEntropy smoothing 0.1", inputs: [x], engine: { $0[0].crossEntropy(.labels(labels), labelSmoothing: 0.1) },
+                       reference: { self.referenceCrossEntropy($0[0]) { r, c in (labels[r] == c ? 0.9 : 0) + 0.1 / 6 } })
+        let p = randomTensor([4, 6], seed: 2, low: 0, high: 1).softmax().detached()
+        checkGradients("crossEntropy soft targets", inputs: [x, p], engine: { $0[0].crossEntropy(.probabilities($0[1]), labelSmoothing: 0.2) },
+                       reference: { xs in self.referenceCrossEntropy(xs[0]) { r, c in 0.8 * xs[1].data[r * 6 + c] + 0.2 / 6 } })
+    }
+
+    func testRegressionLosses() {
+        let a = randomTensor([3, 5], seed: 1, low: -3, high: 3), b = randomTensor([3, 5], seed: 2, low: -3, high: 3)
+        func mean(_ d: DArray) -> DArray { DArray(shape: [], [d.data.reduce(0, +) / Double(d.count)]) }
+        checkGradients("mse", inputs: [a, b], engine: { $0[0].mseLoss($0[1]) }, reference: { mean(($0[0] - $0[1]).map { $0 * $0 }) })
+        checkGradients("l1", inputs: [a, b], engine: { $0[0].l1Loss($0[1]) }, reference: { mean(($0[0] - $0[1]).map(Swift.abs)) })
+        checkGradients("smoothL1", inputs: [a, b], engine: { $0[0].smoothL1Loss($0[1], beta: 0.8) }, reference: {
+            mean(($0[0] - $0[1]).map { d in Swift.abs(d) < 0.8 ? 0.5 * d * d / 0.8 : Swift.abs(d) - 0.4 })
+        })
+    }
+
+    func testL2NormalizeAndCosineSimilarity() {
+        let a = randomTensor([3, 7], seed: 1), b = randomTensor([3, 7], seed: 2)
+        func normalize(_ row: [Double]) -> [Double] {
+            let n = Swift.max(row.map { $0 * $0 }.reduce(0, +).squareRoot(), 1e-12)
+            return row.map { $0 / n }
+        }
+        checkGradients("l2Normalize", inputs: [a], engine: { $0[0].l2Normalized() }, reference: { $0[0].mapRows(normalize) })
+        checkGradients("cosineSimilarity", inputs: [a, b], engine: { Tensor.cosineSimilarity($0[0], $0[1]) }, reference: { xs in
+            let p = xs[0].mapRows(normalize) * xs[1].mapRows(normalize)
+            return p.sum(axes: [1]).reshaped([3])
+        })
+    }
+
+    func referenceConv(_ x: DArray, _ w: DArray, _ b: DArray?, stride: Int, padding: Int, groups: Int) -> DArray {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let oh = (h + 2 * padding - kh) / stride + 1, ow = (wd + 2 * padding - kw) / stride + 1
+        var out = DArray.zeros([n, o, oh, ow])
+        for bi in 0..<n { for oc in 0..<o { for y in 0..<oh { for xx in 0..<ow {
+            let g = oc / (o / groups)
+            var s = b?.data[oc] ?? 0
+            for ic in 0..<cg { for ky in 0..<kh { for kx in 0..<kw {
+                let iy = y * stride - padding + ky, ix = xx * stride - padding + kx
+                if iy >= 0 && iy < h && ix >= 0 && ix < wd { s += x[[bi, g * cg + ic, iy, ix]] * w[[oc, ic, ky, kx]] }
+            } } }
+            out[[bi, oc, y, xx]] = s
+            _ = c
+        } } } }
+        return out
+    }
+
+    func testConv2dStridePaddingGroups() {
+        let cases: [(c: Int, o: Int, k: Int, stride: Int, padding: Int, groups: Int)] =
+            [(2, 3, 3, 1, 0, 1), (2, 4, 3, 2, 1, 1), (4, 4, 3, 1, 1, 4), (4, 6, 2, 2, 0, 2), (3, 2, 1, 1, 0, 1)]
+        for t in cases {
+            let x = randomTensor([2, t.c, 5, 6], seed: 1)
+            let w = randomTensor([t.o, t.c / t.groups, t.k, t.k], seed: 2), b = randomTensor([t.o], seed: 3)
+            checkGradients("conv2d \(t)", inputs: [x, w, b], engine: {
+                $0[0].conv2d(weight: $0[1], bias: $0[2], stride: t.stride, padding: t.padding, groups: t.groups)
+            }, reference: { self.referenceConv($0[0], $0[1], $0[2], stride: t.stride, padding: t.padding, groups: t.groups) })
+        }
+    }
+
+    func referencePool(_ x: DArray, kernel: Int, stride: Int, padding: Int, max: Bool) -> DArray {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
+        var out = DArray.zeros([n, c, oh, ow])
+        for i in 0..<out.count {
+            let o = out.index(of: i)
+            var best = -Double.infinity, total = 0.0
+            for ky in 0..<kernel { for kx in 0..<kernel {
+                let iy = o[2] * stride - padding + ky, ix = o[3] * stride - padding + kx
+                if iy >= 0 && iy < h && ix >= 0 && ix < w { let v = x[[o[0], o[1], iy, ix]]; best = Swift.max(best, v); total += v }
+            } }
+            out.data[i] = max ? best : total / Double(kernel * kernel)
+        }
+        return out
+    }
+
+    func testPooling() {
+        let x = randomTensor([2, 3, 6, 5], seed: 1)
+        for (k, s, p) in [(2, 2, 0), (3, 1, 1), (3, 2, 1)] {
+            checkGradients("maxPool k\(k) s\(s) p\(p)", inputs: [x], engine: { $0[0].maxPool2d(kernel: k, stride: s, padding: p) },
+                           reference: { self.referencePool($0[0], kernel: k, stride: s, padding: p, max: true) })
+            checkGradients("avgPool k\(k) s\(s) p\(p)", inputs: [x], engine: { $0[0].avgPool2d(kernel: k, stride: s, padding: p) },
+                           reference: { self.referencePool($0[0], kernel: k, stride: s, padding: p, max: false) })
+        }
+    }
+
+    /// softmax(q k^T * scale, masked) v per batch-head, naively.
+    static func referenceAttention(_ q: DArray, _ k: DArray, _ v: DArray, mask: DArray?) -> DArray {
+        let d = q.shape.last!
+        var s = DArray.matmul(q, k, transposeB: true).map { $0 / Double(d).squareRoot() }
+        if let mask {
+            let mm = mask.expanded(to: s.shape)
+            for i in 0..<s.count where mm.data[i] == 0 { s.data[i] = -.infinity }
+        }
+        return DArray.matmul(s.mapRows(DArray.softmaxRow), v)
+    }
+
+    func testScaledDotProductAttention() {
+        let q = randomTensor([2, 2, 5, 4], seed: 1, low: -2, high: 2)
+        let k = randomTensor([2, 2, 6, 4], seed: 2, low: -2, high: 2)
+        let v = randomTensor([2, 2, 6, 3], seed: 3)
+        checkGradients("attention", inputs: [q, k, v], engine: { Tensor.scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2]).output },
+                       reference: { Self.referenceAttention($0[0], $0[1], $0[2], mask: nil) })
+        // A key-padding mask broadcast over heads and queries, with one query row fully masked out.
+        var maskValues = [Float](repeating: 1, count: 2 * 1 * 5 * 6)
+        for j in 4..<6 { for i in 0..<5 { maskValues[i * 6 + j] = 0 } }
+        for j in 0..<6 { maskValues[30 + 2 * 6 + j] = 0 }
+        let mask = Tensor(shape: [2, 1, 5, 6], maskValues)
+        checkGradients("attention masked", inputs: [q, k, v], engine: {
+            Tensor.scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], mask: mask).output
+        }, reference: { Self.referenceAttention($0[0], $0[1], $0[2], mask: DArray(mask)) })
+        // Self-attention with q = k = v: gradients from the three roles add up.
+        let x = randomTensor([1, 2, 4, 4], seed: 4)
+        checkGradients("attention q=k=v", inputs: [x], engine: {
+            Tensor.scaledDotProductAttention(query: $0[0], key: $0[0], value: $0[0]).output
+        }, reference: { Self.referenceAttention($0[0], $0[0], $0[0], mask: nil) })
+        let (_, probs) = Tensor.scaledDotProductAttention(query: q, key: k, value: v, returnProbabilities: true)
+        let refProbs = DArray.matmul(DArray(q), DArray(k), transposeB: true).map { $0 / 2 }.mapRows(DArray.softmaxRow)
+        XCTAssertEqual(probs?.shape, [2, 2, 5, 6])
+        assertClose("attention probabilities", probs!.scalars.map(Double.init), refProbs.data, tolerance: 1e-5)
+    }
+}
