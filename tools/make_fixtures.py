@@ -1,0 +1,104 @@
+"""Writes the PyTorch parity fixtures under Tests/TensorCoreTests/Fixtures/ (safetensors files).
+
+Run by a developer, never by CI (CI has no PyTorch), in a venv outside the repository as
+../shared/reference/README.md sets up:
+
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/make_fixtures.py
+
+Inputs and parameters are drawn in float32 (so the Swift side loads exactly the same numbers),
+then every forward and backward is computed in float64: the fixtures hold the exact answer and
+the tests measure the Swift engine's float32 error against it. Each fixture reduces its output
+to a scalar with fixed random weights `out_weight` (loss = sum(out * out_weight)) and stores the
+gradients of that loss as `grad.<name>`.
+"""
+import json, os, struct, sys
+import torch
+from torch import nn
+from vit_pytorch.vit import Attention, Transformer
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'Tests', 'TensorCoreTests', 'Fixtures')
+
+
+def save(name, tensors):
+    """Minimal safetensors writer (F32 only): 8-byte header length, JSON header, raw data."""
+    header, blobs, offset = {}, [], 0
+    for key in sorted(tensors):
+        t = tensors[key].detach().to(torch.float32).contiguous().cpu()
+        raw = t.numpy().tobytes()
+        header[key] = {'dtype': 'F32', 'shape': list(t.shape), 'data_offsets': [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * (-len(h) % 8)
+    path = os.path.join(OUT, name + '.safetensors')
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
+    print(f'{path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes')
+
+
+def f32(*shape, scale=1.0):
+    """float32 draws promoted to float64, so both sides see identical inputs."""
+    return (torch.randn(*shape, dtype=torch.float32) * scale).to(torch.float64)
+
+
+def with_grads(named, loss):
+    loss.backward()
+    out = {}
+    for k, v in named.items():
+        out[k] = v
+        if v.grad is not None:
+            out['grad.' + k] = v.grad
+    return out
+
+
+def linear_gelu_layernorm():
+    x = f32(4, 6).requires_grad_()
+    w = f32(8, 6, scale=0.4).requires_grad_()
+    b = f32(8, scale=0.1).requires_grad_()
+    ln_w = (1 + f32(8, scale=0.2)).requires_grad_()
+    ln_b = f32(8, scale=0.2).requires_grad_()
+    y = nn.functional.layer_norm(nn.functional.gelu(x @ w.T + b), (8,), ln_w, ln_b, eps=1e-5)
+    ow = f32(*y.shape)
+    named = {'x': x, 'linear.weight': w, 'linear.bias': b, 'norm.weight': ln_w, 'norm.bias': ln_b}
+    save('linear_gelu_layernorm', {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow})
+
+
+def softmax_cross_entropy():
+    logits = f32(6, 10, scale=2).requires_grad_()
+    labels = torch.tensor([3, 0, 9, 9, 5, 1])
+    soft = torch.softmax(f32(6, 10), dim=-1).to(torch.float32).to(torch.float64)
+    out = {'logits': logits, 'labels': labels.to(torch.float32), 'soft_targets': soft}
+    for name, kwargs, target in [('hard', {}, labels), ('smoothed', {'label_smoothing': 0.1}, labels),
+                                 ('soft', {'label_smoothing': 0.05}, soft)]:
+        logits.grad = None
+        loss = nn.functional.cross_entropy(logits, target, **kwargs)
+        loss.backward()
+        out['loss.' + name] = loss.reshape(1)
+        out['grad.logits.' + name] = logits.grad.clone()
+    save('softmax_cross_entropy', out)
+
+
+def module_fixture(name, module, x_shape):
+    torch.manual_seed(1)
+    module = module.double()
+    with torch.no_grad():
+        for key, p in module.named_parameters():
+            # LayerNorm weights near 1, everything else small and random (float32-exact draws).
+            is_norm_weight = p.ndim == 1 and key.endswith('weight')
+            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+    x = f32(*x_shape).requires_grad_()
+    y = module(x)
+    ow = f32(*y.shape)
+    named = {'x': x, **dict(module.named_parameters())}
+    save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow})
+
+
+if __name__ == '__main__':
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    linear_gelu_layernorm()
+    softmax_cross_entropy()
+    # vit-pytorch 1.7.14's pre-norm multi-head attention and one Transformer block (with its final norm).
+    module_fixture('vit_attention', Attention(dim=16, heads=4, dim_head=8), (2, 5, 16))
+    module_fixture('vit_transformer_block', Transformer(dim=16, depth=1, heads=4, dim_head=8, mlp_dim=32), (2, 5, 16))
+    print('torch', torch.__version__, file=sys.stderr)
