@@ -12,12 +12,7 @@ public final class Storage: @unchecked Sendable {
     /// Uninitialised storage of `count` floats.
     public init(uninitializedCount count: Int) {
         self.count = count
-        var raw: UnsafeMutableRawPointer?
-        let bytes = Swift.max(count, 1) * MemoryLayout<Float>.stride
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
-            fatalError("out of memory allocating \(bytes) bytes")
-        }
-        base = raw.bindMemory(to: Float.self, capacity: Swift.max(count, 1))
+        base = StoragePool.allocate(count)
     }
 
     /// Storage of `count` floats, all set to `value`.
@@ -35,7 +30,77 @@ public final class Storage: @unchecked Sendable {
         base.update(from: source, count: count)
     }
 
-    deinit { free(base) }
+    deinit { StoragePool.deallocate(base, count) }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: base, count: count) }
+}
+
+/// Recycles large buffers by size class, so that a training step's allocations are served from
+/// the previous step's: resident memory stays flat from the first steps on, and large buffers
+/// do not pay mmap page faults on every op. Small buffers go straight to malloc.
+public enum StoragePool {
+    /// Buffers below this many floats are not pooled.
+    static let minimumPooled = 256
+    /// At most this many bytes are kept for reuse; beyond it buffers are freed.
+    nonisolated(unsafe) public static var capacityBytes = 8 << 30
+    nonisolated(unsafe) static var freeLists: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    nonisolated(unsafe) static var cachedBytes = 0
+    nonisolated(unsafe) static var mutex = pthread_mutex_t()
+    nonisolated(unsafe) static let initialized: Bool = { pthread_mutex_init(&mutex, nil); return true }()
+
+    /// The size class of a request: the next of 2^k, 1.25, 1.5 and 1.75 times 2^k floats.
+    @inline(__always)
+    static func sizeClass(_ count: Int) -> Int {
+        let top = Int.bitWidth - 1 - count.leadingZeroBitCount
+        let quarter = Swift.max(1, (1 << top) >> 2)
+        return (count + quarter - 1) / quarter * quarter
+    }
+
+    static func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count >= minimumPooled {
+            let size = sizeClass(count)
+            _ = initialized
+            pthread_mutex_lock(&mutex)
+            let reused = freeLists[size]?.popLast()
+            if reused != nil { cachedBytes -= size * 4 }
+            pthread_mutex_unlock(&mutex)
+            if let reused { return reused }
+            return rawAllocate(size)
+        }
+        return rawAllocate(Swift.max(count, 1))
+    }
+
+    static func deallocate(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        if count >= minimumPooled {
+            let size = sizeClass(count)
+            pthread_mutex_lock(&mutex)
+            let keep = cachedBytes + size * 4 <= capacityBytes
+            if keep {
+                freeLists[size, default: []].append(p)
+                cachedBytes += size * 4
+            }
+            pthread_mutex_unlock(&mutex)
+            if keep { return }
+        }
+        free(p)
+    }
+
+    /// Frees every cached buffer (for instance between two stages of a run).
+    public static func trim() {
+        _ = initialized
+        pthread_mutex_lock(&mutex)
+        for list in freeLists.values { for p in list { free(p) } }
+        freeLists.removeAll()
+        cachedBytes = 0
+        pthread_mutex_unlock(&mutex)
+    }
+
+    static func rawAllocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+        var raw: UnsafeMutableRawPointer?
+        let bytes = count * MemoryLayout<Float>.stride
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            fatalError("out of memory allocating \(bytes) bytes")
+        }
+        return raw.bindMemory(to: Float.self, capacity: count)
+    }
 }
