@@ -1,5 +1,21 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
+
+/// AVX2 and FMA code generation for the numeric targets when the building machine has them
+/// (read from /proc/cpuinfo), with HAS_FMA defined so kernels may use fused multiply-adds.
+/// Elsewhere the portable baseline is built.
+let vectorSettings: [SwiftSetting] = {
+    #if arch(x86_64) && os(Linux)
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+    let flags = Set(flagsLine.split(separator: " ").map(String.init))
+    guard flags.contains("avx2") && flags.contains("fma") else { return [] }
+    return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma"]), .define("HAS_FMA")]
+    #else
+    return []
+    #endif
+}()
 
 // Layers (imports only point down): workbench -> Store -> TensorCore -> CBLAS / CHDF5 / CZlib.
 // See docs/ARCHITECTURE.md.
@@ -20,14 +36,14 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "TensorCore", dependencies: ["CBLAS"]),
+        .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: vectorSettings),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
         .executableTarget(name: "workbench", dependencies: [
             "TensorCore", "Store",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "Store"],
-                    resources: [.copy("Fixtures")]),
+                    resources: [.copy("Fixtures")], swiftSettings: vectorSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
     ],
     swiftLanguageModes: [.v5]

@@ -73,8 +73,7 @@ public enum Autograd {
     static func backward(from root: GradNode, seed: Storage?) {
         if let seed {
             precondition(seed.count == root.count, "backward: seed gradient has the wrong size")
-            let g = root.accumulator()
-            for i in 0..<root.count { g[i] += seed.base[i] }
+            addInto(root, seed)
         } else {
             let g = root.accumulator()
             for i in 0..<root.count { g[i] += 1 }
