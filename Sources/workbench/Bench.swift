@@ -52,46 +52,49 @@ struct Bench: ParsableCommand {
         print(String(format: "linear fwd+bwd reaches %.1f%% of raw sgemm at its worst shape (target: 85%%)", worstRatio * 100))
 
         print("")
-        print("memory-bound kernels (rows x 768)      time      GB/s   of memcpy")
+        print("memory-bound kernels (\(rows) x 768)         time     GB/s   copy GB/s   of copy")
         let n = rows * 768
         let src = Tensor.randn([rows, 768], rng: rng), dst = Storage(uninitializedCount: n)
-        let copy = median { dst.base.update(from: src.base, count: n) }
-        let copyGBs = 8 * Double(n) / copy / 1e9
-        func row(_ name: String, bytesPerElement: Double, _ seconds: Double) {
-            let gbs = bytesPerElement * Double(n) / seconds / 1e9
-            let label = name.padding(toLength: 34, withPad: " ", startingAt: 0)
-            print(label + String(format: "%7.2f ms %8.1f %8.0f%%", seconds * 1e3, gbs, 100 * gbs / copyGBs))
+        // The bandwidth reference: a copy of the same size on the same threads, run alternately
+        // with each kernel.
+        let copy = {
+            Parallel.forChunks(n, grain: 1 << 16) { r in (dst.base + r.lowerBound).update(from: src.base + r.lowerBound, count: r.count) }
         }
-        row("memcpy (read + write)", bytesPerElement: 8, copy)
+        func row(_ name: String, bytesPerElement: Double, _ kernel: () -> Void) {
+            let (copySeconds, seconds) = interleavedMedians(copy, kernel)
+            let gbs = bytesPerElement * Double(n) / seconds / 1e9
+            let copyGBs = 8 * Double(n) / copySeconds / 1e9
+            let label = name.padding(toLength: 34, withPad: " ", startingAt: 0)
+            print(label + String(format: "%7.2f ms %8.1f %10.1f %8.0f%%", seconds * 1e3, gbs, copyGBs, 100 * gbs / copyGBs))
+        }
         let gamma = Tensor.ones([768]), beta = Tensor.zeros([768])
         let mean = Storage(uninitializedCount: rows), rstd = Storage(uninitializedCount: rows)
-        row("layernorm forward", bytesPerElement: 8, median {
+        row("layernorm forward", bytesPerElement: 8) {
             LayerNormKernels.forward(dst.base, mean.base, rstd.base, src.base, gamma.base, beta.base, rows: rows, c: 768, eps: 1e-5)
-        })
+        }
         let dgamma = Storage(count: 768), dbeta = Storage(count: 768)
-        row("layernorm backward", bytesPerElement: 12, median {
-            LayerNormKernels.backward(dst.base, dgamma.base, dbeta.base, src.base, src.base, gamma.base, mean.base, rstd.base, rows: rows, c: 768)
-        })
-        row("softmax forward (rows of 768)", bytesPerElement: 8, median { SoftmaxKernels.forward(dst.base, src.base, rows: rows, n: 768) })
-        row("softmax backward", bytesPerElement: 12, median { SoftmaxKernels.backward(dst.base, src.base, src.base, rows: rows, n: 768) })
-        row("GELU forward (erf)", bytesPerElement: 8, median { GELUKernels.forward(dst.base, src.base, n) })
-        row("GELU backward (erf)", bytesPerElement: 12, median { GELUKernels.backward(dst.base, src.base, src.base, n) })
-        row("GELU forward (tanh)", bytesPerElement: 8, median { GELUKernels.forwardTanh(dst.base, src.base, n) })
-        let naiveGELU = median {
+        let dout = Tensor.randn([rows, 768], rng: rng)
+        row("layernorm backward", bytesPerElement: 12) {
+            LayerNormKernels.backward(dst.base, dgamma.base, dbeta.base, dout.base, src.base, gamma.base, mean.base, rstd.base, rows: rows, c: 768)
+        }
+        row("softmax forward (rows of 768)", bytesPerElement: 8) { SoftmaxKernels.forward(dst.base, src.base, rows: rows, n: 768) }
+        row("softmax backward", bytesPerElement: 12) { SoftmaxKernels.backward(dst.base, src.base, dout.base, rows: rows, n: 768) }
+        row("GELU forward (erf)", bytesPerElement: 8) { GELUKernels.forward(dst.base, src.base, n) }
+        row("GELU backward (erf)", bytesPerElement: 12) { GELUKernels.backward(dst.base, src.base, dout.base, n) }
+        row("GELU forward (tanh)", bytesPerElement: 8) { GELUKernels.forwardTanh(dst.base, src.base, n) }
+        row("GELU forward, naive libm erff", bytesPerElement: 8) {
             let s = src.base, d = dst.base
             for i in 0..<n { d[i] = GELUKernels.referenceForward(s[i], approximateTanh: false) }
         }
-        row("GELU forward, naive libm erff", bytesPerElement: 8, naiveGELU)
-
         print("")
         let (batch, heads, tokens, dim) = (256, 3, 50, 64)
         let q = Tensor.randn([batch, heads, tokens, dim], rng: rng).requiringGrad()
         let k = Tensor.randn([batch, heads, tokens, dim], rng: rng).requiringGrad()
         let v = Tensor.randn([batch, heads, tokens, dim], rng: rng).requiringGrad()
-        let dout = Tensor.randn([batch, heads, tokens, dim], rng: rng)
+        let dAttention = Tensor.randn([batch, heads, tokens, dim], rng: rng)
         let fwd = median { _ = Autograd.noGrad { Tensor.scaledDotProductAttention(query: q, key: k, value: v) } }
         let both = median {
-            Tensor.scaledDotProductAttention(query: q, key: k, value: v).output.backward(gradient: dout)
+            Tensor.scaledDotProductAttention(query: q, key: k, value: v).output.backward(gradient: dAttention)
             q.zeroGrad(); k.zeroGrad(); v.zeroGrad()
         }
         let attnFlops = 2 * 2 * Double(batch * heads * tokens * tokens * dim)
