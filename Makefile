@@ -12,4 +12,4 @@ bench: setup
 
 # Release-mode tests: numeric code is too slow in debug builds.
 test: setup
-	swift test -c release
+	swift test -c release --disable-swift-testing

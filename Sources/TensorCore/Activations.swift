@@ -13,66 +13,47 @@ public enum GELUKernels {
 
     /// out[i] = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's exact GELU), x and out of length n.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+        @inline(__always) func f(_ v: Vec) -> Vec { 0.5 * v * (1 + verf(v * invSqrt2)) }
         Parallel.forChunks(n, grain: 16384) { r in
-            var i = r.lowerBound
-            while i + 8 <= r.upperBound {
-                let v = load(x + i)
-                store(0.5 * v * (1 + verf(v * invSqrt2)), out + i)
-                i += 8
-            }
-            while i < r.upperBound {
-                let v = x[i]
-                out[i] = 0.5 * v * (1 + verf(Vec(repeating: v * invSqrt2))[0])
-                i += 1
-            }
+            forEachBlock(r, { i in store(f(load(x + i)), out + i) },
+                         tail: { i in out[i] = f(Vec(repeating: x[i]))[0] })
         }
     }
 
     /// dx[i] += dout[i] * (Phi(x) + x phi(x)).
     public static func backward(_ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ n: Int) {
+        @inline(__always) func grad(_ v: Vec) -> Vec {
+            let cdf = 0.5 * (1 + verf(v * invSqrt2))
+            let pdf = invSqrt2Pi * vexp(-0.5 * v * v)
+            return vfma(v, pdf, cdf)
+        }
         Parallel.forChunks(n, grain: 16384) { r in
-            var i = r.lowerBound
-            @inline(__always) func grad(_ v: Vec) -> Vec {
-                let cdf = 0.5 * (1 + verf(v * invSqrt2))
-                let pdf = invSqrt2Pi * vexp(-0.5 * v * v)
-                return cdf + v * pdf
-            }
-            while i + 8 <= r.upperBound {
-                store(load(dx + i) + load(dout + i) * grad(load(x + i)), dx + i)
-                i += 8
-            }
-            while i < r.upperBound {
-                dx[i] += dout[i] * grad(Vec(repeating: x[i]))[0]
-                i += 1
-            }
+            forEachBlock(r, { i in store(vfma(load(dout + i), grad(load(x + i)), load(dx + i)), dx + i) },
+                         tail: { i in dx[i] += dout[i] * grad(Vec(repeating: x[i]))[0] })
         }
     }
 
     /// The tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
     public static func forwardTanh(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+        @inline(__always) func f(_ v: Vec) -> Vec { 0.5 * v * (1 + vtanh(sqrt2OverPi * (v + 0.044715 * v * v * v))) }
         Parallel.forChunks(n, grain: 16384) { r in
-            var i = r.lowerBound
-            @inline(__always) func f(_ v: Vec) -> Vec {
-                0.5 * v * (1 + vtanh(sqrt2OverPi * (v + 0.044715 * v * v * v)))
-            }
-            while i + 8 <= r.upperBound { store(f(load(x + i)), out + i); i += 8 }
-            while i < r.upperBound { out[i] = f(Vec(repeating: x[i]))[0]; i += 1 }
+            forEachBlock(r, { i in store(f(load(x + i)), out + i) },
+                         tail: { i in out[i] = f(Vec(repeating: x[i]))[0] })
         }
     }
 
     public static func backwardTanh(_ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                     _ dout: UnsafePointer<Float>, _ n: Int) {
+        @inline(__always) func grad(_ v: Vec) -> Vec {
+            let u = sqrt2OverPi * (v + 0.044715 * v * v * v)
+            let t = vtanh(u)
+            let du = sqrt2OverPi * (1 + 3 * 0.044715 * v * v)
+            return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
+        }
         Parallel.forChunks(n, grain: 16384) { r in
-            var i = r.lowerBound
-            @inline(__always) func grad(_ v: Vec) -> Vec {
-                let u = sqrt2OverPi * (v + 0.044715 * v * v * v)
-                let t = vtanh(u)
-                let du = sqrt2OverPi * (1 + 3 * 0.044715 * v * v)
-                return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
-            }
-            while i + 8 <= r.upperBound { store(load(dx + i) + load(dout + i) * grad(load(x + i)), dx + i); i += 8 }
-            while i < r.upperBound { dx[i] += dout[i] * grad(Vec(repeating: x[i]))[0]; i += 1 }
+            forEachBlock(r, { i in store(vfma(load(dout + i), grad(load(x + i)), load(dx + i)), dx + i) },
+                         tail: { i in dx[i] += dout[i] * grad(Vec(repeating: x[i]))[0] })
         }
     }
 

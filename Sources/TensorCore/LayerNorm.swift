@@ -37,58 +37,52 @@ public enum LayerNormKernels {
                                 _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, rows: Int, c: Int) {
         let grain = Swift.max(1, 8192 / Swift.max(c, 1))
         let chunks = Parallel.chunkCount(rows, grain: grain)
-        let partial = Storage(count: chunks * 2 * c)
+        // Per-chunk partial sums of dweight and dbias, then the weight (ones when absent).
+        let scratch = Storage(count: chunks * 2 * c + (weight == nil ? c : 0))
+        let w = weight ?? UnsafePointer(scratch.base + chunks * 2 * c)
+        if weight == nil { (scratch.base + chunks * 2 * c).update(repeating: 1, count: c) }
         Parallel.forIndexedChunks(rows, grain: grain) { chunk, r in
-            let pw = partial.base + chunk * 2 * c, pb = pw + c
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: c) { scratch in
-                let dnorm = scratch.baseAddress!
-                for row in r {
-                    let xr = x + row * c, gr = dout + row * c
-                    let m = mean[row], s = rstd[row]
-                    var accA = Vec(), accB = Vec()
-                    var i = 0
-                    while i + 8 <= c {
-                        let g = load(gr + i)
-                        let norm = (load(xr + i) - m) * s
-                        let dn = weight.map { g * load($0 + i) } ?? g
-                        store(dn, dnorm + i)
-                        accA += dn
-                        accB += dn * norm
-                        store(load(pw + i) + g * norm, pw + i)
-                        store(load(pb + i) + g, pb + i)
-                        i += 8
-                    }
-                    var sumA = accA.sum(), sumB = accB.sum()
-                    while i < c {
-                        let g = gr[i]
-                        let norm = (xr[i] - m) * s
-                        let dn = weight.map { g * $0[i] } ?? g
-                        dnorm[i] = dn
-                        sumA += dn
-                        sumB += dn * norm
-                        pw[i] += g * norm
-                        pb[i] += g
-                        i += 1
-                    }
-                    guard let dx else { continue }
-                    let meanA = sumA / Float(c), meanB = sumB / Float(c)
-                    let d = dx + row * c
-                    i = 0
-                    while i + 8 <= c {
-                        let norm = (load(xr + i) - m) * s
-                        store(load(d + i) + s * (load(dnorm + i) - meanA - norm * meanB), d + i)
-                        i += 8
-                    }
-                    while i < c {
-                        let norm = (xr[i] - m) * s
-                        d[i] += s * (dnorm[i] - meanA - norm * meanB)
-                        i += 1
-                    }
+            let pw = scratch.base + chunk * 2 * c, pb = pw + c
+            for row in r {
+                let xr = x + row * c, gr = dout + row * c
+                let m = mean[row], s = rstd[row]
+                let mv = Vec(repeating: m), sv = Vec(repeating: s)
+                // Pass 1: sum(dnorm), sum(dnorm * norm), and the parameter-gradient partials.
+                var a0 = Vec(), a1 = Vec(), b0 = Vec(), b1 = Vec()
+                var i = 0
+                while i + 16 <= c {
+                    let g0 = load(gr + i), g1 = load(gr + i + 8)
+                    let n0 = (load(xr + i) - mv) * sv, n1 = (load(xr + i + 8) - mv) * sv
+                    let d0 = g0 * load(w + i), d1 = g1 * load(w + i + 8)
+                    a0 += d0; a1 += d1
+                    b0 = vfma(d0, n0, b0); b1 = vfma(d1, n1, b1)
+                    store(vfma(g0, n0, load(pw + i)), pw + i); store(vfma(g1, n1, load(pw + i + 8)), pw + i + 8)
+                    store(load(pb + i) + g0, pb + i); store(load(pb + i + 8) + g1, pb + i + 8)
+                    i += 16
                 }
+                var sumA = (a0 + a1).sum(), sumB = (b0 + b1).sum()
+                while i < c {
+                    let g = gr[i], norm = (xr[i] - m) * s, dn = g * w[i]
+                    sumA += dn; sumB += dn * norm
+                    pw[i] += g * norm; pb[i] += g
+                    i += 1
+                }
+                guard let dx else { continue }
+                // Pass 2: dx += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)).
+                let meanA = Vec(repeating: sumA / Float(c)), meanB = Vec(repeating: sumB / Float(c))
+                let d = dx + row * c
+                forEachBlock(0..<c, { i in
+                    let norm = (load(xr + i) - mv) * sv
+                    let dn = load(gr + i) * load(w + i)
+                    store(vfma(sv, dn - meanA - norm * meanB, load(d + i)), d + i)
+                }, tail: { i in
+                    let norm = (xr[i] - m) * s
+                    d[i] += s * (gr[i] * w[i] - meanA[0] - norm * meanB[0])
+                })
             }
         }
         for chunk in 0..<chunks {
-            let pw = partial.base + chunk * 2 * c, pb = pw + c
+            let pw = scratch.base + chunk * 2 * c, pb = pw + c
             if let dweight { for i in 0..<c { dweight[i] += pw[i] } }
             if let dbias { for i in 0..<c { dbias[i] += pb[i] } }
         }

@@ -3,7 +3,7 @@
 /// the tests compare each against libm.
 public typealias Vec = SIMD8<Float>
 
-@inline(__always)
+@_transparent
 public func vexp(_ x: Vec) -> Vec {
     // Cephes expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-5 polynomial, times 2^n.
     // n is rounded with the 1.5 * 2^23 trick (plain SIMD adds: the baseline x86-64 target has no
@@ -28,7 +28,7 @@ public func vexp(_ x: Vec) -> Vec {
 }
 
 /// a * b + c, fused where the build targets FMA.
-@inline(__always)
+@_transparent
 public func vfma(_ a: Vec, _ b: Vec, _ c: Vec) -> Vec {
     #if HAS_FMA
     return c.addingProduct(a, b)
@@ -38,7 +38,7 @@ public func vfma(_ a: Vec, _ b: Vec, _ c: Vec) -> Vec {
 }
 
 /// Lane-wise clamp by compare and select (SIMD.clamped calls out of line per vector).
-@inline(__always)
+@_transparent
 public func vclamp(_ x: Vec, _ low: Float, _ high: Float) -> Vec {
     let lo = Vec(repeating: low), hi = Vec(repeating: high)
     let y = x.replacing(with: lo, where: x .< lo)
@@ -46,29 +46,58 @@ public func vclamp(_ x: Vec, _ low: Float, _ high: Float) -> Vec {
 }
 
 /// exp of one Float through the vector path (used for tails so results match the vector lanes).
-@inline(__always)
+@_transparent
 public func sexp(_ x: Float) -> Float { vexp(Vec(repeating: x))[0] }
 
-/// erf by Abramowitz and Stegun 7.1.26 with the sign restored (absolute error below 1.5e-7).
-@inline(__always)
+/// erf as x P(x^2) / Q(x^2) on [-4, 4] (a rational minimax fit, as in Eigen's fast erf; beyond
+/// 4 erf is +-1 in Float32). No exp, one division.
+@_transparent
 public func verf(_ x: Vec) -> Vec {
-    let a = x.replacing(with: -x, where: x .< 0)
-    let t = 1 / (1 + 0.327_591_1 * a)
-    var p = Vec(repeating: 1.061_405_429)
-    p = vfma(p, t, Vec(repeating: -1.453_152_027))
-    p = vfma(p, t, Vec(repeating: 1.421_413_741))
-    p = vfma(p, t, Vec(repeating: -0.284_496_736))
-    p = vfma(p, t, Vec(repeating: 0.254_829_592))
-    let y = 1 - p * t * vexp(-a * a)
-    return y.replacing(with: -y, where: x .< 0)
+    let c = vclamp(x, -4, 4)
+    let x2 = c * c
+    var p = vfma(x2, Vec(repeating: -2.726_142_258_013_06e-10), Vec(repeating: 2.770_681_424_959_02e-08))
+    p = vfma(x2, p, Vec(repeating: -2.101_024_020_825_08e-06))
+    p = vfma(x2, p, Vec(repeating: -5.692_506_394_623_46e-05))
+    p = vfma(x2, p, Vec(repeating: -7.349_906_303_268_55e-04))
+    p = vfma(x2, p, Vec(repeating: -2.954_599_808_540_25e-03))
+    p = vfma(x2, p, Vec(repeating: -1.609_603_332_624_15e-02))
+    var q = vfma(x2, Vec(repeating: -1.456_607_184_649_96e-05), Vec(repeating: -2.133_740_552_789_05e-04))
+    q = vfma(x2, q, Vec(repeating: -1.682_826_974_382_03e-03))
+    q = vfma(x2, q, Vec(repeating: -7.373_329_167_204_68e-03))
+    q = vfma(x2, q, Vec(repeating: -1.426_473_905_141_89e-02))
+    return c * p / q
 }
 
-/// tanh through exp, exact to a few 1e-7 in absolute terms.
-@inline(__always)
+/// tanh as x P(x^2) / Q(x^2) on [-7.9053, 7.9053] (a rational minimax fit, as in Eigen's fast
+/// tanh; beyond that range tanh is +-1 in Float32). No exp, one division.
+@_transparent
 public func vtanh(_ x: Vec) -> Vec {
-    let c = vclamp(x, -9, 9)
-    let e = vexp(2 * c)
-    return (e - 1) / (e + 1)
+    let c = vclamp(x, -7.905_311_107_635_498, 7.905_311_107_635_498)
+    let x2 = c * c
+    var p = vfma(x2, Vec(repeating: -2.760_768_477_423_55e-16), Vec(repeating: 2.000_187_904_824_77e-13))
+    p = vfma(x2, p, Vec(repeating: -8.604_671_522_137_35e-11))
+    p = vfma(x2, p, Vec(repeating: 5.122_297_090_371_14e-08))
+    p = vfma(x2, p, Vec(repeating: 1.485_722_357_179_79e-05))
+    p = vfma(x2, p, Vec(repeating: 6.372_619_288_754_36e-04))
+    p = vfma(x2, p, Vec(repeating: 4.893_524_558_917_86e-03))
+    var q = vfma(x2, Vec(repeating: 1.198_258_394_667_02e-06), Vec(repeating: 1.185_347_056_866_54e-04))
+    q = vfma(x2, q, Vec(repeating: 2.268_434_632_439_00e-03))
+    q = vfma(x2, q, Vec(repeating: 4.893_525_185_543_85e-03))
+    return c * p / q
+}
+
+/// Runs `body(i)` for each 8-float block start i in `range`, four blocks per iteration so that
+/// their dependency chains overlap, then `tail(i)` for each leftover element.
+@inline(__always)
+public func forEachBlock(_ range: Range<Int>, _ body: (Int) -> Void, tail: (Int) -> Void) {
+    var i = range.lowerBound
+    let end = range.upperBound
+    while i + 32 <= end {
+        body(i); body(i + 8); body(i + 16); body(i + 24)
+        i += 32
+    }
+    while i + 8 <= end { body(i); i += 8 }
+    while i < end { tail(i); i += 1 }
 }
 
 /// Sum of the lanes of `p[0..<n]`, vectorised with eight-lane partial sums in a fixed order.
@@ -106,11 +135,16 @@ public func vdot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int)
 public func vmax(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var i = 0
     var m = -Float.infinity
-    if n >= 8 {
-        var acc = load(p)
-        i = 8
-        while i + 8 <= n { let v = load(p + i); acc = acc.replacing(with: v, where: v .> acc); i += 8 }
-        m = acc.max()
+    if n >= 16 {
+        var acc0 = load(p), acc1 = load(p + 8)
+        i = 16
+        while i + 16 <= n {
+            let v0 = load(p + i), v1 = load(p + i + 8)
+            acc0 = acc0.replacing(with: v0, where: v0 .> acc0)
+            acc1 = acc1.replacing(with: v1, where: v1 .> acc1)
+            i += 16
+        }
+        m = acc0.replacing(with: acc1, where: acc1 .> acc0).max()
     }
     while i < n { m = Swift.max(m, p[i]); i += 1 }
     return m

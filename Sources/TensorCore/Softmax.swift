@@ -15,20 +15,20 @@ public enum SoftmaxKernels {
             for i in 0..<n { y[i] = 1 / Float(n) }
             return
         }
-        var acc = Vec()
+        let mv = Vec(repeating: m)
+        var a0 = Vec(), a1 = Vec()
         var i = 0
-        while i + 8 <= n {
-            let e = vexp(load(x + i) - m)
-            store(e, y + i)
-            acc += e
-            i += 8
+        while i + 16 <= n {
+            let e0 = vexp(load(x + i) - mv), e1 = vexp(load(x + i + 8) - mv)
+            store(e0, y + i); store(e1, y + i + 8)
+            a0 += e0; a1 += e1
+            i += 16
         }
-        var s = acc.sum()
-        while i < n { y[i] = sexp(x[i] - m); s += y[i]; i += 1 }
-        let inv = 1 / s
-        i = 0
-        while i + 8 <= n { store(load(y + i) * inv, y + i); i += 8 }
-        while i < n { y[i] *= inv; i += 1 }
+        var total = (a0 + a1).sum()
+        while i < n { y[i] = sexp(x[i] - m); total += y[i]; i += 1 }
+        let inv = 1 / total
+        let iv = Vec(repeating: inv)
+        forEachBlock(0..<n, { i in store(load(y + i) * iv, y + i) }, tail: { i in y[i] *= inv })
     }
 
     /// dx += y * (dy - sum(dy * y)) per row.

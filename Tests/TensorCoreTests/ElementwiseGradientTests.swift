@@ -82,8 +82,8 @@ final class ElementwiseGradientTests: XCTestCase {
             v += 0.0137
         }
         XCTAssertLessThan(worstExp, 3e-7, "vexp relative error")
-        XCTAssertLessThan(worstErf, 6e-7, "verf absolute error")
-        XCTAssertLessThan(worstTanh, 5e-7, "vtanh absolute error")
+        XCTAssertLessThan(worstErf, 3e-7, "verf absolute error")
+        XCTAssertLessThan(worstTanh, 3e-7, "vtanh absolute error")
         XCTAssertEqual(vexp(Vec(repeating: -.infinity))[0], 0)
     }
 
