@@ -1,22 +1,48 @@
-import Dispatch
+/// A boolean attention mask broadcast over (batch..., N, M): where each batch-head pair's (N, M)
+/// plane starts, and its row and column strides. Holds the mask's storage alive for backward.
+public struct AttentionMask {
+    let storage: Storage
+    let pairOffsets: [Int]
+    let rowStride: Int, colStride: Int
+
+    /// Whether query i of pair p may attend to key j.
+    @inline(__always)
+    func allows(_ p: Int, _ i: Int, _ j: Int) -> Bool {
+        storage.base[pairOffsets[p] + i * rowStride + j * colStride] != 0
+    }
+
+    init(_ mask: Tensor, batch: [Int], n: Int, m: Int) {
+        let full = batch + [n, m]
+        precondition(Broadcast.shape(mask.shape, full) == full, "attention: mask \(mask.shape) does not broadcast to \(full)")
+        let strides = Broadcast.strides(of: mask.shape, in: full)
+        storage = mask.storage
+        rowStride = strides[full.count - 2]
+        colStride = strides[full.count - 1]
+        pairOffsets = (0..<product(batch)).map { p in
+            var rem = p, off = 0
+            for a in stride(from: batch.count - 1, through: 0, by: -1) {
+                off += (rem % batch[a]) * strides[a]
+                rem /= batch[a]
+            }
+            return off
+        }
+    }
+}
 
 /// Fused scaled-dot-product attention, llm.c style: per (batch, head) pair, scores by sgemm,
 /// masked softmax in place, then the weighted sum of values by sgemm. The probabilities are kept
 /// for the backward pass.
 public enum AttentionKernels {
     /// q (BH, N, d), k (BH, M, d), v (BH, M, dv) -> out (BH, N, dv); probs (BH, N, M) is written.
-    /// `maskAt(pair, i, j)` says whether query i may attend to key j (nil: all may).
+    /// With a mask, scores where it is zero are -infinity.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
                                _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                               pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float,
-                               mask: ((Int) -> UnsafePointer<Float>?)?, maskRowStride: Int, maskColStride: Int) {
+                               pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float, mask: AttentionMask?) {
         forPairs(pairs, work: n * m * (d + dv)) { p in
             let s = probs + p * n * m
             sgemm(false, true, n, m, d, scale, q + p * n * d, d, k + p * m * d, d, 0, s, m)
-            if let mp = mask?(p) {
-                for i in 0..<n {
-                    for j in 0..<m where mp[i * maskRowStride + j * maskColStride] == 0 { s[i * m + j] = -.infinity }
-                }
+            if let mask {
+                for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { s[i * m + j] = -.infinity } }
             }
             for i in 0..<n { SoftmaxKernels.softmaxRow(s + i * m, s + i * m, m) }
             sgemm(false, false, n, dv, m, 1, s, m, v + p * m * dv, dv, 0, out + p * n * dv, dv)
@@ -28,7 +54,7 @@ public enum AttentionKernels {
                                 _ dv_: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
                                 _ probs: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>,
                                 _ v: UnsafePointer<Float>, pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float,
-                                mask: ((Int) -> UnsafePointer<Float>?)?, maskRowStride: Int, maskColStride: Int) {
+                                mask: AttentionMask?) {
         forPairs(pairs, work: 2 * n * m * (d + dv)) { p in
             let pp = probs + p * n * m, go = dout + p * n * dv
             if let dv_ {
@@ -47,10 +73,8 @@ public enum AttentionKernels {
                 }
                 // Masked scores are constants (-inf): no gradient reaches q or k through them, even
                 // in a fully masked row whose weights were set uniform.
-                if let mp = mask?(p) {
-                    for i in 0..<n {
-                        for j in 0..<m where mp[i * maskRowStride + j * maskColStride] == 0 { ds[i * m + j] = 0 }
-                    }
+                if let mask {
+                    for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { ds[i * m + j] = 0 } }
                 }
                 if let dq { sgemm(false, false, n, d, m, 1, ds, m, k + p * m * d, d, 1, dq + p * n * d, d) }
                 if let dk { sgemm(true, false, m, d, n, 1, ds, m, q + p * n * d, d, 1, dk + p * m * d, d) }
@@ -84,31 +108,14 @@ extension Tensor {
         let s = scale ?? 1 / Float(d).squareRoot()
         let out = Storage(uninitializedCount: pairs * n * dv)
         let probs = Storage(uninitializedCount: pairs * n * m)
-        var maskFn: ((Int) -> UnsafePointer<Float>?)? = nil
-        var rowStride = 0, colStride = 0
-        if let mask {
-            let full = batch + [n, m]
-            precondition(Broadcast.shape(mask.shape, full) == full, "attention: mask \(mask.shape) does not broadcast to \(full)")
-            let strides = Broadcast.strides(of: mask.shape, in: full)
-            rowStride = strides[full.count - 2]
-            colStride = strides[full.count - 1]
-            let mp = mask.base
-            maskFn = { p in
-                var rem = p, off = 0
-                for a in stride(from: batch.count - 1, through: 0, by: -1) {
-                    off += (rem % batch[a]) * strides[a]
-                    rem /= batch[a]
-                }
-                return UnsafePointer(mp + off)
-            }
-        }
+        let plane = mask.map { AttentionMask($0, batch: batch, n: n, m: m) }
         AttentionKernels.forward(out.base, probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv,
-                                 scale: s, mask: maskFn, maskRowStride: rowStride, maskColStride: colStride)
+                                 scale: s, mask: plane)
         let output = makeResult(shape: batch + [n, dv], storage: out, inputs: [q, k, v]) {
             { g in
                 AttentionKernels.backward(q.node?.accumulator(), k.node?.accumulator(), v.node?.accumulator(), g.base,
                                           probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv, scale: s,
-                                          mask: maskFn, maskRowStride: rowStride, maskColStride: colStride)
+                                          mask: plane)
             }
         }
         return (output, returnProbabilities ? Tensor(shape: batch + [n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)

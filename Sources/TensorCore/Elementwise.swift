@@ -19,28 +19,29 @@ extension Tensor {
         let input = self
         return makeResult(shape: shape, storage: out, inputs: [self]) {
             { g in
+                // Read through the captured tensor and storage: they keep the values alive.
                 let gx = input.node!.accumulator()
-                let gp = g.base
+                let gp = g.base, xp = input.base, yp = out.base
                 Parallel.forChunks(n) { r in for i in r { gx[i] += gp[i] * derivative(xp[i], yp[i]) } }
             }
         }
     }
 
     public static prefix func - (x: Tensor) -> Tensor { x.unary({ -$0 }, derivative: { _, _ in -1 }) }
-    public func exp() -> Tensor { unary({ Foundation_exp($0) }, derivative: { _, y in y }) }
-    public func log() -> Tensor { unary({ Foundation_log($0) }, derivative: { x, _ in 1 / x }) }
+    public func exp() -> Tensor { unary({ libmExp($0) }, derivative: { _, y in y }) }
+    public func log() -> Tensor { unary({ libmLog($0) }, derivative: { x, _ in 1 / x }) }
     public func sqrt() -> Tensor { unary({ $0.squareRoot() }, derivative: { _, y in 0.5 / y }) }
     public func rsqrt() -> Tensor { unary({ 1 / $0.squareRoot() }, derivative: { x, y in -0.5 * y / x }) }
     public func abs() -> Tensor { unary({ Swift.abs($0) }, derivative: { x, _ in x > 0 ? 1 : (x < 0 ? -1 : 0) }) }
-    public func tanh() -> Tensor { unary({ Foundation_tanh($0) }, derivative: { _, y in 1 - y * y }) }
+    public func tanh() -> Tensor { unary({ libmTanh($0) }, derivative: { _, y in 1 - y * y }) }
     public func sigmoid() -> Tensor {
-        unary({ 1 / (1 + Foundation_exp(-$0)) }, derivative: { _, y in y * (1 - y) })
+        unary({ 1 / (1 + libmExp(-$0)) }, derivative: { _, y in y * (1 - y) })
     }
     public func relu() -> Tensor { unary({ $0 > 0 ? $0 : 0 }, derivative: { x, _ in x > 0 ? 1 : 0 }) }
     public func square() -> Tensor { unary({ $0 * $0 }, derivative: { x, _ in 2 * x }) }
     /// x raised to a constant power.
     public func pow(_ p: Float) -> Tensor {
-        unary({ Foundation_pow($0, p) }, derivative: { x, _ in p * Foundation_pow(x, p - 1) })
+        unary({ libmPow($0, p) }, derivative: { x, _ in p * libmPow(x, p - 1) })
     }
     /// Clamps to [low, high]; the gradient passes where the input is inside the interval.
     public func clamp(min low: Float = -.infinity, max high: Float = .infinity) -> Tensor {
@@ -60,10 +61,10 @@ extension Tensor {
     }
 }
 
-@inline(__always) func Foundation_exp(_ x: Float) -> Float { expf(x) }
-@inline(__always) func Foundation_log(_ x: Float) -> Float { logf(x) }
-@inline(__always) func Foundation_tanh(_ x: Float) -> Float { tanhf(x) }
-@inline(__always) func Foundation_pow(_ x: Float, _ p: Float) -> Float { powf(x, p) }
+@inline(__always) func libmExp(_ x: Float) -> Float { expf(x) }
+@inline(__always) func libmLog(_ x: Float) -> Float { logf(x) }
+@inline(__always) func libmTanh(_ x: Float) -> Float { tanhf(x) }
+@inline(__always) func libmPow(_ x: Float, _ p: Float) -> Float { powf(x, p) }
 
 // MARK: - Binary element-wise ops with broadcasting
 

@@ -119,7 +119,7 @@ extension Tensor {
                 let gx = input.node!.accumulator()
                 Parallel.forChunks(rows, grain: Swift.max(1, 8192 / Swift.max(n, 1))) { r in
                     for row in r {
-                        let yr = y + row * n, gr = g.base + row * n, d = gx + row * n
+                        let yr = out.base + row * n, gr = g.base + row * n, d = gx + row * n
                         let norm = norms.base[row]
                         // Below eps the denominator is the constant eps: no projection term.
                         let dot = norm > eps ? vdot(yr, gr, n) : 0

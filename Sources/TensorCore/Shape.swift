@@ -311,6 +311,7 @@ extension Tensor {
         return makeResult(shape: outShape, storage: out, inputs: [a, b]) {
             { g in
                 let ga = Storage(count: g.count), gb = Storage(count: g.count)
+                let mp = mask.base  // `mask` is captured, so its storage outlives the tape entry
                 Broadcast.forEachRow(outShape, [sm]) { row, off in
                     let im = sm.last ?? 0
                     for i in 0..<inner {

@@ -56,7 +56,7 @@ public enum SoftmaxKernels {
                 while i + 8 <= n { acc += vexp(load(xr + i) - m); i += 8 }
                 var s = acc.sum()
                 while i < n { s += sexp(xr[i] - m); i += 1 }
-                let shift = m + Foundation_log(s)
+                let shift = m + libmLog(s)
                 for j in 0..<n { y[j] = xr[j] - shift }
             }
         }

@@ -45,6 +45,34 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(w.grad?.scalars, [1, 2])
     }
 
+    /// Backward must not depend on intermediate results staying referenced: their buffers go back
+    /// to the pool and are handed out again before backward runs.
+    func testBackwardKeepsWhatItNeedsAlive() {
+        let n = 1024
+        let x = randomTensor([4, n / 4], seed: 21, low: 0.1, high: 2).requiringGrad()
+        let mask = Tensor(shape: [1, n / 4], (0..<(n / 4)).map { Float($0 % 2) })
+        let loss = (Tensor.where(mask + 0, x.exp().sigmoid(), x.tanh().sqrt().l2Normalized())).sum()
+        let churn = (0..<16).map { _ in Tensor.full([4, n / 4], 7) } + (0..<16).map { _ in Tensor.full([1, n / 4], 7) }
+        loss.backward()
+        XCTAssertEqual(churn.count, 32)
+        checkGradients("same expression, intermediates alive", inputs: [x.detached()], engine: { xs in
+            Tensor.where(mask, xs[0].exp().sigmoid(), xs[0].tanh().sqrt().l2Normalized()).sum()
+        }, reference: { xs in
+            let e = xs[0].map { 1 / (1 + Foundation.exp(-Foundation.exp($0))) }
+            let t = xs[0].map { Foundation.tanh($0).squareRoot() }.mapRows { row in
+                let norm = row.map { $0 * $0 }.reduce(0, +).squareRoot()
+                return row.map { $0 / norm }
+            }
+            var total = 0.0
+            for i in 0..<xs[0].count { total += (i % (n / 4)) % 2 == 1 ? e.data[i] : t.data[i] }
+            return DArray(shape: [], [total])
+        })
+        let fresh = x.detached().requiringGrad()
+        Tensor.where(mask, fresh.exp().sigmoid(), fresh.tanh().sqrt().l2Normalized()).sum().backward()
+        XCTAssertTrue(x.grad!.scalars.map(\.bitPattern) == fresh.grad!.scalars.map(\.bitPattern),
+                      "gradients differ when intermediates were released and their buffers reused")
+    }
+
     func testNonScalarBackwardTakesASeed() {
         let w = Tensor(shape: [2], [1, 2], requiresGrad: true)
         (w * w).backward(gradient: Tensor(shape: [2], [1, 10]))
