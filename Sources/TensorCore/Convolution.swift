@@ -4,24 +4,22 @@ public struct Conv2DGeometry {
     public var outH: Int { (height + 2 * padding - kernelH) / stride + 1 }
     public var outW: Int { (width + 2 * padding - kernelW) / stride + 1 }
 
-    /// col (channels * kh * kw, outH * outW) from one image x (channels, H, W); zero padding.
-    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+    /// Visits every (column entry, image element) pair of the unfolded image: `body(col, image)`
+    /// with col indexing (channels * kh * kw, outH * outW) and image indexing (channels, H, W),
+    /// or -1 where the window covers padding.
+    @inline(__always)
+    func forEachTap(_ body: (_ col: Int, _ image: Int) -> Void) {
         let ohw = outH * outW
         for c in 0..<channels {
             for ky in 0..<kernelH {
                 for kx in 0..<kernelW {
-                    let row = col + ((c * kernelH + ky) * kernelW + kx) * ohw
+                    let row = ((c * kernelH + ky) * kernelW + kx) * ohw
                     for oy in 0..<outH {
                         let iy = oy * stride - padding + ky
-                        let dst = row + oy * outW
-                        if iy < 0 || iy >= height {
-                            for ox in 0..<outW { dst[ox] = 0 }
-                            continue
-                        }
-                        let src = x + (c * height + iy) * width
+                        let inRows = iy >= 0 && iy < height
                         for ox in 0..<outW {
                             let ix = ox * stride - padding + kx
-                            dst[ox] = ix >= 0 && ix < width ? src[ix] : 0
+                            body(row + oy * outW + ox, inRows && ix >= 0 && ix < width ? (c * height + iy) * width + ix : -1)
                         }
                     }
                 }
@@ -29,25 +27,14 @@ public struct Conv2DGeometry {
         }
     }
 
+    /// col (channels * kh * kw, outH * outW) from one image x (channels, H, W); zero padding.
+    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+        forEachTap { k, i in col[k] = i >= 0 ? x[i] : 0 }
+    }
+
     /// dx (channels, H, W) += the columns scattered back (the adjoint of im2col).
     func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
-        let ohw = outH * outW
-        for c in 0..<channels {
-            for ky in 0..<kernelH {
-                for kx in 0..<kernelW {
-                    let row = col + ((c * kernelH + ky) * kernelW + kx) * ohw
-                    for oy in 0..<outH {
-                        let iy = oy * stride - padding + ky
-                        if iy < 0 || iy >= height { continue }
-                        let dst = dx + (c * height + iy) * width
-                        for ox in 0..<outW {
-                            let ix = ox * stride - padding + kx
-                            if ix >= 0 && ix < width { dst[ix] += row[oy * outW + ox] }
-                        }
-                    }
-                }
-            }
-        }
+        forEachTap { k, i in if i >= 0 { dx[i] += col[k] } }
     }
 }
 

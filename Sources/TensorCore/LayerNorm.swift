@@ -71,14 +71,18 @@ public enum LayerNormKernels {
                 // Pass 2: dx += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)).
                 let meanA = Vec(repeating: sumA / Float(c)), meanB = Vec(repeating: sumB / Float(c))
                 let d = dx + row * c
-                forEachBlock(0..<c, { i in
+                i = 0
+                while i + 8 <= c {
                     let norm = (load(xr + i) - mv) * sv
                     let dn = load(gr + i) * load(w + i)
                     store(vfma(sv, dn - meanA - norm * meanB, load(d + i)), d + i)
-                }, tail: { i in
+                    i += 8
+                }
+                while i < c {
                     let norm = (xr[i] - m) * s
                     d[i] += s * (gr[i] * w[i] - meanA[0] - norm * meanB[0])
-                })
+                    i += 1
+                }
             }
         }
         for chunk in 0..<chunks {

@@ -86,20 +86,6 @@ public func vtanh(_ x: Vec) -> Vec {
     return c * p / q
 }
 
-/// Runs `body(i)` for each 8-float block start i in `range`, four blocks per iteration so that
-/// their dependency chains overlap, then `tail(i)` for each leftover element.
-@inline(__always)
-public func forEachBlock(_ range: Range<Int>, _ body: (Int) -> Void, tail: (Int) -> Void) {
-    var i = range.lowerBound
-    let end = range.upperBound
-    while i + 32 <= end {
-        body(i); body(i + 8); body(i + 16); body(i + 24)
-        i += 32
-    }
-    while i + 8 <= end { body(i); i += 8 }
-    while i < end { tail(i); i += 1 }
-}
-
 /// Sum of the lanes of `p[0..<n]`, vectorised with eight-lane partial sums in a fixed order.
 @inline(__always)
 public func vsum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {

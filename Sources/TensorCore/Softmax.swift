@@ -28,7 +28,9 @@ public enum SoftmaxKernels {
         while i < n { y[i] = sexp(x[i] - m); total += y[i]; i += 1 }
         let inv = 1 / total
         let iv = Vec(repeating: inv)
-        forEachBlock(0..<n, { i in store(load(y + i) * iv, y + i) }, tail: { i in y[i] *= inv })
+        i = 0
+        while i + 8 <= n { store(load(y + i) * iv, y + i); i += 8 }
+        while i < n { y[i] *= inv; i += 1 }
     }
 
     /// dx += y * (dy - sum(dy * y)) per row.
@@ -79,24 +81,22 @@ public enum SoftmaxKernels {
 
 extension Tensor {
     /// Softmax over the last axis.
-    public func softmax() -> Tensor {
-        let n = shape.last ?? 1, rows = n == 0 ? 0 : count / n
-        let out = Storage(uninitializedCount: count)
-        SoftmaxKernels.forward(out.base, base, rows: rows, n: n)
-        let input = self
-        return makeResult(shape: shape, storage: out, inputs: [self]) {
-            { g in SoftmaxKernels.backward(input.node!.accumulator(), out.base, g.base, rows: rows, n: n) }
-        }
-    }
+    public func softmax() -> Tensor { rowwise(SoftmaxKernels.forward, SoftmaxKernels.backward) }
 
     /// Log-softmax over the last axis.
-    public func logSoftmax() -> Tensor {
+    public func logSoftmax() -> Tensor { rowwise(SoftmaxKernels.logForward, SoftmaxKernels.logBackward) }
+
+    /// A last-axis op whose backward needs only its output: forward(out, x, rows, n) and
+    /// backward(dx, out, dout, rows, n).
+    @inline(__always)
+    func rowwise(_ forward: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int, Int) -> Void,
+                 _ backward: @escaping (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int, Int) -> Void) -> Tensor {
         let n = shape.last ?? 1, rows = n == 0 ? 0 : count / n
         let out = Storage(uninitializedCount: count)
-        SoftmaxKernels.logForward(out.base, base, rows: rows, n: n)
+        forward(out.base, base, rows, n)
         let input = self
         return makeResult(shape: shape, storage: out, inputs: [self]) {
-            { g in SoftmaxKernels.logBackward(input.node!.accumulator(), out.base, g.base, rows: rows, n: n) }
+            { g in backward(input.node!.accumulator(), out.base, g.base, rows, n) }
         }
     }
 }
