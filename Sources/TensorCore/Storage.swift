@@ -45,8 +45,7 @@ public enum StoragePool {
     nonisolated(unsafe) public static var capacityBytes = 8 << 30
     nonisolated(unsafe) static var freeLists: [Int: [UnsafeMutablePointer<Float>]] = [:]
     nonisolated(unsafe) static var cachedBytes = 0
-    nonisolated(unsafe) static var mutex = pthread_mutex_t()
-    nonisolated(unsafe) static let initialized: Bool = { pthread_mutex_init(&mutex, nil); return true }()
+    static let lock = Lock()
 
     /// The size class of a request: the next of 2^k, 1.25, 1.5 and 1.75 times 2^k floats.
     @inline(__always)
@@ -59,11 +58,10 @@ public enum StoragePool {
     static func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count >= minimumPooled {
             let size = sizeClass(count)
-            _ = initialized
-            pthread_mutex_lock(&mutex)
+            lock.lock()
             let reused = freeLists[size]?.popLast()
             if reused != nil { cachedBytes -= size * 4 }
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             if let reused { return reused }
             return rawAllocate(size)
         }
@@ -73,13 +71,13 @@ public enum StoragePool {
     static func deallocate(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         if count >= minimumPooled {
             let size = sizeClass(count)
-            pthread_mutex_lock(&mutex)
+            lock.lock()
             let keep = cachedBytes + size * 4 <= capacityBytes
             if keep {
                 freeLists[size, default: []].append(p)
                 cachedBytes += size * 4
             }
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             if keep { return }
         }
         free(p)
@@ -87,12 +85,11 @@ public enum StoragePool {
 
     /// Frees every cached buffer (for instance between two stages of a run).
     public static func trim() {
-        _ = initialized
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         for list in freeLists.values { for p in list { free(p) } }
         freeLists.removeAll()
         cachedBytes = 0
-        pthread_mutex_unlock(&mutex)
+        lock.unlock()
     }
 
     static func rawAllocate(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -103,4 +100,13 @@ public enum StoragePool {
         }
         return raw.bindMemory(to: Float.self, capacity: count)
     }
+}
+
+/// A pthread mutex at a stable address.
+final class Lock: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    @inline(__always) func lock() { pthread_mutex_lock(&mutex) }
+    @inline(__always) func unlock() { pthread_mutex_unlock(&mutex) }
 }
