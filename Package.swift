@@ -37,14 +37,19 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: vectorSettings),
+        .target(name: "NN", dependencies: ["TensorCore"]),
+        .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
         .executableTarget(name: "workbench", dependencies: [
             "TensorCore", "Store",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "Store"],
+        .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "Store", "TestSupport"],
                     resources: [.copy("Fixtures")], swiftSettings: vectorSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
+        .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
 )

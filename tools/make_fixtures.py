@@ -14,12 +14,14 @@ gradients of that loss as `grad.<name>`.
 import json, os, struct, sys
 import torch
 from torch import nn
-from vit_pytorch.vit import Attention, Transformer
+from vit_pytorch.vit import Attention, Transformer, ViT
+from vit_pytorch.simple_vit import SimpleViT
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'Tests', 'TensorCoreTests', 'Fixtures')
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'Tests')
+OUT = os.path.join(ROOT, 'TensorCoreTests', 'Fixtures')
 
 
-def save(name, tensors):
+def save(name, tensors, out=None):
     """Minimal safetensors writer (F32 only): 8-byte header length, JSON header, raw data."""
     header, blobs, offset = {}, [], 0
     for key in sorted(tensors):
@@ -30,7 +32,7 @@ def save(name, tensors):
         offset += len(raw)
     h = json.dumps(header, separators=(',', ':')).encode()
     h += b' ' * (-len(h) % 8)
-    path = os.path.join(OUT, name + '.safetensors')
+    path = os.path.join(out or OUT, name + '.safetensors')
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
     print(f'{path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes')
@@ -78,7 +80,7 @@ def softmax_cross_entropy():
     save('softmax_cross_entropy', out)
 
 
-def module_fixture(name, module, x_shape):
+def module_fixture(name, module, x_shape, out=None):
     torch.manual_seed(1)
     module = module.double()
     with torch.no_grad():
@@ -90,7 +92,7 @@ def module_fixture(name, module, x_shape):
     y = module(x)
     ow = f32(*y.shape)
     named = {'x': x, **dict(module.named_parameters())}
-    save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow})
+    save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow}, out)
 
 
 if __name__ == '__main__':
@@ -101,4 +103,11 @@ if __name__ == '__main__':
     # vit-pytorch 1.7.14's pre-norm multi-head attention and one Transformer block (with its final norm).
     module_fixture('vit_attention', Attention(dim=16, heads=4, dim_head=8), (2, 5, 16))
     module_fixture('vit_transformer_block', Transformer(dim=16, depth=1, heads=4, dim_head=8, mlp_dim=32), (2, 5, 16))
+    # Whole encoders, by state_dict name: 2 channels so that the patch layout is exercised.
+    enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
+    os.makedirs(enc, exist_ok=True)
+    cfg = dict(image_size=8, patch_size=4, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
+    module_fixture('vit_cls', ViT(**cfg), (3, 2, 8, 8), enc)
+    module_fixture('vit_mean', ViT(pool='mean', **cfg), (3, 2, 8, 8), enc)
+    module_fixture('simple_vit', SimpleViT(**cfg), (3, 2, 8, 8), enc)
     print('torch', torch.__version__, file=sys.stderr)

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// The tape's contract: recording, release, no-grad, detach, accumulation, flat memory and

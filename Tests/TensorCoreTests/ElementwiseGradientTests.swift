@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Finite-difference gradient checks (Double) for element-wise, broadcasting and scalar ops.

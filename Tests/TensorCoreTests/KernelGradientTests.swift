@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Gradient checks for products, fused kernels, losses, convolution, pooling and attention,

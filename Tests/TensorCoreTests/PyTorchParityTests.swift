@@ -1,6 +1,7 @@
 import Foundation
 import Store
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Parity with PyTorch (fixtures from tools/make_fixtures.py, computed in float64 by PyTorch

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Gradient checks for reductions and ops that move elements.

@@ -10,7 +10,7 @@ import XCTest
 /// in Double; its gradient is (L(x + h e_j) - L(x - h e_j)) / 2h for every input element j.
 /// Forward values must agree within `forwardTolerance`, gradients within `gradientTolerance`,
 /// both relative to the largest magnitude of the compared quantity (plus a per-element term).
-func checkGradients(_ name: String, inputs: [Tensor], differentiable: [Bool]? = nil,
+public func checkGradients(_ name: String, inputs: [Tensor], differentiable: [Bool]? = nil,
                     forwardTolerance: Double = 2e-5, gradientTolerance: Double = 1e-3, step: Double = 1e-6,
                     engine: ([Tensor]) -> Tensor, reference: ([DArray]) -> DArray,
                     file: StaticString = #filePath, line: UInt = #line) {
@@ -55,7 +55,7 @@ func checkGradients(_ name: String, inputs: [Tensor], differentiable: [Bool]? = 
 }
 
 /// |actual - expected| <= tolerance * (|expected| + max|expected|) element by element.
-func assertClose(_ what: String, _ actual: [Double], _ expected: [Double], tolerance: Double,
+public func assertClose(_ what: String, _ actual: [Double], _ expected: [Double], tolerance: Double,
                  file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(actual.count, expected.count, "\(what): sizes", file: file, line: line)
     let scale = expected.map { Swift.abs($0) }.filter { $0.isFinite }.max() ?? 0
@@ -72,6 +72,6 @@ func assertClose(_ what: String, _ actual: [Double], _ expected: [Double], toler
     }
 }
 
-func randomTensor(_ shape: [Int], seed: UInt64, low: Float = -1, high: Float = 1) -> Tensor {
+public func randomTensor(_ shape: [Int], seed: UInt64, low: Float = -1, high: Float = 1) -> Tensor {
     Tensor.uniform(shape, low: low, high: high, rng: RandomStream(seed: seed, purpose: "test input"))
 }

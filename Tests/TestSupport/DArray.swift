@@ -3,54 +3,54 @@ import TensorCore
 
 /// A naive Double-precision n-d array: the reference every op is checked against. Written for
 /// obviousness, not speed: plain loops over multi-indices.
-struct DArray {
-    var shape: [Int]
-    var data: [Double]
+public struct DArray {
+    public var shape: [Int]
+    public var data: [Double]
 
-    init(shape: [Int], _ data: [Double]) {
+    public init(shape: [Int], _ data: [Double]) {
         precondition(shape.reduce(1, *) == data.count, "DArray: \(data.count) values for \(shape)")
         self.shape = shape
         self.data = data
     }
 
-    init(_ t: Tensor) { self.init(shape: t.shape, t.scalars.map(Double.init)) }
+    public init(_ t: Tensor) { self.init(shape: t.shape, t.scalars.map(Double.init)) }
 
-    static func zeros(_ shape: [Int]) -> DArray { DArray(shape: shape, [Double](repeating: 0, count: shape.reduce(1, *))) }
+    public static func zeros(_ shape: [Int]) -> DArray { DArray(shape: shape, [Double](repeating: 0, count: shape.reduce(1, *))) }
 
-    var count: Int { data.count }
-    var rank: Int { shape.count }
+    public var count: Int { data.count }
+    public var rank: Int { shape.count }
 
-    var strides: [Int] {
+    public var strides: [Int] {
         var s = [Int](repeating: 1, count: rank)
         if rank > 1 { for i in stride(from: rank - 2, through: 0, by: -1) { s[i] = s[i + 1] * shape[i + 1] } }
         return s
     }
 
-    func index(of flat: Int) -> [Int] {
+    public func index(of flat: Int) -> [Int] {
         var rem = flat
         var idx = [Int](repeating: 0, count: rank)
         for d in stride(from: rank - 1, through: 0, by: -1) { idx[d] = rem % shape[d]; rem /= shape[d] }
         return idx
     }
 
-    func flat(_ idx: [Int]) -> Int { Swift.zip(idx, strides).reduce(0) { $0 + $1.0 * $1.1 } }
+    public func flat(_ idx: [Int]) -> Int { Swift.zip(idx, strides).reduce(0) { $0 + $1.0 * $1.1 } }
 
-    subscript(_ idx: [Int]) -> Double {
+    public subscript(_ idx: [Int]) -> Double {
         get { data[flat(idx)] }
         set { data[flat(idx)] = newValue }
     }
 
-    func map(_ f: (Double) -> Double) -> DArray { DArray(shape: shape, data.map(f)) }
+    public func map(_ f: (Double) -> Double) -> DArray { DArray(shape: shape, data.map(f)) }
 
     /// Value at `outIdx` of this array broadcast to a larger shape.
-    func broadcastValue(_ outIdx: [Int]) -> Double {
+    public func broadcastValue(_ outIdx: [Int]) -> Double {
         let lead = outIdx.count - rank
         var idx = [Int](repeating: 0, count: rank)
         for d in 0..<rank { idx[d] = shape[d] == 1 ? 0 : outIdx[d + lead] }
         return self[idx]
     }
 
-    static func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int] {
+    public static func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int] {
         let r = Swift.max(a.count, b.count)
         return (0..<r).map { i in
             let da = i < r - a.count ? 1 : a[i - (r - a.count)]
@@ -59,7 +59,7 @@ struct DArray {
         }
     }
 
-    static func zip(_ a: DArray, _ b: DArray, _ f: (Double, Double) -> Double) -> DArray {
+    public static func zip(_ a: DArray, _ b: DArray, _ f: (Double, Double) -> Double) -> DArray {
         let shape = broadcastShape(a.shape, b.shape)
         var out = DArray.zeros(shape)
         for i in 0..<out.count {
@@ -69,19 +69,19 @@ struct DArray {
         return out
     }
 
-    static func + (a: DArray, b: DArray) -> DArray { zip(a, b, +) }
-    static func - (a: DArray, b: DArray) -> DArray { zip(a, b, -) }
-    static func * (a: DArray, b: DArray) -> DArray { zip(a, b, *) }
-    static func / (a: DArray, b: DArray) -> DArray { zip(a, b, /) }
+    public static func + (a: DArray, b: DArray) -> DArray { zip(a, b, +) }
+    public static func - (a: DArray, b: DArray) -> DArray { zip(a, b, -) }
+    public static func * (a: DArray, b: DArray) -> DArray { zip(a, b, *) }
+    public static func / (a: DArray, b: DArray) -> DArray { zip(a, b, /) }
 
-    func expanded(to s: [Int]) -> DArray {
+    public func expanded(to s: [Int]) -> DArray {
         var out = DArray.zeros(s)
         for i in 0..<out.count { out.data[i] = broadcastValue(out.index(of: i)) }
         return out
     }
 
     /// Sum over `axes`, keeping them with size 1.
-    func sum(axes: [Int]) -> DArray {
+    public func sum(axes: [Int]) -> DArray {
         let ax = Set(axes.map { $0 < 0 ? $0 + rank : $0 })
         let outShape = shape.enumerated().map { ax.contains($0.offset) ? 1 : $0.element }
         var out = DArray.zeros(outShape)
@@ -93,9 +93,9 @@ struct DArray {
         return out
     }
 
-    func reshaped(_ s: [Int]) -> DArray { DArray(shape: s, data) }
+    public func reshaped(_ s: [Int]) -> DArray { DArray(shape: s, data) }
 
-    func permuted(_ order: [Int]) -> DArray {
+    public func permuted(_ order: [Int]) -> DArray {
         var out = DArray.zeros(order.map { shape[$0] })
         for i in 0..<out.count {
             let oi = out.index(of: i)
@@ -107,9 +107,9 @@ struct DArray {
     }
 
     /// Rows of the last axis.
-    var rows: Int { count / (shape.last ?? 1) }
+    public var rows: Int { count / (shape.last ?? 1) }
 
-    func mapRows(_ f: ([Double]) -> [Double]) -> DArray {
+    public func mapRows(_ f: ([Double]) -> [Double]) -> DArray {
         let n = shape.last ?? 1
         var out = self
         for r in 0..<rows {
@@ -120,7 +120,7 @@ struct DArray {
     }
 
     /// Batched matrix product over the last two axes; b may be 2-D (shared).
-    static func matmul(_ a: DArray, _ b: DArray, transposeA: Bool = false, transposeB: Bool = false) -> DArray {
+    public static func matmul(_ a: DArray, _ b: DArray, transposeA: Bool = false, transposeB: Bool = false) -> DArray {
         let aa = transposeA ? a.permuted(Array(0..<(a.rank - 2)) + [a.rank - 1, a.rank - 2]) : a
         let bb = transposeB ? b.permuted(Array(0..<(b.rank - 2)) + [b.rank - 1, b.rank - 2]) : b
         let m = aa.shape[aa.rank - 2], k = aa.shape[aa.rank - 1], n = bb.shape[bb.rank - 1]
@@ -138,7 +138,7 @@ struct DArray {
         return out
     }
 
-    static func softmaxRow(_ x: [Double]) -> [Double] {
+    public static func softmaxRow(_ x: [Double]) -> [Double] {
         let m = x.max() ?? 0
         if m == -.infinity { return x.map { _ in 1 / Double(x.count) } }
         let e = x.map { Foundation.exp($0 - m) }
@@ -146,7 +146,7 @@ struct DArray {
         return e.map { $0 / s }
     }
 
-    static func logSoftmaxRow(_ x: [Double]) -> [Double] {
+    public static func logSoftmaxRow(_ x: [Double]) -> [Double] {
         let m = x.max() ?? 0
         let lse = m + Foundation.log(x.map { Foundation.exp($0 - m) }.reduce(0, +))
         return x.map { $0 - lse }

@@ -1,0 +1,68 @@
+import NN
+import TensorCore
+
+/// An encoder that maps images (B, C, H, W) to named hidden outputs. BYOL, DINO, EsViT, the
+/// linear probe, kNN and extraction use only this protocol; a recipe names the layer
+/// (`hidden_layer: pooled`) as vit-pytorch's `hidden_layer` does.
+public protocol HiddenLayerEncoder: Module {
+    /// The names `hiddenOutputs` can return, e.g. "tokens", "pooled", "blocks.3", "logits".
+    var hiddenLayerNames: [String] { get }
+    /// Runs the encoder and returns the requested outputs (every name must be in `hiddenLayerNames`).
+    func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor]
+}
+
+extension HiddenLayerEncoder {
+    /// One hidden output.
+    public func hidden(_ images: Tensor, layer: String) -> Tensor {
+        precondition(hiddenLayerNames.contains(layer), "unknown hidden layer '\(layer)'; available: \(hiddenLayerNames.joined(separator: ", "))")
+        return hiddenOutputs(images, layers: [layer])[layer]!
+    }
+}
+
+/// A patch-based encoder, for the masked objectives: MAE encodes only visible patches, SimMIM
+/// swaps in mask tokens, MPP corrupts patches, MP3 drops positions. Shapes: images (B, C, H, W),
+/// patches (B, N, patchDim), tokens (B, n, dim).
+public protocol PatchTokenEncoder: HiddenLayerEncoder {
+    var patchCount: Int { get }
+    var patchDim: Int { get }
+    var dim: Int { get }
+    /// Cuts images into flattened patches, as einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'.
+    func patchify(_ images: Tensor) -> Tensor
+    /// Embeds flattened patches (B, n, patchDim) into tokens (B, n, dim), without positions.
+    func embedPatches(_ patches: Tensor) -> Tensor
+    /// The position embedding of each patch (1, N, dim), in patch order.
+    func patchPositions() -> Tensor
+    /// Runs the transformer (and its final norm) over any set of tokens (B, n, dim).
+    func encodeTokens(_ tokens: Tensor) -> Tensor
+}
+
+/// einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)': images (B, C, H, W) to (B, N, p1 * p2 * C).
+public func patchify(_ images: Tensor, patchHeight: Int, patchWidth: Int) -> Tensor {
+    let (b, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
+    let (gh, gw) = (h / patchHeight, w / patchWidth)
+    return images.reshaped([b, c, gh, patchHeight, gw, patchWidth])
+        .permuted([0, 2, 4, 3, 5, 1])
+        .reshaped([b, gh * gw, patchHeight * patchWidth * c])
+}
+
+/// SimpleViT's fixed 2-D sin-cos position embedding (h * w, dim), as vit-pytorch's posemb_sincos_2d:
+/// per position [sin(x w), cos(x w), sin(y w), cos(y w)] with w_k = 10000^(-k / (dim/4 - 1)).
+public func sinCosPositionEmbedding2D(height: Int, width: Int, dim: Int, temperature: Double = 10000) -> Tensor {
+    precondition(dim % 4 == 0, "the sin-cos embedding needs a dimension divisible by 4, got \(dim)")
+    let quarter = dim / 4
+    var values = [Float](repeating: 0, count: height * width * dim)
+    for y in 0..<height {
+        for x in 0..<width {
+            let row = (y * width + x) * dim
+            for k in 0..<quarter {
+                let omega = 1 / Foundation.pow(temperature, Double(k) / Double(max(quarter - 1, 1)))
+                values[row + k] = Float(Foundation.sin(Double(x) * omega))
+                values[row + quarter + k] = Float(Foundation.cos(Double(x) * omega))
+                values[row + 2 * quarter + k] = Float(Foundation.sin(Double(y) * omega))
+                values[row + 3 * quarter + k] = Float(Foundation.cos(Double(y) * omega))
+            }
+        }
+    }
+    return Tensor(shape: [height * width, dim], values)
+}
+import Foundation

@@ -1,0 +1,172 @@
+import NN
+import TensorCore
+
+/// Hyperparameters of a ViT (vit-pytorch's argument names in comments).
+public struct ViTConfig: Codable, Equatable, Sendable {
+    public var imageHeight = 28, imageWidth = 28       // image_size
+    public var patchHeight = 4, patchWidth = 4         // patch_size
+    public var channels = 1
+    public var dim = 128
+    public var depth = 4
+    public var heads = 4
+    public var dimHead = 32                            // dim_head
+    public var mlpDim = 256                            // mlp_dim
+    public var numClasses = 10                         // num_classes
+    public var pool: Pooling = .cls
+    public var dropout: Float = 0
+    public var embeddingDropout: Float = 0             // emb_dropout
+
+    public enum Pooling: String, Codable, Sendable { case cls, mean }
+
+    public init() {}
+
+    public var patchCount: Int { (imageHeight / patchHeight) * (imageWidth / patchWidth) }
+    public var patchDim: Int { channels * patchHeight * patchWidth }
+
+    /// Why this configuration cannot be built, or nil.
+    public var problem: String? {
+        if imageHeight % patchHeight != 0 || imageWidth % patchWidth != 0 {
+            return "image \(imageHeight)x\(imageWidth) is not divisible by patch \(patchHeight)x\(patchWidth)"
+        }
+        if [imageHeight, imageWidth, patchHeight, patchWidth, channels, dim, depth, heads, dimHead, mlpDim, numClasses].contains(where: { $0 <= 0 }) {
+            return "every size must be positive"
+        }
+        return nil
+    }
+}
+
+/// The Vision Transformer of vit-pytorch 1.7.14 (Dosovitskiy et al. 2020, "An Image is Worth
+/// 16x16 Words"): patch embedding (LayerNorm, Linear, LayerNorm), a class token, learned
+/// positions, pre-norm Transformer with a final LayerNorm, cls or mean pooling, linear head.
+/// Parameter names equal vit-pytorch's state_dict keys.
+public final class ViT: Module, PatchTokenEncoder {
+    public let config: ViTConfig
+    public let patchNorm: LayerNorm
+    public let patchLinear: Linear
+    public let tokenNorm: LayerNorm
+    public let posEmbedding: Parameter
+    public let clsToken: Parameter
+    public let transformer: Transformer
+    public let mlpHead: Linear
+    let embeddingDropout: Dropout?
+
+    public init(_ config: ViTConfig, initializer: Initializer) {
+        precondition(config.problem == nil, "ViT: \(config.problem!)")
+        self.config = config
+        patchNorm = LayerNorm(config.patchDim)
+        patchLinear = Linear(config.patchDim, config.dim, initializer: initializer)
+        tokenNorm = LayerNorm(config.dim)
+        posEmbedding = Parameter(initializer.embedding([1, config.patchCount + 1, config.dim]), decays: false)
+        clsToken = Parameter(initializer.embedding([1, 1, config.dim]), decays: false)
+        embeddingDropout = config.embeddingDropout > 0 ? Dropout(config.embeddingDropout, rng: initializer.dropoutStream) : nil
+        transformer = Transformer(dim: config.dim, depth: config.depth, heads: config.heads, dimHead: config.dimHead,
+                                  mlpDim: config.mlpDim, dropout: config.dropout, initializer: initializer)
+        mlpHead = Linear(config.dim, config.numClasses, initializer: initializer)
+    }
+
+    public override var stateNames: [String: String] {
+        ["patchNorm": "to_patch_embedding.1", "patchLinear": "to_patch_embedding.2", "tokenNorm": "to_patch_embedding.3"]
+    }
+
+    public var patchCount: Int { config.patchCount }
+    public var patchDim: Int { config.patchDim }
+    public var dim: Int { config.dim }
+
+    public var hiddenLayerNames: [String] {
+        ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" }
+    }
+
+    public func patchify(_ images: Tensor) -> Tensor {
+        Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)
+    }
+
+    public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
+
+    public func patchPositions() -> Tensor { posEmbedding.value.slice(axis: 1, start: 1, length: config.patchCount) }
+
+    public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
+
+    public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
+        let b = images.shape[0]
+        var x = embedPatches(patchify(images))
+        let cls = clsToken.value.expanded(to: [b, 1, config.dim])
+        x = Tensor.concat([cls, x], axis: 1) + posEmbedding.value
+        if let embeddingDropout { x = embeddingDropout(x) }
+        var out: [String: Tensor] = [:]
+        let tokens = transformer(x) { i, h in if layers.contains("blocks.\(i)") { out["blocks.\(i)"] = h } }
+        if layers.contains("tokens") { out["tokens"] = tokens }
+        if layers.contains("pooled") || layers.contains("logits") {
+            let pooled = config.pool == .mean ? tokens.mean(axis: 1)
+                                              : tokens.slice(axis: 1, start: 0, length: 1).reshaped([b, config.dim])
+            out["pooled"] = pooled
+            if layers.contains("logits") { out["logits"] = mlpHead(pooled) }
+        }
+        return out
+    }
+
+    /// Class logits (B, numClasses).
+    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
+}
+
+/// vit-pytorch 1.7.14's SimpleViT (Beyer et al. 2022, "Better plain ViT baselines"): fixed 2-D
+/// sin-cos positions, no class token, mean pooling, no dropout, bias-free attention output.
+public final class SimpleViT: Module, PatchTokenEncoder {
+    public let config: ViTConfig
+    public let patchNorm: LayerNorm
+    public let patchLinear: Linear
+    public let tokenNorm: LayerNorm
+    public let transformer: Transformer
+    public let linearHead: Linear
+    let positions: Tensor
+
+    public init(_ config: ViTConfig, initializer: Initializer) {
+        precondition(config.problem == nil, "SimpleViT: \(config.problem!)")
+        self.config = config
+        patchNorm = LayerNorm(config.patchDim)
+        patchLinear = Linear(config.patchDim, config.dim, initializer: initializer)
+        tokenNorm = LayerNorm(config.dim)
+        transformer = Transformer(dim: config.dim, depth: config.depth, heads: config.heads, dimHead: config.dimHead,
+                                  mlpDim: config.mlpDim, simple: true, initializer: initializer)
+        linearHead = Linear(config.dim, config.numClasses, initializer: initializer)
+        positions = sinCosPositionEmbedding2D(height: config.imageHeight / config.patchHeight,
+                                              width: config.imageWidth / config.patchWidth, dim: config.dim)
+            .reshaped([1, config.patchCount, config.dim])
+    }
+
+    public override var stateNames: [String: String] {
+        ["patchNorm": "to_patch_embedding.1", "patchLinear": "to_patch_embedding.2", "tokenNorm": "to_patch_embedding.3"]
+    }
+
+    public var patchCount: Int { config.patchCount }
+    public var patchDim: Int { config.patchDim }
+    public var dim: Int { config.dim }
+
+    public var hiddenLayerNames: [String] {
+        ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" }
+    }
+
+    public func patchify(_ images: Tensor) -> Tensor {
+        Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)
+    }
+
+    public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
+
+    public func patchPositions() -> Tensor { positions }
+
+    public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
+
+    public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
+        let x = embedPatches(patchify(images)) + positions
+        var out: [String: Tensor] = [:]
+        let tokens = transformer(x) { i, h in if layers.contains("blocks.\(i)") { out["blocks.\(i)"] = h } }
+        if layers.contains("tokens") { out["tokens"] = tokens }
+        if layers.contains("pooled") || layers.contains("logits") {
+            let pooled = tokens.mean(axis: 1)
+            out["pooled"] = pooled
+            if layers.contains("logits") { out["logits"] = linearHead(pooled) }
+        }
+        return out
+    }
+
+    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
+}

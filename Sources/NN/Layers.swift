@@ -1,0 +1,194 @@
+import TensorCore
+
+/// y = x W^T + b over the last axis. Weight (out, in), bias (out).
+public final class Linear: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias hasBias: Bool = true, initializer: Initializer) {
+        let (w, b) = initializer.linear(inFeatures: inFeatures, outFeatures: outFeatures)
+        weight = Parameter(w)
+        bias = hasBias ? Parameter(b) : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { Tensor.linear(x, weight: weight.value, bias: bias?.value) }
+}
+
+/// Layer normalisation over the last axis with learned scale and shift (weight 1, bias 0).
+public final class LayerNorm: Module {
+    public let weight: Parameter
+    public let bias: Parameter
+    public let eps: Float
+
+    public init(_ dim: Int, eps: Float = 1e-5) {
+        weight = Parameter(.ones([dim]))
+        bias = Parameter(.zeros([dim]))
+        self.eps = eps
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.layerNorm(weight: weight.value, bias: bias.value, eps: eps) }
+}
+
+/// Batch normalisation over channel axis 1 of (N, C) or (N, C, ...), as torch's BatchNorm1d/2d.
+public final class BatchNorm: Module {
+    public let weight: Parameter
+    public let bias: Parameter
+    public let runningMean: Buffer
+    public let runningVar: Buffer
+    let state: BatchNormState
+
+    public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+        weight = Parameter(.ones([channels]))
+        bias = Parameter(.zeros([channels]))
+        state = BatchNormState(channels: channels, momentum: momentum, eps: eps)
+        runningMean = Buffer(state.runningMean)
+        runningVar = Buffer(state.runningVar)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.batchNorm(weight: weight.value, bias: bias.value, state: state, training: isTraining)
+    }
+}
+
+/// Zeroes activations with probability p in training (scaled by 1/(1-p)); identity in evaluation.
+public final class Dropout: Module {
+    public let probability: Float
+    let rng: RandomStream
+
+    public init(_ probability: Float, rng: RandomStream) {
+        self.probability = probability
+        self.rng = rng
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.dropout(probability, training: isTraining, rng: rng) }
+}
+
+/// vit-pytorch's FeedForward: LayerNorm, Linear, GELU, Dropout, Linear, Dropout (pre-norm MLP).
+public final class FeedForward: Module {
+    public let norm: LayerNorm
+    public let hidden: Linear
+    public let output: Linear
+    let dropout: Dropout?
+    let outputIndex: Int
+
+    /// `outputIndex` is the output Linear's position in PyTorch's Sequential: 4 in ViT (with
+    /// dropouts), 3 in SimpleViT.
+    public init(dim: Int, hiddenDim: Int, dropout p: Float = 0, outputIndex: Int = 4, initializer: Initializer) {
+        norm = LayerNorm(dim)
+        hidden = Linear(dim, hiddenDim, initializer: initializer)
+        output = Linear(hiddenDim, dim, initializer: initializer)
+        dropout = p > 0 ? Dropout(p, rng: initializer.dropoutStream) : nil
+        self.outputIndex = outputIndex
+    }
+
+    public override var stateNames: [String: String] { ["norm": "net.0", "hidden": "net.1", "output": "net.\(outputIndex)"] }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = hidden(norm(x)).gelu()
+        if let dropout { h = dropout(h) }
+        let y = output(h)
+        return dropout.map { $0(y) } ?? y
+    }
+}
+
+/// Multi-head attention as vit-pytorch: pre-norm, bias-free projections to queries, keys and
+/// values, softmax(q k^T / sqrt(dim_head)) v, then an output projection (omitted when one head of
+/// width dim needs none). With `crossAttention`, keys and values come from a context sequence
+/// (projections `to_q` and `to_kv`, as vit-pytorch's CaiT and MP3).
+public final class Attention: Module {
+    public let heads: Int
+    public let dimHead: Int
+    public let norm: LayerNorm
+    public let toQKV: Linear?
+    public let toQ: Linear?
+    public let toKV: Linear?
+    public let toOut: Linear?
+    let dropout: Dropout?
+    let outName: String
+
+    public init(dim: Int, heads: Int, dimHead: Int, dropout p: Float = 0, crossAttention: Bool = false,
+                outputBias: Bool = true, outputInSequential: Bool = true, initializer: Initializer) {
+        self.heads = heads
+        self.dimHead = dimHead
+        let inner = heads * dimHead
+        norm = LayerNorm(dim)
+        toQKV = crossAttention ? nil : Linear(dim, 3 * inner, bias: false, initializer: initializer)
+        toQ = crossAttention ? Linear(dim, inner, bias: false, initializer: initializer) : nil
+        toKV = crossAttention ? Linear(dim, 2 * inner, bias: false, initializer: initializer) : nil
+        let projectOut = !(heads == 1 && dimHead == dim)
+        toOut = projectOut ? Linear(inner, dim, bias: outputBias, initializer: initializer) : nil
+        dropout = p > 0 ? Dropout(p, rng: initializer.dropoutStream) : nil
+        outName = outputInSequential ? "to_out.0" : "to_out"
+    }
+
+    public override var stateNames: [String: String] { ["toOut": outName] }
+
+    /// x (B, N, D); context (B, M, D) for cross-attention. Returns (B, N, D) and, when asked,
+    /// the attention probabilities (B, heads, N, M).
+    public func callAsFunction(_ x: Tensor, context: Tensor? = nil, returnProbabilities: Bool = false) -> (Tensor, Tensor?) {
+        let (b, n) = (x.shape[0], x.shape[1])
+        let inner = heads * dimHead
+        let h = norm(x)
+        let q: Tensor, k: Tensor, v: Tensor
+        if let toQKV {
+            let qkv = toQKV(h).chunked(3, axis: -1)
+            (q, k, v) = (qkv[0], qkv[1], qkv[2])
+        } else {
+            let kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
+            (q, k, v) = (toQ!(h), kv[0], kv[1])
+        }
+        func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
+        let (o, probs) = Tensor.scaledDotProductAttention(query: split(q), key: split(k), value: split(v),
+                                                          returnProbabilities: returnProbabilities)
+        var merged = o.permuted([0, 2, 1, 3]).reshaped([b, n, inner])
+        if let toOut { merged = toOut(merged) }
+        if let dropout { merged = dropout(merged) }
+        return (merged, probs)
+    }
+}
+
+/// One pre-norm residual block: x + attention(x), then + feedForward.
+public final class TransformerBlock: Module {
+    public let attention: Attention
+    public let feedForward: FeedForward
+
+    public init(attention: Attention, feedForward: FeedForward) {
+        self.attention = attention
+        self.feedForward = feedForward
+    }
+
+    public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = attention(x).0 + x
+        return feedForward(y) + y
+    }
+}
+
+/// vit-pytorch's Transformer: `depth` pre-norm blocks, then a final LayerNorm.
+public final class Transformer: Module {
+    public let layers: [TransformerBlock]
+    public let norm: LayerNorm
+
+    public init(dim: Int, depth: Int, heads: Int, dimHead: Int, mlpDim: Int, dropout: Float = 0,
+                simple: Bool = false, initializer: Initializer) {
+        layers = (0..<depth).map { _ in
+            TransformerBlock(
+                attention: Attention(dim: dim, heads: heads, dimHead: dimHead, dropout: dropout,
+                                     outputBias: !simple, outputInSequential: !simple, initializer: initializer),
+                feedForward: FeedForward(dim: dim, hiddenDim: mlpDim, dropout: dropout, outputIndex: simple ? 3 : 4,
+                                         initializer: initializer))
+        }
+        norm = LayerNorm(dim)
+    }
+
+    /// The final normed tokens; `blockOutputs`, if given, receives each block's output (before the norm).
+    public func callAsFunction(_ x: Tensor, blockOutputs: ((Int, Tensor) -> Void)? = nil) -> Tensor {
+        var h = x
+        for (i, block) in layers.enumerated() {
+            h = block(h)
+            blockOutputs?(i, h)
+        }
+        return norm(h)
+    }
+}

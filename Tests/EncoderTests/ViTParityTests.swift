@@ -1,0 +1,93 @@
+import Encoders
+import Foundation
+import NN
+import Store
+import TensorCore
+import TestSupport
+import XCTest
+
+/// A ViT and a SimpleViT loaded with vit-pytorch 1.7.14's weights (by state_dict name) give
+/// vit-pytorch's logits and gradients (fixtures from tools/make_fixtures.py, float64 PyTorch).
+final class ViTParityTests: XCTestCase {
+    static var config: ViTConfig {
+        var c = ViTConfig()
+        (c.imageHeight, c.imageWidth, c.patchHeight, c.patchWidth, c.channels) = (8, 8, 4, 4, 2)
+        (c.dim, c.depth, c.heads, c.dimHead, c.mlpDim, c.numClasses) = (16, 2, 2, 8, 32, 5)
+        return c
+    }
+
+    func fixture(_ name: String) throws -> [String: Tensor] {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
+        return try SafeTensors.read(path: url.path)
+    }
+
+    func check(_ model: some HiddenLayerEncoder, fixture name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let f = try fixture(name)
+        let unused = try model.load(f)
+        XCTAssertEqual(Set(unused), Set(f.keys.filter { $0.hasPrefix("grad.") || ["x", "out", "out_weight"].contains($0) }),
+                       "every fixture weight maps to a model parameter", file: file, line: line)
+        let x = f["x"]!.requiringGrad()
+        let logits = model.hidden(x, layer: "logits")
+        assertClose("\(name) logits", logits.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5, file: file, line: line)
+        (logits * f["out_weight"]!).sum().backward()
+        var checked = 0
+        for (key, p) in model.namedParameters() {
+            let expected = try XCTUnwrap(f["grad." + key], "no gradient for \(key) in the fixture", file: file, line: line)
+            let actual = try XCTUnwrap(p.grad, "no gradient for \(key)", file: file, line: line)
+            assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+            checked += 1
+        }
+        assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+        XCTAssertEqual(checked, f.keys.filter { $0.hasPrefix("grad.") }.count - 1, file: file, line: line)
+    }
+
+    func testViTWithClassTokenPooling() throws {
+        try check(ViT(Self.config, initializer: Initializer(seed: 0)), fixture: "vit_cls")
+    }
+
+    func testViTWithMeanPooling() throws {
+        var c = Self.config
+        c.pool = .mean
+        try check(ViT(c, initializer: Initializer(seed: 0)), fixture: "vit_mean")
+    }
+
+    func testSimpleViT() throws {
+        try check(SimpleViT(Self.config, initializer: Initializer(seed: 0)), fixture: "simple_vit")
+    }
+
+    func testParameterNamesFollowVitPytorch() {
+        let names = ViT(Self.config, initializer: Initializer(seed: 0)).namedParameters().map(\.0)
+        XCTAssertEqual(Array(names.prefix(8)), ["to_patch_embedding.1.weight", "to_patch_embedding.1.bias",
+                                                "to_patch_embedding.2.weight", "to_patch_embedding.2.bias",
+                                                "to_patch_embedding.3.weight", "to_patch_embedding.3.bias",
+                                                "pos_embedding", "cls_token"])
+        XCTAssertTrue(names.contains("transformer.layers.1.0.to_qkv.weight"))
+        XCTAssertTrue(names.contains("transformer.layers.0.1.net.4.bias"))
+        XCTAssertTrue(names.contains("transformer.norm.weight"))
+        XCTAssertEqual(names.last, "mlp_head.bias")
+    }
+
+    func testHiddenLayersAndShapes() {
+        let model = ViT(Self.config, initializer: Initializer(seed: 0))
+        XCTAssertEqual(model.hiddenLayerNames, ["tokens", "pooled", "logits", "blocks.0", "blocks.1"])
+        let x = Tensor.randn([3, 2, 8, 8], rng: RandomStream(seed: 1))
+        let out = model.hiddenOutputs(x, layers: ["tokens", "pooled", "blocks.1"])
+        XCTAssertEqual(out["tokens"]?.shape, [3, 5, 16])
+        XCTAssertEqual(out["pooled"]?.shape, [3, 16])
+        XCTAssertEqual(out["blocks.1"]?.shape, [3, 5, 16])
+        XCTAssertNil(out["logits"])
+        XCTAssertEqual(model.patchify(x).shape, [3, 4, 32])
+        XCTAssertEqual(model.encodeTokens(model.embedPatches(model.patchify(x)) + model.patchPositions()).shape, [3, 4, 16])
+    }
+
+    func testFreezingAndEvalMode() {
+        let model = ViT(Self.config, initializer: Initializer(seed: 0))
+        model.transformer.setFrozen(true)
+        let x = Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 1))
+        model(x).sum().backward()
+        XCTAssertNil(model.transformer.layers[0].attention.toQKV!.weight.grad)
+        XCTAssertNotNil(model.mlpHead.weight.grad)
+        model.eval()
+        XCTAssertFalse(model.transformer.layers[1].feedForward.isTraining)
+    }
+}
