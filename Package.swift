@@ -39,9 +39,11 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
+        .target(name: "Data", dependencies: ["TensorCore", "CZlib"]),
+        .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
         .executableTarget(name: "workbench", dependencies: [
-            "TensorCore", "Store",
+            "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),

@@ -1,14 +1,52 @@
 import CBLAS
 
 /// C (M x N) = alpha * op(A) * op(B) + beta * C, row-major, through OpenBLAS.
+///
+/// OpenBLAS runs single-threaded (its idle workers spin in sched_yield and take the cores the
+/// rest of the engine needs); large products are split across the engine's worker pool instead,
+/// by rows of C or, when C has few rows, by columns. Every element of C is computed by one call
+/// over the whole K, so results do not depend on the split.
 @inline(__always)
 public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                   _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                   _ b: UnsafePointer<Float>, _ ldb: Int,
                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if m == 0 || n == 0 { return }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    _ = BLAS.singleThreaded
+    let work = m * n * k
+    let chunks = work >= 1 << 21 ? Parallel.threads : 1
+    if chunks > 1 && (m >= 32 * chunks || n >= 32 * chunks) {
+        if m >= n || n < 32 * chunks {
+            Parallel.forChunks(m, grain: Swift.max(1, m / chunks)) { r in
+                BLAS.gemm(transA, transB, r.count, n, k, alpha, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda,
+                          b, ldb, beta, c + r.lowerBound * ldc, ldc)
+            }
+        } else {
+            Parallel.forChunks(n, grain: Swift.max(1, n / chunks)) { r in
+                BLAS.gemm(transA, transB, m, r.count, k, alpha, a, lda, transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb,
+                          beta, c + r.lowerBound, ldc)
+            }
+        }
+    } else {
+        BLAS.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+}
+
+enum BLAS {
+    /// Set once, before the first product.
+    static let singleThreaded: Bool = {
+        openblas_set_num_threads(1)
+        return true
+    }()
+
+    @inline(__always)
+    static func gemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                     _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                     _ b: UnsafePointer<Float>, _ ldb: Int,
+                     _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
 }
 
 extension Tensor {

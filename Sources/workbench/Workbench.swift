@@ -5,6 +5,6 @@ struct Workbench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "workbench",
         abstract: "Self-supervised pretraining of Vision Transformers on the CPU.",
-        subcommands: [Bench.self]
+        subcommands: [Bench.self, Supervised.self]
     )
 }

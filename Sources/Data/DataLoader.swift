@@ -1,0 +1,139 @@
+import Foundation
+import TensorCore
+
+/// One batch: normalised images (B, C, H, W), their labels and their indices in the data set.
+public struct Batch {
+    public let images: Tensor
+    public let labels: [Int]
+    public let indices: [Int]
+}
+
+/// Batches of a data set: a seeded shuffle per epoch, normalisation ((x - mean) / std per
+/// channel), optional per-image horizontal flips, and a background thread that prepares the
+/// next batches while the model trains on the current one.
+public final class DataLoader: Sequence {
+    public let dataset: Dataset
+    public let batchSize: Int
+    public let shuffle: Bool
+    public let dropLast: Bool
+    public let mean: [Float], std: [Float]
+    public let horizontalFlip: Bool
+    public let seed: UInt64
+    /// Batches prepared ahead of the consumer.
+    public let prefetch: Int
+
+    public init(_ dataset: Dataset, batchSize: Int, shuffle: Bool, dropLast: Bool, mean: [Float], std: [Float],
+                horizontalFlip: Bool = false, seed: UInt64, prefetch: Int = 2) {
+        precondition(batchSize > 0, "batch size must be positive")
+        precondition(mean.count == dataset.imageShape[0] || mean.count == 1, "one mean per channel")
+        self.dataset = dataset
+        self.batchSize = batchSize
+        self.shuffle = shuffle
+        self.dropLast = dropLast
+        self.mean = mean
+        self.std = std
+        self.horizontalFlip = horizontalFlip
+        self.seed = seed
+        self.prefetch = prefetch
+        epoch = 0
+    }
+
+    /// The epoch the next iteration runs (its order and flips depend on it). Set it to resume.
+    public var epoch: Int
+
+    public var batchesPerEpoch: Int { dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize }
+
+    /// The order of epoch `e`: a permutation seeded by (seed, e), or 0..<count.
+    public func order(epoch e: Int) -> [Int] {
+        shuffle ? RandomStream(seed: seed &+ UInt64(e), purpose: "data order").permutation(dataset.count) : Array(0..<dataset.count)
+    }
+
+    /// Builds batch `b` of `order` (flips drawn from a stream seeded by (seed, epoch, batch)).
+    public func makeBatch(_ b: Int, of order: [Int], epoch e: Int) -> Batch {
+        let lo = b * batchSize, hi = Swift.min(lo + batchSize, order.count)
+        let indices = Array(order[lo..<hi])
+        let shape = dataset.imageShape
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let size = c * h * w
+        let storage = Storage(uninitializedCount: indices.count * size)
+        let flips = RandomStream(seed: seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b), purpose: "flip")
+        for (k, index) in indices.enumerated() {
+            let out = storage.base + k * size
+            dataset.copyImage(at: index, into: out)
+            for ch in 0..<c {
+                let m = mean[mean.count == 1 ? 0 : ch], s = 1 / std[std.count == 1 ? 0 : ch]
+                let plane = out + ch * h * w
+                for i in 0..<(h * w) { plane[i] = (plane[i] - m) * s }
+            }
+            if horizontalFlip && flips.nextFloat() < 0.5 {
+                for row in 0..<(c * h) {
+                    let r = out + row * w
+                    for x in 0..<(w / 2) { (r[x], r[w - 1 - x]) = (r[w - 1 - x], r[x]) }
+                }
+            }
+        }
+        return Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
+                     labels: indices.map { dataset.label(at: $0) }, indices: indices)
+    }
+
+    /// Iterates one epoch (then increments `epoch`), with batches prepared on a background thread.
+    public func makeIterator() -> PrefetchIterator {
+        let e = epoch
+        epoch += 1
+        return PrefetchIterator(loader: self, epoch: e)
+    }
+}
+
+/// Delivers an epoch's batches in order; a worker thread fills a bounded queue ahead of it.
+public final class PrefetchIterator: IteratorProtocol {
+    let loader: DataLoader
+    let order: [Int]
+    let epoch: Int
+    let total: Int
+    private var position = 0
+    private var ready: [Int: Batch] = [:]
+    private let condition = NSCondition()
+    private var cancelled = false
+
+    init(loader: DataLoader, epoch: Int) {
+        self.loader = loader
+        self.epoch = epoch
+        order = loader.order(epoch: epoch)
+        total = loader.batchesPerEpoch
+        let thread = Thread { [weak self] in self?.produce() }
+        thread.name = "data-prefetch"
+        thread.start()
+    }
+
+    deinit {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func produce() {
+        for b in 0..<total {
+            condition.lock()
+            while !cancelled && ready.count >= loader.prefetch { condition.wait() }
+            if cancelled { condition.unlock(); return }
+            condition.unlock()
+            let batch = loader.makeBatch(b, of: order, epoch: epoch)
+            condition.lock()
+            ready[b] = batch
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    public func next() -> Batch? {
+        guard position < total else { return nil }
+        condition.lock()
+        while ready[position] == nil { condition.wait() }
+        let batch = ready.removeValue(forKey: position)!
+        condition.broadcast()
+        condition.unlock()
+        position += 1
+        return batch
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import TensorCore
+
+/// A labelled image data set held as bytes (0...255), channel-first (C, H, W) per image. Image
+/// folders, CIFAR binaries and HDF5 arrays will implement it too.
+public protocol Dataset {
+    var name: String { get }
+    var count: Int { get }
+    /// (channels, height, width).
+    var imageShape: [Int] { get }
+    var classCount: Int { get }
+    func label(at index: Int) -> Int
+    /// Writes image `index` as floats in [0, 1] into `out` (C * H * W floats).
+    func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>)
+}
+
+/// A byte-backed data set (what IDX files and CIFAR binaries load into).
+public struct ByteImageDataset: Dataset {
+    public let name: String
+    public let imageShape: [Int]
+    public let classCount: Int
+    let pixels: [UInt8]
+    let labels: [UInt8]
+
+    public init(name: String, imageShape: [Int], classCount: Int, pixels: [UInt8], labels: [UInt8]) {
+        precondition(pixels.count == labels.count * imageShape.reduce(1, *), "pixels and labels disagree")
+        self.name = name
+        self.imageShape = imageShape
+        self.classCount = classCount
+        self.pixels = pixels
+        self.labels = labels
+    }
+
+    public var count: Int { labels.count }
+    public func label(at index: Int) -> Int { Int(labels[index]) }
+
+    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) {
+        let size = imageShape.reduce(1, *)
+        pixels.withUnsafeBufferPointer { p in
+            let src = p.baseAddress! + index * size
+            for i in 0..<size { out[i] = Float(src[i]) * (1 / 255) }
+        }
+    }
+}
+
+/// A view of some of another data set's items, in a given order.
+public struct Subset: Dataset {
+    public let base: Dataset
+    public let indices: [Int]
+
+    /// The first `count` items.
+    public init(first count: Int, of base: Dataset) {
+        self.base = base
+        indices = Array(0..<Swift.min(count, base.count))
+    }
+
+    /// `count` items drawn without replacement by a seeded permutation (as torch.randperm(n)[:count]).
+    public init(sample count: Int, of base: Dataset, seed: UInt64) {
+        self.base = base
+        indices = Array(RandomStream(seed: seed, purpose: "subset").permutation(base.count).prefix(count))
+    }
+
+    public var name: String { base.name }
+    public var count: Int { indices.count }
+    public var imageShape: [Int] { base.imageShape }
+    public var classCount: Int { base.classCount }
+    public func label(at index: Int) -> Int { base.label(at: indices[index]) }
+    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) { base.copyImage(at: indices[index], into: out) }
+}
+
+/// Fashion-MNIST (Xiao et al. 2017) from Debian's dataset-fashion-mnist package.
+public enum FashionMNIST {
+    public static let defaultDirectory = "/usr/share/datasets/fashion-mnist"
+    public static let mean: Float = 0.2860
+    public static let std: Float = 0.3530
+    public static let classNames = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+    public enum Split: String, Sendable { case train, test }
+
+    /// Loads one split from the four gzipped IDX files in `directory`.
+    public static func load(_ split: Split, directory: String = defaultDirectory) throws -> ByteImageDataset {
+        let prefix = split == .train ? "train" : "t10k"
+        let hint = directory == defaultDirectory
+            ? "Install it with: apt-get install dataset-fashion-mnist (or run make setup)."
+            : "Point the data path at a folder holding \(prefix)-images-idx3-ubyte.gz and \(prefix)-labels-idx1-ubyte.gz."
+        let imagesPath = directory + "/\(prefix)-images-idx3-ubyte.gz"
+        let labelsPath = directory + "/\(prefix)-labels-idx1-ubyte.gz"
+        let images = try IDXArray.read(path: imagesPath, missingHint: hint)
+        let labels = try IDXArray.read(path: labelsPath, missingHint: hint)
+        guard images.dimensions.count == 3 else {
+            throw DataError.corrupt(path: imagesPath, reason: "expected dimensions (N, H, W), found \(images.dimensions)")
+        }
+        guard labels.dimensions == [images.dimensions[0]] else {
+            throw DataError.corrupt(path: labelsPath, reason: "\(labels.dimensions) labels for \(images.dimensions[0]) images")
+        }
+        if let bad = labels.bytes.first(where: { $0 > 9 }) {
+            throw DataError.corrupt(path: labelsPath, reason: "label \(bad) is outside 0...9")
+        }
+        return ByteImageDataset(name: "fashion-mnist-\(split.rawValue)", imageShape: [1, images.dimensions[1], images.dimensions[2]],
+                                classCount: 10, pixels: images.bytes, labels: labels.bytes)
+    }
+}
