@@ -129,18 +129,17 @@ public final class Attention: Module {
         let (b, n) = (x.shape[0], x.shape[1])
         let inner = heads * dimHead
         let h = norm(x)
-        let q: Tensor, k: Tensor, v: Tensor
+        var merged: Tensor, probs: Tensor?
         if let toQKV {
-            let qkv = toQKV(h).chunked(3, axis: -1)
-            (q, k, v) = (qkv[0], qkv[1], qkv[2])
+            // Heads are read from and written to the packed layouts directly, with no copies.
+            (merged, probs) = Tensor.multiHeadSelfAttention(packedQKV: toQKV(h), heads: heads, returnProbabilities: returnProbabilities)
         } else {
             let kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
-            (q, k, v) = (toQ!(h), kv[0], kv[1])
-        }
-        func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
-        let (o, probs) = Tensor.scaledDotProductAttention(query: split(q), key: split(k), value: split(v),
+            func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
+            let (o, p) = Tensor.scaledDotProductAttention(query: split(toQ!(h)), key: split(kv[0]), value: split(kv[1]),
                                                           returnProbabilities: returnProbabilities)
-        var merged = o.permuted([0, 2, 1, 3]).reshaped([b, n, inner])
+            (merged, probs) = (o.permuted([0, 2, 1, 3]).reshaped([b, n, inner]), p)
+        }
         if let toOut { merged = toOut(merged) }
         if let dropout { merged = dropout(merged) }
         return (merged, probs)

@@ -29,43 +29,68 @@ public struct AttentionMask {
     }
 }
 
+/// Where each (batch, head) pair's matrix lives in a buffer: pair p = b * heads + h starts at
+/// `start + b * batchStride + h * headStride`, and its rows are `rowStride` floats apart. This
+/// lets attention read q, k, v straight out of a packed projection (B, N, 3 * heads * dimHead)
+/// and write heads straight into (B, N, heads * dimHead), with no copies.
+public struct HeadLayout {
+    public var start: Int
+    public var batchStride: Int
+    public var headStride: Int
+    public var rowStride: Int
+    public var heads: Int
+
+    public init(start: Int = 0, batchStride: Int, headStride: Int, rowStride: Int, heads: Int) {
+        (self.start, self.batchStride, self.headStride, self.rowStride, self.heads) = (start, batchStride, headStride, rowStride, heads)
+    }
+
+    /// Contiguous (pairs, rows, width) matrices.
+    public static func contiguous(rows: Int, width: Int) -> HeadLayout {
+        HeadLayout(batchStride: rows * width, headStride: 0, rowStride: width, heads: 1)
+    }
+
+    @inline(__always)
+    func offset(_ pair: Int) -> Int { start + (pair / heads) * batchStride + (pair % heads) * headStride }
+}
+
 /// Fused scaled-dot-product attention, llm.c style: per (batch, head) pair, scores by sgemm,
-/// masked softmax in place, then the weighted sum of values by sgemm. The probabilities are kept
-/// for the backward pass.
+/// masked softmax in place, then the weighted sum of values by sgemm. The probabilities
+/// (pairs, N, M) are kept for the backward pass.
 public enum AttentionKernels {
-    /// q (BH, N, d), k (BH, M, d), v (BH, M, dv) -> out (BH, N, dv); probs (BH, N, M) is written.
-    /// With a mask, scores where it is zero are -infinity.
-    public static func forward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
-                               _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+    /// out = softmax(q k^T * scale, masked) v for every pair; q is (N, d), k (M, d), v (M, dv) and
+    /// out (N, dv) per pair, placed by their layouts. probs (pairs, N, M) is written.
+    public static func forward(_ out: UnsafeMutablePointer<Float>, _ outLayout: HeadLayout, _ probs: UnsafeMutablePointer<Float>,
+                               _ q: UnsafePointer<Float>, _ qLayout: HeadLayout, _ k: UnsafePointer<Float>, _ kLayout: HeadLayout,
+                               _ v: UnsafePointer<Float>, _ vLayout: HeadLayout,
                                pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float, mask: AttentionMask?) {
         forPairs(pairs, work: n * m * (d + dv)) { p in
             let s = probs + p * n * m
-            sgemm(false, true, n, m, d, scale, q + p * n * d, d, k + p * m * d, d, 0, s, m)
+            BLAS.gemm(false, true, n, m, d, scale, q + qLayout.offset(p), qLayout.rowStride, k + kLayout.offset(p), kLayout.rowStride, 0, s, m)
             if let mask {
                 for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { s[i * m + j] = -.infinity } }
             }
             for i in 0..<n { SoftmaxKernels.softmaxRow(s + i * m, s + i * m, m) }
-            sgemm(false, false, n, dv, m, 1, s, m, v + p * m * dv, dv, 0, out + p * n * dv, dv)
+            BLAS.gemm(false, false, n, dv, m, 1, s, m, v + vLayout.offset(p), vLayout.rowStride, 0, out + outLayout.offset(p), outLayout.rowStride)
         }
     }
 
-    /// Adds the gradients of q, k, v given dout (BH, N, dv) and the saved probabilities.
-    public static func backward(_ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?,
-                                _ dv_: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
-                                _ probs: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>,
-                                _ v: UnsafePointer<Float>, pairs: Int, n: Int, m: Int, d: Int, dv: Int, scale: Float,
-                                mask: AttentionMask?) {
-        forPairs(pairs, work: 2 * n * m * (d + dv)) { p in
-            let pp = probs + p * n * m, go = dout + p * n * dv
-            if let dv_ {
+    /// Adds the gradients of q, k, v (in their layouts) given dout and the saved probabilities.
+    public static func backward(_ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?, _ dv: UnsafeMutablePointer<Float>?,
+                                _ dout: UnsafePointer<Float>, _ outLayout: HeadLayout, _ probs: UnsafePointer<Float>,
+                                _ q: UnsafePointer<Float>, _ qLayout: HeadLayout, _ k: UnsafePointer<Float>, _ kLayout: HeadLayout,
+                                _ v: UnsafePointer<Float>, _ vLayout: HeadLayout,
+                                pairs: Int, n: Int, m: Int, d: Int, dvWidth: Int, scale: Float, mask: AttentionMask?) {
+        forPairs(pairs, work: 2 * n * m * (d + dvWidth)) { p in
+            let pp = probs + p * n * m, go = dout + outLayout.offset(p)
+            if let dv {
                 // dV (M, dv) += P^T (M, N) . dO (N, dv)
-                sgemm(true, false, m, dv, n, 1, pp, m, go, dv, 1, dv_ + p * m * dv, dv)
+                BLAS.gemm(true, false, m, dvWidth, n, 1, pp, m, go, outLayout.rowStride, 1, dv + vLayout.offset(p), vLayout.rowStride)
             }
             guard dq != nil || dk != nil else { return }
             withUnsafeTemporaryAllocation(of: Float.self, capacity: n * m) { buf in
                 let ds = buf.baseAddress!
                 // dP (N, M) = dO (N, dv) . V^T
-                sgemm(false, true, n, m, dv, 1, go, dv, v + p * m * dv, dv, 0, ds, m)
+                BLAS.gemm(false, true, n, m, dvWidth, 1, go, outLayout.rowStride, v + vLayout.offset(p), vLayout.rowStride, 0, ds, m)
                 for i in 0..<n {
                     let pr = pp + i * m, dr = ds + i * m
                     let dot = vdot(pr, dr, m)
@@ -76,14 +101,16 @@ public enum AttentionKernels {
                 if let mask {
                     for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { ds[i * m + j] = 0 } }
                 }
-                if let dq { sgemm(false, false, n, d, m, 1, ds, m, k + p * m * d, d, 1, dq + p * n * d, d) }
-                if let dk { sgemm(true, false, m, d, n, 1, ds, m, q + p * n * d, d, 1, dk + p * m * d, d) }
+                if let dq { BLAS.gemm(false, false, n, d, m, 1, ds, m, k + kLayout.offset(p), kLayout.rowStride, 1, dq + qLayout.offset(p), qLayout.rowStride) }
+                if let dk { BLAS.gemm(true, false, m, d, n, 1, ds, m, q + qLayout.offset(p), qLayout.rowStride, 1, dk + kLayout.offset(p), kLayout.rowStride) }
             }
         }
     }
 
-    /// Runs `body` for every pair, split across threads when there is enough work.
+    /// Runs `body` for every pair, split across threads when there is enough work (BLAS runs
+    /// single-threaded inside each pair).
     static func forPairs(_ pairs: Int, work: Int, _ body: (Int) -> Void) {
+        _ = BLAS.singleThreaded
         let perChunk = Swift.max(1, 200_000 / Swift.max(work, 1))
         Parallel.forChunks(pairs, grain: perChunk) { r in for p in r { body(p) } }
     }
@@ -109,15 +136,50 @@ extension Tensor {
         let out = Storage(uninitializedCount: pairs * n * dv)
         let probs = Storage(uninitializedCount: pairs * n * m)
         let plane = mask.map { AttentionMask($0, batch: batch, n: n, m: m) }
-        AttentionKernels.forward(out.base, probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv,
+        let qL = HeadLayout.contiguous(rows: n, width: d), kL = HeadLayout.contiguous(rows: m, width: d)
+        let vL = HeadLayout.contiguous(rows: m, width: dv), oL = HeadLayout.contiguous(rows: n, width: dv)
+        AttentionKernels.forward(out.base, oL, probs.base, q.base, qL, k.base, kL, v.base, vL, pairs: pairs, n: n, m: m, d: d, dv: dv,
                                  scale: s, mask: plane)
         let output = makeResult(shape: batch + [n, dv], storage: out, inputs: [q, k, v]) {
             { g in
-                AttentionKernels.backward(q.node?.accumulator(), k.node?.accumulator(), v.node?.accumulator(), g.base,
-                                          probs.base, q.base, k.base, v.base, pairs: pairs, n: n, m: m, d: d, dv: dv, scale: s,
-                                          mask: plane)
+                AttentionKernels.backward(q.node?.accumulator(), k.node?.accumulator(), v.node?.accumulator(), g.base, oL,
+                                          probs.base, q.base, qL, k.base, kL, v.base, vL, pairs: pairs, n: n, m: m, d: d, dvWidth: dv,
+                                          scale: s, mask: plane)
             }
         }
         return (output, returnProbabilities ? Tensor(shape: batch + [n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)
+    }
+}
+
+extension Tensor {
+    /// Multi-head self-attention straight from a packed projection, without copies: `qkv`
+    /// (B, N, 3 * heads * dimHead) holds [q | k | v], each with heads side by side (as
+    /// vit-pytorch's `to_qkv(x).chunk(3)` then 'b n (h d) -> b h n d'). Returns (B, N, heads *
+    /// dimHead), heads side by side ('b h n d -> b n (h d)'), and optionally the probabilities
+    /// (B, heads, N, N) as constants.
+    public static func multiHeadSelfAttention(packedQKV qkv: Tensor, heads: Int, scale: Float? = nil,
+                                              returnProbabilities: Bool = false) -> (output: Tensor, probabilities: Tensor?) {
+        precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "multiHeadSelfAttention: qkv must be (B, N, 3 * heads * dimHead), got \(qkv.shape)")
+        let (b, n) = (qkv.shape[0], qkv.shape[1])
+        let inner = qkv.shape[2] / 3, dh = inner / heads
+        let s = scale ?? 1 / Float(dh).squareRoot()
+        let pairs = b * heads
+        let qL = HeadLayout(start: 0, batchStride: n * 3 * inner, headStride: dh, rowStride: 3 * inner, heads: heads)
+        var kL = qL, vL = qL
+        kL.start = inner
+        vL.start = 2 * inner
+        let oL = HeadLayout(batchStride: n * inner, headStride: dh, rowStride: inner, heads: heads)
+        let out = Storage(uninitializedCount: b * n * inner)
+        let probs = Storage(uninitializedCount: pairs * n * n)
+        AttentionKernels.forward(out.base, oL, probs.base, qkv.base, qL, qkv.base, kL, qkv.base, vL,
+                                 pairs: pairs, n: n, m: n, d: dh, dv: dh, scale: s, mask: nil)
+        let output = makeResult(shape: [b, n, inner], storage: out, inputs: [qkv]) {
+            { g in
+                let gq = qkv.node!.accumulator()
+                AttentionKernels.backward(gq, gq, gq, g.base, oL, probs.base, qkv.base, qL, qkv.base, kL, qkv.base, vL,
+                                          pairs: pairs, n: n, m: n, d: dh, dvWidth: dh, scale: s, mask: nil)
+            }
+        }
+        return (output, returnProbabilities ? Tensor(shape: [b, heads, n, n], storage: Storage(copying: probs.base, count: probs.count)) : nil)
     }
 }

@@ -201,6 +201,27 @@ final class KernelGradientTests: XCTestCase {
         return DArray.matmul(s.mapRows(DArray.softmaxRow), v)
     }
 
+    func testMultiHeadSelfAttentionFromPackedProjection() {
+        let (b, n, heads, dh) = (2, 5, 3, 4)
+        let qkv = randomTensor([b, n, 3 * heads * dh], seed: 7, low: -2, high: 2)
+        checkGradients("packed multi-head attention", inputs: [qkv], engine: {
+            Tensor.multiHeadSelfAttention(packedQKV: $0[0], heads: heads).output
+        }, reference: { xs in
+            // chunk(3), 'b n (h d) -> b h n d', attention, 'b h n d -> b n (h d)'.
+            func part(_ c: Int) -> DArray {
+                var out = DArray.zeros([b, heads, n, dh])
+                for i in 0..<out.count {
+                    let o = out.index(of: i)
+                    out.data[i] = xs[0][[o[0], o[2], c * heads * dh + o[1] * dh + o[3]]]
+                }
+                return out
+            }
+            return Self.referenceAttention(part(0), part(1), part(2), mask: nil).permuted([0, 2, 1, 3]).reshaped([b, n, heads * dh])
+        })
+        let (_, probs) = Tensor.multiHeadSelfAttention(packedQKV: qkv, heads: heads, returnProbabilities: true)
+        XCTAssertEqual(probs?.shape, [b, heads, n, n])
+    }
+
     func testScaledDotProductAttention() {
         let q = randomTensor([2, 2, 5, 4], seed: 1, low: -2, high: 2)
         let k = randomTensor([2, 2, 6, 4], seed: 2, low: -2, high: 2)
