@@ -50,6 +50,7 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "Store", "TestSupport"],
                     resources: [.copy("Fixtures")], swiftSettings: vectorSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Data", "NN", "Evaluation", "Encoders", "TensorCore"]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
     ],
