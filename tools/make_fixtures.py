@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from vit_pytorch.vit import Attention, Transformer, ViT
 from vit_pytorch.simple_vit import SimpleViT
+from vit_pytorch.mp3 import Attention as CrossAttention
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'Tests')
 OUT = os.path.join(ROOT, 'TensorCoreTests', 'Fixtures')
@@ -80,6 +81,22 @@ def softmax_cross_entropy():
     save('softmax_cross_entropy', out)
 
 
+def cross_attention_fixture(name, out):
+    """vit-pytorch MP3's Attention with a context: keys and values from another sequence."""
+    torch.manual_seed(2)
+    module = CrossAttention(dim=16, heads=2, dim_head=8).double()
+    with torch.no_grad():
+        for key, p in module.named_parameters():
+            is_norm_weight = p.ndim == 1 and key.endswith('weight')
+            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+    x = f32(2, 5, 16).requires_grad_()
+    context = f32(2, 7, 16).requires_grad_()
+    y = module(x, context=context)
+    ow = f32(*y.shape)
+    named = {'x': x, 'context': context, **dict(module.named_parameters())}
+    save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow}, out)
+
+
 def module_fixture(name, module, x_shape, out=None):
     torch.manual_seed(1)
     module = module.double()
@@ -110,4 +127,5 @@ if __name__ == '__main__':
     module_fixture('vit_cls', ViT(**cfg), (3, 2, 8, 8), enc)
     module_fixture('vit_mean', ViT(pool='mean', **cfg), (3, 2, 8, 8), enc)
     module_fixture('simple_vit', SimpleViT(**cfg), (3, 2, 8, 8), enc)
+    cross_attention_fixture('mp3_cross_attention', enc)
     print('torch', torch.__version__, file=sys.stderr)

@@ -63,6 +63,13 @@ public final class Dropout: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor { x.dropout(probability, training: isTraining, rng: rng) }
 }
 
+/// GELU as a layer (PyTorch's exact erf form, or the tanh approximation).
+public final class GELU: Module {
+    public let approximateTanh: Bool
+    public init(approximateTanh: Bool = false) { self.approximateTanh = approximateTanh }
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.gelu(approximateTanh: approximateTanh) }
+}
+
 /// vit-pytorch's FeedForward: LayerNorm, Linear, GELU, Dropout, Linear, Dropout (pre-norm MLP).
 public final class FeedForward: Module {
     public let norm: LayerNorm

@@ -7,6 +7,9 @@ public final class Parameter {
     /// Whether weight decay applies (false by default for biases, norms, position embeddings
     /// and class tokens: every parameter of rank < 2, and those marked so).
     public var decays: Bool
+    /// Multiplies the optimizer's learning rate for this parameter (parameter groups, layer-wise
+    /// learning-rate decay).
+    public var learningRateScale: Float = 1
     public var isFrozen: Bool {
         didSet { if isFrozen != oldValue { value = isFrozen ? value.detached() : value.requiringGrad() } }
     }

@@ -62,11 +62,12 @@ public final class AdamW: Optimizer {
         stepCount += 1
         let t = Float(stepCount)
         let correction1 = 1 - Foundation.pow(beta1, t), correction2 = 1 - Foundation.pow(beta2, t)
-        let stepSize = learningRate / correction1
         let invSqrtCorrection2 = 1 / correction2.squareRoot()
         let (b1, b2, e) = (beta1, beta2, eps)
         forEachGradient(parameters) { i, p, g, n in
-            let decay: Float = decayAll || parameters[i].decays ? 1 - learningRate * weightDecay : 1
+            let lr = learningRate * parameters[i].learningRateScale
+            let stepSize = lr / correction1
+            let decay: Float = decayAll || parameters[i].decays ? 1 - lr * weightDecay : 1
             let m = expAvg[i].base, v = expAvgSq[i].base
             Parallel.forChunks(n, grain: 16384) { r in
                 for k in r {
@@ -118,8 +119,9 @@ public final class SGD: Optimizer {
     public func step() {
         forEachGradient(parameters) { i, p, g, n in
             let wd: Float = parameters[i].decays ? weightDecay : 0
+            let lr = learningRate * parameters[i].learningRateScale
             if momentum == 0 {
-                for k in 0..<n { p[k] -= learningRate * (g[k] + wd * p[k]) }
+                for k in 0..<n { p[k] -= lr * (g[k] + wd * p[k]) }
                 return
             }
             let fresh = buffers[i] == nil
@@ -129,7 +131,7 @@ public final class SGD: Optimizer {
             for k in 0..<n {
                 let d = g[k] + wd * p[k]
                 b[k] = fresh ? d : momentum * b[k] + d
-                p[k] -= learningRate * (nesterov ? d + momentum * b[k] : b[k])
+                p[k] -= lr * (nesterov ? d + momentum * b[k] : b[k])
             }
         }
     }
@@ -177,9 +179,10 @@ public final class LARS: Optimizer {
                 if pn > 0 && un > 0 { scale = trustCoefficient * Float((pn / un).squareRoot()) }
             }
             let b = buffers[i].base
+            let lr = learningRate * parameters[i].learningRateScale
             for k in 0..<n {
                 b[k] = momentum * b[k] + (g[k] + wd * p[k]) * scale
-                p[k] -= learningRate * b[k]
+                p[k] -= lr * b[k]
             }
         }
     }

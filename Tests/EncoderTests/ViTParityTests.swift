@@ -55,6 +55,42 @@ final class ViTParityTests: XCTestCase {
         try check(SimpleViT(Self.config, initializer: Initializer(seed: 0)), fixture: "simple_vit")
     }
 
+    /// vit-pytorch MP3's cross-attention: queries from x, keys and values from a context.
+    func testCrossAttentionMatchesMP3() throws {
+        let f = try fixture("mp3_cross_attention")
+        let layer = Attention(dim: 16, heads: 2, dimHead: 8, crossAttention: true, initializer: Initializer(seed: 0))
+        let unused = try layer.load(f)
+        XCTAssertEqual(Set(unused), Set(f.keys.filter { $0.hasPrefix("grad.") || ["x", "context", "out", "out_weight"].contains($0) }))
+        let x = f["x"]!.requiringGrad(), context = f["context"]!.requiringGrad()
+        let (y, _) = layer(x, context: context)
+        assertClose("cross-attention out", y.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5)
+        (y * f["out_weight"]!).sum().backward()
+        for (key, p) in layer.namedParameters() {
+            assertClose("grad \(key)", p.grad!.scalars.map(Double.init), f["grad." + key]!.scalars.map(Double.init), tolerance: 1e-4)
+        }
+        assertClose("grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4)
+        assertClose("grad context", context.grad!.scalars.map(Double.init), f["grad.context"]!.scalars.map(Double.init), tolerance: 1e-4)
+    }
+
+    func testRectangularImagesAndPatches() {
+        var c = Self.config
+        (c.imageHeight, c.imageWidth, c.patchHeight, c.patchWidth) = (8, 12, 4, 3)
+        let model = ViT(c, initializer: Initializer(seed: 0))
+        XCTAssertEqual(model.patchCount, 8)
+        let x = Tensor.randn([2, 2, 8, 12], rng: RandomStream(seed: 4))
+        XCTAssertEqual(model.patchify(x).shape, [2, 8, 24])
+        // Patch (row 1, column 2) holds pixels rows 4..<8, columns 6..<9, channels last.
+        let p = model.patchify(x).scalars
+        let patch = 1 * 4 + 2
+        XCTAssertEqual(p[(0 * 8 + patch) * 24 + 0], x.scalars[0 * 96 + 4 * 12 + 6])
+        XCTAssertEqual(p[(0 * 8 + patch) * 24 + 1], x.scalars[1 * 96 + 4 * 12 + 6])
+        XCTAssertEqual(p[(0 * 8 + patch) * 24 + 2], x.scalars[0 * 96 + 4 * 12 + 7])
+        XCTAssertEqual(model(x).shape, [2, 5])
+        var bad = c
+        bad.patchWidth = 5
+        XCTAssertNotNil(bad.problem)
+    }
+
     func testParameterNamesFollowVitPytorch() {
         let names = ViT(Self.config, initializer: Initializer(seed: 0)).namedParameters().map(\.0)
         XCTAssertEqual(Array(names.prefix(8)), ["to_patch_embedding.1.weight", "to_patch_embedding.1.bias",

@@ -78,6 +78,16 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(w.value.scalars[1], 4 - 0.004, accuracy: 1e-6)
     }
 
+    func testLearningRateScalePerParameter() {
+        let a = Parameter(Tensor(shape: [1], [1])), b = Parameter(Tensor(shape: [1], [1]))
+        b.learningRateScale = 0.5
+        let opt = SGD([a, b], learningRate: 0.1)
+        (a.value + b.value).sum().backward()
+        opt.step()
+        XCTAssertEqual(a.value.item, 0.9, accuracy: 1e-7)
+        XCTAssertEqual(b.value.item, 0.95, accuracy: 1e-7)
+    }
+
     func testGradientClipping() {
         let p = Parameter(Tensor(shape: [2], [0, 0]))
         (p.value * Tensor(shape: [2], [3, 4])).sum().backward()
