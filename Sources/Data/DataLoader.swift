@@ -84,56 +84,76 @@ public final class DataLoader: Sequence {
     }
 }
 
-/// Delivers an epoch's batches in order; a worker thread fills a bounded queue ahead of it.
+/// Delivers an epoch's batches in order; a worker thread fills a bounded queue ahead of it. The
+/// thread holds only the queue, so an iterator dropped mid-epoch cancels it and the thread ends.
 public final class PrefetchIterator: IteratorProtocol {
-    let loader: DataLoader
-    let order: [Int]
-    let epoch: Int
+    let queue: BatchQueue
     let total: Int
     private var position = 0
-    private var ready: [Int: Batch] = [:]
-    private let condition = NSCondition()
-    private var cancelled = false
 
     init(loader: DataLoader, epoch: Int) {
-        self.loader = loader
-        self.epoch = epoch
-        order = loader.order(epoch: epoch)
         total = loader.batchesPerEpoch
-        let thread = Thread { [weak self] in self?.produce() }
+        let queue = BatchQueue(capacity: loader.prefetch)
+        self.queue = queue
+        let order = loader.order(epoch: epoch)
+        let total = total
+        let thread = Thread {
+            for b in 0..<total {
+                guard queue.waitForRoom() else { return }
+                queue.put(b, loader.makeBatch(b, of: order, epoch: epoch))
+            }
+        }
         thread.name = "data-prefetch"
         thread.start()
     }
 
-    deinit {
-        condition.lock()
-        cancelled = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    private func produce() {
-        for b in 0..<total {
-            condition.lock()
-            while !cancelled && ready.count >= loader.prefetch { condition.wait() }
-            if cancelled { condition.unlock(); return }
-            condition.unlock()
-            let batch = loader.makeBatch(b, of: order, epoch: epoch)
-            condition.lock()
-            ready[b] = batch
-            condition.broadcast()
-            condition.unlock()
-        }
-    }
+    deinit { queue.cancel() }
 
     public func next() -> Batch? {
         guard position < total else { return nil }
+        defer { position += 1 }
+        return queue.take(position)
+    }
+}
+
+/// Batches handed from the prefetch thread to the consumer, at most `capacity` waiting.
+final class BatchQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var ready: [Int: Batch] = [:]
+    private var cancelled = false
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = Swift.max(1, capacity) }
+
+    /// Blocks until there is room; false once cancelled.
+    func waitForRoom() -> Bool {
         condition.lock()
-        while ready[position] == nil { condition.wait() }
-        let batch = ready.removeValue(forKey: position)!
+        defer { condition.unlock() }
+        while !cancelled && ready.count >= capacity { condition.wait() }
+        return !cancelled
+    }
+
+    func put(_ index: Int, _ batch: Batch) {
+        condition.lock()
+        ready[index] = batch
         condition.broadcast()
         condition.unlock()
-        position += 1
+    }
+
+    func take(_ index: Int) -> Batch {
+        condition.lock()
+        defer { condition.unlock() }
+        while ready[index] == nil { condition.wait() }
+        let batch = ready.removeValue(forKey: index)!
+        condition.broadcast()
         return batch
+    }
+
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        ready.removeAll()
+        condition.broadcast()
+        condition.unlock()
     }
 }

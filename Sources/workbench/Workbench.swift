@@ -1,10 +1,22 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Workbench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "workbench",
         abstract: "Self-supervised pretraining of Vision Transformers on the CPU.",
-        subcommands: [Bench.self, Supervised.self]
+        subcommands: [Bench.self, BenchStep.self, Supervised.self]
     )
+
+    /// Line-buffered output, so progress shows as it happens in logs and pipes.
+    static func main() {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

@@ -82,6 +82,25 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(dropping.map(\.indices), [[0, 1, 2, 3], [4, 5, 6, 7]])
     }
 
+    static func threadCount() -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("Threads:") } ?? ""
+        return Int(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? -1
+    }
+
+    func testStoppingEarlyEndsThePrefetchThread() {
+        let loader = DataLoader(smallDataset(), batchSize: 1, shuffle: false, dropLast: false, mean: [0], std: [1], seed: 0, prefetch: 1)
+        let before = Self.threadCount()
+        for _ in 0..<5 {
+            var iterator = loader.makeIterator()
+            XCTAssertEqual(iterator.next()?.labels.count, 1)
+        }
+        // Each dropped iterator cancelled its queue, and its thread, blocked on a full queue, ended.
+        let deadline = Date().addingTimeInterval(5)
+        while Self.threadCount() > before && Date() < deadline { usleep(10_000) }
+        XCTAssertEqual(Self.threadCount(), before, "prefetch threads outlived their iterators")
+    }
+
     func testNormalisationLabelsAndFlips() {
         let plain = DataLoader(smallDataset(), batchSize: 10, shuffle: false, dropLast: false, mean: [0.5], std: [0.25], seed: 0)
         let batch = plain.makeBatch(0, of: Array(0..<10), epoch: 0)

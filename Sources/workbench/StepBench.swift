@@ -1,0 +1,94 @@
+import ArgumentParser
+import Data
+import Encoders
+import Foundation
+import NN
+import TensorCore
+
+/// `workbench bench-step`: one optimizer step (forward, backward, AdamW) of the supervised ViT at
+/// the fixed configuration of shared/reference/torch_step_bench.py, its median time and images/s,
+/// and the roofline: the step's matrix products timed alone as raw sgemm at the same shapes.
+struct BenchStep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-step",
+        abstract: "Time a supervised ViT training step against the raw sgemm time of its products.",
+        discussion: "Same shapes as torch_step_bench.py: 28x28x1 images, patch 4, dim 192, depth 6, heads 3, dim_head 64, MLP 768, batch 256.")
+
+    @Option(help: "Batch size (torch_step_bench.py's B).") var batch = 256
+    @Option var dim = 192
+    @Option var depth = 6
+    @Option var heads = 3
+    @Option(name: .customLong("dim-head")) var dimHead = 64
+    @Option(name: .customLong("mlp-dim")) var mlpDim = 768
+    @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
+
+    func run() throws {
+        var config = ViTConfig()
+        (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
+        let model = ViT(config, initializer: Initializer(seed: 0))
+        let optimizer = AdamW(model.parameters, learningRate: 1e-4)
+        let rng = RandomStream(seed: 0, purpose: "bench")
+        let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
+        let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
+        var times: [Double] = []
+        for i in 0..<(steps + 2) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let loss = model(x).crossEntropy(.labels(labels))
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+            if i >= 2 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        let step = times.sorted()[times.count / 2]
+
+        // The step's products, as the engine issues them: (transA, transB, m, n, k, repeats).
+        let tokens = config.patchCount + 1, rows = batch * tokens, inner = heads * dimHead
+        var products: [(Bool, Bool, Int, Int, Int, Int)] = []
+        func linear(_ r: Int, _ inF: Int, _ outF: Int, inputGrad: Bool = true) {
+            products.append((false, true, r, outF, inF, 1))
+            if inputGrad { products.append((false, false, r, inF, outF, 1)) }
+            products.append((true, false, outF, inF, r, 1))
+        }
+        linear(batch * config.patchCount, config.patchDim, dim, inputGrad: false)
+        for _ in 0..<depth {
+            linear(rows, dim, 3 * inner)
+            let pairs = batch * heads
+            products += [(false, true, tokens, tokens, dimHead, pairs), (false, false, tokens, dimHead, tokens, pairs),
+                         (true, false, tokens, dimHead, tokens, pairs), (false, true, tokens, tokens, dimHead, pairs),
+                         (false, false, tokens, dimHead, tokens, pairs), (true, false, tokens, dimHead, tokens, pairs)]
+            linear(rows, inner, dim)
+            linear(rows, dim, mlpDim)
+            linear(rows, mlpDim, dim)
+        }
+        linear(batch, dim, config.numClasses)
+        let flops = products.reduce(0.0) { $0 + 2 * Double($1.2) * Double($1.3) * Double($1.4) * Double($1.5) }
+        let maxA = products.map { $0.2 * $0.4 }.max()!, maxB = products.map { $0.4 * $0.3 }.max()!, maxC = products.map { $0.2 * $0.3 }.max()!
+        let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng), c = Storage(uninitializedCount: maxC)
+        // Raw: every product once, small per-head ones spread over the pool as the attention kernel does.
+        func rawPass() {
+            for (ta, tb, m, n, k, repeats) in products {
+                if repeats == 1 {
+                    sgemm(ta, tb, m, n, k, 1, a.base, ta ? m : k, b.base, tb ? k : n, 0, c.base, n)
+                } else {
+                    Parallel.forChunks(repeats, grain: 1) { r in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: m * n) { out in
+                            for _ in r { sgemm(ta, tb, m, n, k, 1, a.base, ta ? m : k, b.base, tb ? k : n, 0, out.baseAddress!, n) }
+                        }
+                    }
+                }
+            }
+        }
+        var rawTimes: [Double] = []
+        rawPass()
+        for _ in 0..<steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            rawPass()
+            rawTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        let raw = rawTimes.sorted()[rawTimes.count / 2]
+        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        print(String(format: "products: %.1f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",
+                     flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
+    }
+}
