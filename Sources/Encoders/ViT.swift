@@ -35,11 +35,59 @@ public struct ViTConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// What ViT and SimpleViT share: patch embedding (LayerNorm, Linear, LayerNorm), a Transformer
+/// with its final norm, and a pooled linear head.
+public protocol PatchTransformer: PatchTokenEncoder {
+    var config: ViTConfig { get }
+    var patchNorm: LayerNorm { get }
+    var patchLinear: Linear { get }
+    var tokenNorm: LayerNorm { get }
+    var transformer: Transformer { get }
+    var head: Linear { get }
+}
+
+/// vit-pytorch's names for the patch embedding, a Sequential(Rearrange, LayerNorm, Linear, LayerNorm).
+let patchEmbeddingStateNames = ["patchNorm": "to_patch_embedding.1", "patchLinear": "to_patch_embedding.2",
+                                "tokenNorm": "to_patch_embedding.3"]
+
+extension PatchTransformer {
+    public var patchCount: Int { config.patchCount }
+    public var patchDim: Int { config.patchDim }
+    public var dim: Int { config.dim }
+
+    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" } }
+
+    public func patchify(_ images: Tensor) -> Tensor {
+        Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)
+    }
+
+    public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
+
+    public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
+
+    /// Runs the transformer over embedded tokens x (B, n, D) and collects the requested outputs;
+    /// `pool` turns the final tokens into (B, D).
+    func outputs(from x: Tensor, layers: Set<String>, pool: (Tensor) -> Tensor) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        let tokens = transformer(x) { i, h in if layers.contains("blocks.\(i)") { out["blocks.\(i)"] = h } }
+        if layers.contains("tokens") { out["tokens"] = tokens }
+        if layers.contains("pooled") || layers.contains("logits") {
+            let pooled = pool(tokens)
+            out["pooled"] = pooled
+            if layers.contains("logits") { out["logits"] = head(pooled) }
+        }
+        return out
+    }
+
+    /// Class logits (B, numClasses).
+    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
+}
+
 /// The Vision Transformer of vit-pytorch 1.7.14 (Dosovitskiy et al. 2020, "An Image is Worth
 /// 16x16 Words"): patch embedding (LayerNorm, Linear, LayerNorm), a class token, learned
 /// positions, pre-norm Transformer with a final LayerNorm, cls or mean pooling, linear head.
 /// Parameter names equal vit-pytorch's state_dict keys.
-public final class ViT: Module, PatchTokenEncoder {
+public final class ViT: Module, PatchTransformer {
     public let config: ViTConfig
     public let patchNorm: LayerNorm
     public let patchLinear: Linear
@@ -64,27 +112,11 @@ public final class ViT: Module, PatchTokenEncoder {
         mlpHead = Linear(config.dim, config.numClasses, initializer: initializer)
     }
 
-    public override var stateNames: [String: String] {
-        ["patchNorm": "to_patch_embedding.1", "patchLinear": "to_patch_embedding.2", "tokenNorm": "to_patch_embedding.3"]
-    }
+    public override var stateNames: [String: String] { patchEmbeddingStateNames }
 
-    public var patchCount: Int { config.patchCount }
-    public var patchDim: Int { config.patchDim }
-    public var dim: Int { config.dim }
-
-    public var hiddenLayerNames: [String] {
-        ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" }
-    }
-
-    public func patchify(_ images: Tensor) -> Tensor {
-        Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)
-    }
-
-    public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
+    public var head: Linear { mlpHead }
 
     public func patchPositions() -> Tensor { posEmbedding.value.slice(axis: 1, start: 1, length: config.patchCount) }
-
-    public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         let b = images.shape[0]
@@ -92,25 +124,15 @@ public final class ViT: Module, PatchTokenEncoder {
         let cls = clsToken.value.expanded(to: [b, 1, config.dim])
         x = Tensor.concat([cls, x], axis: 1) + posEmbedding.value
         if let embeddingDropout { x = embeddingDropout(x) }
-        var out: [String: Tensor] = [:]
-        let tokens = transformer(x) { i, h in if layers.contains("blocks.\(i)") { out["blocks.\(i)"] = h } }
-        if layers.contains("tokens") { out["tokens"] = tokens }
-        if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = config.pool == .mean ? tokens.mean(axis: 1)
-                                              : tokens.slice(axis: 1, start: 0, length: 1).reshaped([b, config.dim])
-            out["pooled"] = pooled
-            if layers.contains("logits") { out["logits"] = mlpHead(pooled) }
+        return outputs(from: x, layers: layers) { tokens in
+            config.pool == .mean ? tokens.mean(axis: 1) : tokens.slice(axis: 1, start: 0, length: 1).reshaped([b, config.dim])
         }
-        return out
     }
-
-    /// Class logits (B, numClasses).
-    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
 }
 
 /// vit-pytorch 1.7.14's SimpleViT (Beyer et al. 2022, "Better plain ViT baselines"): fixed 2-D
 /// sin-cos positions, no class token, mean pooling, no dropout, bias-free attention output.
-public final class SimpleViT: Module, PatchTokenEncoder {
+public final class SimpleViT: Module, PatchTransformer {
     public let config: ViTConfig
     public let patchNorm: LayerNorm
     public let patchLinear: Linear
@@ -133,40 +155,13 @@ public final class SimpleViT: Module, PatchTokenEncoder {
             .reshaped([1, config.patchCount, config.dim])
     }
 
-    public override var stateNames: [String: String] {
-        ["patchNorm": "to_patch_embedding.1", "patchLinear": "to_patch_embedding.2", "tokenNorm": "to_patch_embedding.3"]
-    }
+    public override var stateNames: [String: String] { patchEmbeddingStateNames }
 
-    public var patchCount: Int { config.patchCount }
-    public var patchDim: Int { config.patchDim }
-    public var dim: Int { config.dim }
-
-    public var hiddenLayerNames: [String] {
-        ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" }
-    }
-
-    public func patchify(_ images: Tensor) -> Tensor {
-        Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)
-    }
-
-    public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
+    public var head: Linear { linearHead }
 
     public func patchPositions() -> Tensor { positions }
 
-    public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
-
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
-        let x = embedPatches(patchify(images)) + positions
-        var out: [String: Tensor] = [:]
-        let tokens = transformer(x) { i, h in if layers.contains("blocks.\(i)") { out["blocks.\(i)"] = h } }
-        if layers.contains("tokens") { out["tokens"] = tokens }
-        if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = tokens.mean(axis: 1)
-            out["pooled"] = pooled
-            if layers.contains("logits") { out["logits"] = linearHead(pooled) }
-        }
-        return out
+        outputs(from: embedPatches(patchify(images)) + positions, layers: layers) { $0.mean(axis: 1) }
     }
-
-    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
 }
