@@ -11,7 +11,7 @@ the tests measure the Swift engine's float32 error against it. Each fixture redu
 to a scalar with fixed random weights `out_weight` (loss = sum(out * out_weight)) and stores the
 gradients of that loss as `grad.<name>`.
 """
-import json, os, struct, sys
+import json, math, os, struct, sys
 import torch
 from torch import nn
 from vit_pytorch.vit import Attention, Transformer, ViT
@@ -97,6 +97,33 @@ def cross_attention_fixture(name, out):
     save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow}, out)
 
 
+def training_steps_fixture(name, out, steps=3):
+    """The supervised recipe's update loop on fixed batches: AdamW(lr 1e-3, wd 0.05, every
+    parameter), per-step cosine to 0 over `steps`, cross-entropy. Saves the initial weights,
+    each step's batch, and the weights after the last step (float64 throughout)."""
+    torch.manual_seed(3)
+    cfg = dict(image_size=8, patch_size=4, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=1)
+    vit = ViT(**cfg).double()
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.copy_(p.to(torch.float32).to(torch.float64))
+    saved = {'init.' + k: v.detach().clone() for k, v in vit.state_dict().items()}
+    opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, weight_decay=0.05)
+    for step in range(steps):
+        lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g['lr'] = lr
+        x = f32(6, 1, 8, 8)
+        y = torch.randint(0, 5, (6,))
+        loss = nn.functional.cross_entropy(vit(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        saved[f'batch{step}.x'] = x
+        saved[f'batch{step}.y'] = y.to(torch.float64)
+        saved[f'batch{step}.loss'] = loss.detach().reshape(1)
+    saved.update({'final.' + k: v.detach().clone() for k, v in vit.state_dict().items()})
+    save(name, saved, out)
+
+
 def module_fixture(name, module, x_shape, out=None):
     torch.manual_seed(1)
     module = module.double()
@@ -128,4 +155,5 @@ if __name__ == '__main__':
     module_fixture('vit_mean', ViT(pool='mean', **cfg), (3, 2, 8, 8), enc)
     module_fixture('simple_vit', SimpleViT(**cfg), (3, 2, 8, 8), enc)
     cross_attention_fixture('mp3_cross_attention', enc)
+    training_steps_fixture('vit_adamw_steps', enc)
     print('torch', torch.__version__, file=sys.stderr)

@@ -127,3 +127,34 @@ final class ViTParityTests: XCTestCase {
         XCTAssertFalse(model.transformer.layers[1].feedForward.isTraining)
     }
 }
+
+/// The supervised update loop against PyTorch: same initial weights, same batches, three AdamW
+/// steps (lr 1e-3, weight decay 0.05 on every parameter) on a per-step cosine schedule.
+final class TrainingParityTests: XCTestCase {
+    func testAdamWStepsMatchTorch() throws {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "vit_adamw_steps", withExtension: "safetensors", subdirectory: "Fixtures"))
+        let f = try SafeTensors.read(path: url.path)
+        var config = ViTParityTests.config
+        config.channels = 1
+        let model = ViT(config, initializer: Initializer(seed: 0))
+        let initial = Dictionary(uniqueKeysWithValues: f.filter { $0.key.hasPrefix("init.") }.map { (String($0.key.dropFirst(5)), $0.value) })
+        XCTAssertEqual(try model.load(initial), [])
+        let optimizer = AdamW(model.parameters, learningRate: 1e-3, weightDecay: 0.05, decayAll: true)
+        let schedule = CosineSchedule(base: 1e-3, totalSteps: 3)
+        for step in 0..<3 {
+            optimizer.learningRate = Float(schedule.value(at: step))
+            let labels = f["batch\(step).y"]!.scalars.map { Int($0) }
+            let loss = model(f["batch\(step).x"]!).crossEntropy(.labels(labels))
+            XCTAssertEqual(loss.item, f["batch\(step).loss"]!.item, accuracy: 1e-5, "loss at step \(step)")
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+        }
+        for (name, p) in model.namedParameters() {
+            let start = initial[name]!.scalars, expected = f["final." + name]!.scalars
+            let ours = zip(p.value.scalars, start).map { Double($0 - $1) }
+            let theirs = zip(expected, start).map { Double($0 - $1) }
+            assertClose("update of \(name)", ours, theirs, tolerance: 1e-3)
+        }
+    }
+}
