@@ -46,14 +46,11 @@ struct Supervised: ParsableCommand {
         (config.epochs, config.batchSize, config.learningRate, config.weightDecay, config.seed) = (epochs, batchSize, learningRate, weightDecay, seed)
         let initializer = Initializer(scheme: .pytorch, seed: seed)
         print("supervised: \(encoder) dim \(dim) depth \(depth) heads \(heads) on \(trainSet.count) training images, \(epochs) epochs, batch \(batchSize), \(Parallel.threads) threads")
-        let summaries: [EpochSummary]
-        if encoder == "vit" {
-            summaries = SupervisedTrainer(model: ViT(vit, initializer: initializer), train: trainSet, test: testSet,
-                                          mean: [FashionMNIST.mean], std: [FashionMNIST.std], config: config).run()
-        } else {
-            summaries = SupervisedTrainer(model: SimpleViT(vit, initializer: initializer), train: trainSet, test: testSet,
-                                          mean: [FashionMNIST.mean], std: [FashionMNIST.std], config: config).run()
+        func train(_ model: some HiddenLayerEncoder) -> [EpochSummary] {
+            SupervisedTrainer(model: model, train: trainSet, test: testSet, mean: [FashionMNIST.mean], std: [FashionMNIST.std],
+                              config: config).run()
         }
+        let summaries = encoder == "vit" ? train(ViT(vit, initializer: initializer)) : train(SimpleViT(vit, initializer: initializer))
         let seconds = summaries.reduce(0) { $0 + $1.seconds }
         let images = Double(summaries.count * (trainSet.count / batchSize) * batchSize)
         print(String(format: "final test top-1 %.2f%%, top-5 %.2f%%; training %.0f img/s over %.0f s",
