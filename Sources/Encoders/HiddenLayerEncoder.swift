@@ -1,3 +1,4 @@
+import Foundation
 import NN
 import TensorCore
 
@@ -65,4 +66,3 @@ public func sinCosPositionEmbedding2D(height: Int, width: Int, dim: Int, tempera
     }
     return Tensor(shape: [height * width, dim], values)
 }
-import Foundation

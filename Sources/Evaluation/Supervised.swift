@@ -1,6 +1,7 @@
 import Data
 import Dispatch
 import Encoders
+import Foundation
 import NN
 import TensorCore
 
@@ -140,4 +141,3 @@ extension Tensor {
         }
     }
 }
-import Foundation

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A seeded xoshiro256** generator. Each purpose (initialisation, dropout, masking, data order)
 /// draws from its own stream, derived from the run seed and the purpose's name, so adding draws
 /// to one purpose never shifts another.
@@ -81,8 +87,3 @@ public final class RandomStream {
         return h
     }
 }
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
