@@ -112,8 +112,7 @@ public final class SupervisedTrainer<Model: HiddenLayerEncoder> {
             optimizer.step()
             optimizer.zeroGrad()
             lossSum += Double(loss.item)
-            let predicted = logits.argmaxRows()
-            correct += zip(predicted, batch.labels).filter { $0 == $1 }.count
+            correct += zip(logits.topK(1).indices.values, batch.labels).filter { $0 == $1 }.count
             seen += batch.labels.count
             step += 1
         }
@@ -126,18 +125,5 @@ public final class SupervisedTrainer<Model: HiddenLayerEncoder> {
                    summary.epoch, config.epochs, summary.loss, 100 * summary.trainTop1, 100 * top1, 100 * top5,
                    seconds, summary.imagesPerSecond, lr))
         return summary
-    }
-}
-
-extension Tensor {
-    /// Index of the largest value of each row of a (N, C) tensor.
-    public func argmaxRows() -> [Int] {
-        let c = shape[1]
-        return (0..<shape[0]).map { r in
-            let row = base + r * c
-            var best = 0
-            for j in 1..<c where row[j] > row[best] { best = j }
-            return best
-        }
     }
 }

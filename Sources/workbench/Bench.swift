@@ -102,30 +102,9 @@ struct Bench: ParsableCommand {
                      batch, heads, tokens, dim, fwd * 1e3, attnFlops / fwd / 1e9, both * 1e3, 3 * attnFlops / both / 1e9))
     }
 
-    /// Median wall times of `first` and `second`, run alternately (after a warm-up of each) so
-    /// that drift in the machine's speed affects both alike.
     func interleavedMedians(_ first: () -> Void, _ second: () -> Void) -> (Double, Double) {
-        first()
-        second()
-        var a: [Double] = [], b: [Double] = []
-        for _ in 0..<repeats {
-            a.append(seconds(first))
-            b.append(seconds(second))
-        }
-        return (a.sorted()[a.count / 2], b.sorted()[b.count / 2])
+        interleavedMedianSeconds(repeats: repeats, first, second)
     }
 
-    func seconds(_ body: () -> Void) -> Double {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        body()
-        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-    }
-
-    /// Median wall time of `repeats` runs of `body`, after one warm-up run.
-    func median(_ body: () -> Void) -> Double {
-        body()
-        var times: [Double] = []
-        for _ in 0..<repeats { times.append(seconds(body)) }
-        return times.sorted()[times.count / 2]
-    }
+    func median(_ body: () -> Void) -> Double { medianSeconds(repeats: repeats, body) }
 }

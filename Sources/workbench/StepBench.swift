@@ -30,16 +30,12 @@ struct BenchStep: ParsableCommand {
         let rng = RandomStream(seed: 0, purpose: "bench")
         let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
         let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
-        var times: [Double] = []
-        for i in 0..<(steps + 2) {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+        let step = medianSeconds(repeats: steps, warmups: 2) {
             let loss = model(x).crossEntropy(.labels(labels))
             optimizer.zeroGrad()
             loss.backward()
             optimizer.step()
-            if i >= 2 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
         }
-        let step = times.sorted()[times.count / 2]
 
         // The step's products, as the engine issues them: (transA, transB, m, n, k, repeats).
         let tokens = config.patchCount + 1, rows = batch * tokens, inner = heads * dimHead
@@ -78,14 +74,7 @@ struct BenchStep: ParsableCommand {
                 }
             }
         }
-        var rawTimes: [Double] = []
-        rawPass()
-        for _ in 0..<steps {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            rawPass()
-            rawTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-        }
-        let raw = rawTimes.sorted()[rawTimes.count / 2]
+        let raw = medianSeconds(repeats: steps, rawPass)
         print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         print(String(format: "products: %.1f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",

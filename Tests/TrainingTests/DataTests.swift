@@ -92,7 +92,7 @@ final class DataTests: XCTestCase {
         let loader = DataLoader(smallDataset(), batchSize: 1, shuffle: false, dropLast: false, mean: [0], std: [1], seed: 0, prefetch: 1)
         let before = Self.threadCount()
         for _ in 0..<5 {
-            var iterator = loader.makeIterator()
+            let iterator = loader.makeIterator()
             XCTAssertEqual(iterator.next()?.labels.count, 1)
         }
         // Each dropped iterator cancelled its queue, and its thread, blocked on a full queue, ended.
