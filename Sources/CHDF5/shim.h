@@ -14,3 +14,10 @@ static inline hid_t chdf5_p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t chdf5_p_default(void)     { return H5P_DEFAULT; }
 static inline hid_t chdf5_s_all(void)         { return H5S_ALL; }
 static inline hsize_t chdf5_s_unlimited(void) { return H5S_UNLIMITED; }
+static inline hid_t chdf5_e_default(void)     { return H5E_DEFAULT; }
+static inline size_t chdf5_t_variable(void)   { return H5T_VARIABLE; }
+static inline hid_t chdf5_p_link_create(void) { return H5P_LINK_CREATE; }
+static inline herr_t chdf5_silence_errors(void) { return H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+static inline unsigned chdf5_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+static inline unsigned chdf5_acc_rdwr(void)   { return H5F_ACC_RDWR; }
+static inline unsigned chdf5_acc_trunc(void)  { return H5F_ACC_TRUNC; }
