@@ -17,7 +17,8 @@ let vectorSettings: [SwiftSetting] = {
     #endif
 }()
 
-// Layers (imports only point down): workbench -> Store -> TensorCore -> CBLAS / CHDF5 / CZlib.
+// Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS;
+// Data and Store sit on TensorCore (and CZlib / CHDF5).
 // See docs/ARCHITECTURE.md.
 let package = Package(
     name: "SwiftViTWorkbench",
@@ -28,6 +29,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -42,8 +44,11 @@ let package = Package(
         .target(name: "Data", dependencies: ["TensorCore", "CZlib"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
+        .target(name: "Runner", dependencies: [
+            "Data", "Encoders", "Evaluation", "NN", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
+        ]),
         .executableTarget(name: "workbench", dependencies: [
-            "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation",
+            "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation", "Runner",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
@@ -51,6 +56,7 @@ let package = Package(
                     resources: [.copy("Fixtures")], swiftSettings: vectorSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Data", "NN", "Evaluation", "Encoders", "TensorCore"]),
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "TensorCore"]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
     ],

@@ -82,6 +82,12 @@ public final class DataLoader: Sequence {
         epoch += 1
         return PrefetchIterator(loader: self, epoch: e)
     }
+
+    /// Iterates epoch `e` from batch `start` on (for a resumed run), with `epoch` left at e + 1.
+    public func iterate(epoch e: Int, from start: Int) -> PrefetchIterator {
+        epoch = e + 1
+        return PrefetchIterator(loader: self, epoch: e, start: start)
+    }
 }
 
 /// Delivers an epoch's batches in order; a worker thread fills a bounded queue ahead of it. The
@@ -91,14 +97,15 @@ public final class PrefetchIterator: IteratorProtocol {
     let total: Int
     private var position = 0
 
-    init(loader: DataLoader, epoch: Int) {
+    init(loader: DataLoader, epoch: Int, start: Int = 0) {
         total = loader.batchesPerEpoch
+        position = Swift.min(start, total)
         let queue = BatchQueue(capacity: loader.prefetch)
         self.queue = queue
         let order = loader.order(epoch: epoch)
         let total = total
         let thread = Thread {
-            for b in 0..<total {
+            for b in Swift.min(start, total)..<total {
                 guard queue.waitForRoom() else { return }
                 queue.put(b, loader.makeBatch(b, of: order, epoch: epoch))
             }

@@ -12,6 +12,12 @@ public protocol Dataset {
     func label(at index: Int) -> Int
     /// Writes image `index` as floats in [0, 1] into `out` (C * H * W floats).
     func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>)
+    /// The index of item `index` in the data set it was taken from (subsets map back to it).
+    func sourceIndex(at index: Int) -> Int
+}
+
+extension Dataset {
+    public func sourceIndex(at index: Int) -> Int { index }
 }
 
 /// A byte-backed data set (what IDX files and CIFAR binaries load into).
@@ -66,6 +72,32 @@ public struct Subset: Dataset {
     public var classCount: Int { base.classCount }
     public func label(at index: Int) -> Int { base.label(at: indices[index]) }
     public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) { base.copyImage(at: indices[index], into: out) }
+    public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: indices[index]) }
+}
+
+/// A gray data set seen with its channel repeated `channels` times (for encoders and recipes
+/// that expect RGB, as the reference Dino recipe does).
+public struct RepeatedChannels: Dataset {
+    public let base: Dataset
+    public let channels: Int
+
+    public init(_ base: Dataset, channels: Int) {
+        precondition(base.imageShape[0] == 1, "only a one-channel data set can be repeated")
+        self.base = base
+        self.channels = channels
+    }
+
+    public var name: String { base.name }
+    public var count: Int { base.count }
+    public var imageShape: [Int] { [channels, base.imageShape[1], base.imageShape[2]] }
+    public var classCount: Int { base.classCount }
+    public func label(at index: Int) -> Int { base.label(at: index) }
+    public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
+    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) {
+        base.copyImage(at: index, into: out)
+        let plane = base.imageShape[1] * base.imageShape[2]
+        for c in 1..<channels { (out + c * plane).update(from: out, count: plane) }
+    }
 }
 
 /// Fashion-MNIST (Xiao et al. 2017) from Debian's dataset-fashion-mnist package.

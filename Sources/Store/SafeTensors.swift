@@ -28,6 +28,23 @@ public enum SafeTensors {
         return try parse(data, path: path)
     }
 
+    /// The `__metadata__` strings of a file's header (empty when it has none).
+    public static func metadata(path: String) throws -> [String: String] {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw SafeTensorsError.unreadable(path: path, reason: "no such file or not readable")
+        }
+        defer { try? handle.close() }
+        let prefix = handle.readData(ofLength: 8)
+        guard prefix.count == 8 else { throw SafeTensorsError.malformed(path: path, reason: "shorter than its 8-byte header length") }
+        let headerLength = prefix.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        guard headerLength > 0, headerLength < 100_000_000 else { throw SafeTensorsError.malformed(path: path, reason: "header length \(headerLength)") }
+        let headerData = handle.readData(ofLength: headerLength)
+        guard headerData.count == headerLength, let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
+            throw SafeTensorsError.malformed(path: path, reason: "header is not a JSON object")
+        }
+        return header["__metadata__"] as? [String: String] ?? [:]
+    }
+
     static func parse(_ data: Data, path: String) throws -> [String: Tensor] {
         guard data.count >= 8 else { throw SafeTensorsError.malformed(path: path, reason: "shorter than its 8-byte header length") }
         let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }

@@ -25,6 +25,12 @@ public final class RandomStream {
 
     public var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
 
+    /// Puts this stream back at a saved state (the layers that hold it keep drawing from it).
+    public func restore(_ words: [UInt64]) {
+        precondition(words.count == 4, "a xoshiro256** state has four words")
+        state = (words[0], words[1], words[2], words[3])
+    }
+
     @inline(__always)
     public func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9

@@ -1,0 +1,94 @@
+import Foundation
+
+/// A coding key for any string or index, so that a section can see every key a recipe wrote.
+public struct RecipeKey: CodingKey, Hashable {
+    public var stringValue: String
+    public var intValue: Int?
+    public init(_ string: String) { stringValue = string }
+    public init?(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) { stringValue = String(intValue); self.intValue = intValue }
+}
+
+/// A problem found while decoding a recipe, at a key path; `RecipeLoader` turns it into a
+/// `RecipeError` with the file, line and column.
+public struct RecipeIssue: Error {
+    public let path: [String]
+    public let message: String
+    public init(path: [String], message: String) {
+        self.path = path
+        self.message = message
+    }
+}
+
+extension CodingKey {
+    var pathComponent: String { intValue.map(String.init) ?? stringValue }
+}
+
+extension Decoder {
+    /// The section as a keyed container, after rejecting any key that is not in `known` (with the
+    /// nearest valid key as a suggestion).
+    public func section(_ known: [String]) throws -> KeyedDecodingContainer<RecipeKey> {
+        let container = try container(keyedBy: RecipeKey.self)
+        for key in container.allKeys where !known.contains(key.stringValue) {
+            var message = "unknown key '\(key.stringValue)'"
+            if let near = nearest(key.stringValue, in: known) { message += "; did you mean '\(near)'?" }
+            message += " Valid keys here: \(known.joined(separator: ", "))."
+            throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key.stringValue], message: message)
+        }
+        return container
+    }
+}
+
+extension KeyedDecodingContainer where Key == RecipeKey {
+    /// The value at `key`, or `fallback` when the key is absent or null.
+    public func value<T: Decodable>(_ key: String, _ fallback: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: RecipeKey(key)) ?? fallback
+    }
+
+    /// An optional value: nil when absent or null.
+    public func optional<T: Decodable>(_ key: String, _ type: T.Type = T.self) throws -> T? {
+        try decodeIfPresent(T.self, forKey: RecipeKey(key))
+    }
+
+    public func required<T: Decodable>(_ key: String, _ type: T.Type = T.self) throws -> T {
+        guard let value = try decodeIfPresent(T.self, forKey: RecipeKey(key)) else {
+            throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key], message: "required key '\(key)' is missing")
+        }
+        return value
+    }
+
+    /// A string that must be one of `allowed`.
+    public func choice(_ key: String, _ allowed: [String], _ fallback: String) throws -> String {
+        let value = try self.value(key, fallback)
+        guard allowed.contains(value) else {
+            var message = "'\(value)' is not one of \(allowed.joined(separator: ", "))"
+            if let near = nearest(value, in: allowed) { message += "; did you mean '\(near)'?" }
+            throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key], message: message)
+        }
+        return value
+    }
+
+    /// Throws a RecipeIssue at `key` unless `condition` holds.
+    public func check(_ condition: Bool, _ key: String, _ message: @autoclosure () -> String) throws {
+        if !condition { throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key], message: message()) }
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
+public func nearest(_ word: String, in candidates: [String]) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for i in 1...Swift.max(a.count, 1) where !a.isEmpty {
+            var current = [i] + [Int](repeating: 0, count: b.count)
+            for j in 1...Swift.max(b.count, 1) where !b.isEmpty {
+                current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return a.isEmpty ? b.count : previous[b.count]
+    }
+    let lowered = Array(word.lowercased())
+    let scored = candidates.map { ($0, distance(lowered, Array($0.lowercased()))) }
+    guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
+    return best.1 <= Swift.max(2, word.count / 3) ? best.0 : nil
+}

@@ -1,0 +1,114 @@
+import Data
+import Encoders
+import Foundation
+import NN
+import Store
+import TensorCore
+
+/// `extract`: features of a hidden layer for every image of the chosen splits, to
+/// embeddings.h5 (`embeddings_2.h5` for a second extract stage, and so on).
+public struct ExtractStage: Stage {
+    public static let kind = "extract"
+    public static let summary = "write a hidden layer's features of the train/test splits to embeddings.h5"
+
+    public var hiddenLayer = "pooled"
+    public var splits = ["train", "test"]
+    public var batchSize = 1000
+
+    static let keys = ["hidden_layer", "splits", "batch_size"]
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(Self.keys)
+        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
+        splits = try c.value("splits", splits)
+        try c.check(!splits.isEmpty && splits.allSatisfy { ["train", "test"].contains($0) }, "splits",
+                    "splits are a list of train and/or test, got \(splits)")
+        batchSize = try c.value("batch_size", batchSize)
+        try c.check(batchSize > 0, "batch_size", "must be positive")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: RecipeKey.self)
+        try c.encode(hiddenLayer, forKey: RecipeKey("hidden_layer"))
+        try c.encode(splits, forKey: RecipeKey("splits"))
+        try c.encode(batchSize, forKey: RecipeKey("batch_size"))
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        let names = recipe.encoder.hiddenLayerNames
+        guard names.contains(hiddenLayer) else {
+            var message = "the \(recipe.encoder.kind) encoder has no hidden layer '\(hiddenLayer)'"
+            if let near = nearest(hiddenLayer, in: names) { message += "; did you mean '\(near)'?" }
+            throw RecipeIssue(path: ["hidden_layer"], message: message + " Its layers: \(names.joined(separator: ", ")).")
+        }
+    }
+
+    public func run(_ context: RunContext) throws -> [String: Double] {
+        let file = context.stageName.replacingOccurrences(of: "extract", with: "embeddings") + ".h5"
+        let path = "\(context.directory)/\(file)"
+        let data = context.data
+        let sets = splits.map { ($0, $0 == "train" ? data.train : data.test) }
+        let attributes = ["encoder": RecipeLoader.yamlFragment(context.recipe.encoder), "hidden_layer": hiddenLayer,
+                          "checkpoint": "in memory, after stage \(context.stageIndex > 0 ? context.recipe.stageNames[context.stageIndex - 1] : "none (random init)")",
+                          "recipe": RecipeLoader.yaml(context.recipe), "workbench_version": WorkbenchInfo.version,
+                          "git_commit": WorkbenchInfo.gitCommit, "seed": String(context.recipe.seed)]
+        let summary = try Embeddings.extract(context.encoder, layer: hiddenLayer, splits: sets, mean: data.mean, std: data.std,
+                                             batchSize: batchSize, classNames: data.classNames, to: path, attributes: attributes)
+        context.log("\(context.stageName): \(summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", ")) '\(hiddenLayer)' features -> \(file)")
+        return ["images": Double(summary.reduce(0) { $0 + $1.shape[0] })]
+    }
+}
+
+/// Feature extraction to HDF5, shared by the extract stage and `workbench extract`.
+public enum Embeddings {
+    /// Writes `/<split>/features` (N, ...) float32, `/<split>/labels` (N,) int64 and
+    /// `/<split>/indices` (N,) int64 (positions in the original data set) for each split, with
+    /// `attributes` on the root. The file is written under a temporary name and renamed.
+    @discardableResult
+    public static func extract(_ encoder: some HiddenLayerEncoder, layer: String, splits: [(String, Dataset)], mean: [Float], std: [Float],
+                               batchSize: Int, classNames: [String], to path: String,
+                               attributes: [String: String]) throws -> [(split: String, shape: [Int])] {
+        let temporary = path + ".tmp-\(getpid())"
+        var summary: [(String, [Int])] = []
+        do {
+            let file = try HDF5File(path: temporary, mode: .create)
+            for (key, value) in attributes { try file.root.setAttribute(key, value) }
+            try file.root.writeStrings("class_names", classNames)
+            let wasTraining = encoder.isTraining
+            encoder.eval()
+            defer { encoder.train(wasTraining) }
+            for (split, dataset) in splits {
+                let group = try file.root.group(split)
+                let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+                var features: HDF5Dataset?
+                var rowShape: [Int] = []
+                var labels: [Int64] = [], indices: [Int64] = []
+                for batch in loader {
+                    let output = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
+                    if features == nil {
+                        rowShape = Array(output.shape.dropFirst())
+                        features = try group.createExtendable("features", of: Float.self, rowShape: rowShape,
+                                                              chunkRows: Swift.max(1, 65536 / Swift.max(1, rowShape.reduce(1, *))))
+                    }
+                    try features!.append(Array(UnsafeBufferPointer(start: output.base, count: output.count)))
+                    labels += batch.labels.map { Int64($0) }
+                    indices += batch.indices.map { Int64(dataset.sourceIndex(at: $0)) }
+                }
+                try group.write("labels", labels)
+                try group.write("indices", indices)
+                try group.setAttribute("dataset", dataset.name)
+                summary.append((split, [labels.count] + rowShape))
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw RunError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        return summary
+    }
+}

@@ -1,0 +1,160 @@
+import Data
+import Dispatch
+import Foundation
+import NN
+import Store
+import TensorCore
+
+/// What one training step reports besides its loss.
+public struct StepOutput {
+    public let loss: Tensor
+    /// Correct predictions in the batch, for stages that classify.
+    public var correct: Int?
+    public init(loss: Tensor, correct: Int? = nil) {
+        self.loss = loss
+        self.correct = correct
+    }
+}
+
+/// What the end of an epoch reports: columns for the `epochs` table, and the value that decides
+/// the best checkpoint.
+public struct EpochReport {
+    public var columns: KeyValuePairs<String, Double>
+    public var score: Double?
+    public var higherIsBetter: Bool
+    public var line: String
+    public init(columns: KeyValuePairs<String, Double>, score: Double?, higherIsBetter: Bool, line: String) {
+        (self.columns, self.score, self.higherIsBetter, self.line) = (columns, score, higherIsBetter, line)
+    }
+}
+
+/// The loop every training stage shares: per-step learning rate, forward, backward, optional
+/// clipping, update; a row per step in metrics.h5 and TensorBoard; progress lines; a resumable
+/// checkpoint every `checkpoint.every_steps` steps; an end-of-epoch report; the best weights.
+/// A non-finite loss stops it with a message that names the stage, the step and the fix.
+public final class TrainingLoop {
+    let context: RunContext
+    let module: Module
+    let optimizer: Optimizer
+    let loader: DataLoader
+    let epochs: Int
+    let schedule: CosineSchedule
+    let gradientClip: Float?
+    let learningRateKey: String
+
+    public init(context: RunContext, module: Module, optimizer: Optimizer, loader: DataLoader, epochs: Int,
+                schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr") {
+        self.context = context
+        self.module = module
+        self.optimizer = optimizer
+        self.loader = loader
+        self.epochs = epochs
+        self.schedule = schedule
+        self.gradientClip = gradientClip
+        self.learningRateKey = learningRateKey
+    }
+
+    /// Runs (or, after a resume, finishes) every epoch. Returns the number of steps taken.
+    public func run(step: (Batch) -> StepOutput, endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
+        let stage = context.stageName
+        let log = context.log
+        var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
+        if let resume = context.resumePoint {
+            progress = resume.progress
+            try module.load(try SafeTensorsLoader.read("\(resume.folder)/model.safetensors"))
+            let optimizerFile = "\(resume.folder)/optimizer.safetensors"
+            if FileManager.default.fileExists(atPath: optimizerFile) { try optimizer.loadState(try SafeTensorsLoader.read(optimizerFile)) }
+            log("\(stage): resumed at epoch \(progress.epoch + 1), batch \(progress.batch), step \(progress.step)")
+        }
+        let every = context.recipe.checkpoint.everySteps
+        let perEpoch = loader.batchesPerEpoch
+        let base = context.globalStepBase
+        let batchSize = loader.batchSize
+        var lastProgressLine = DispatchTime.now().uptimeNanoseconds
+        while progress.epoch < epochs {
+            module.train()
+            let epochStart = DispatchTime.now().uptimeNanoseconds
+            let elapsedBefore = progress.sums["seconds"] ?? 0
+            let iterator = loader.iterate(epoch: progress.epoch, from: progress.batch)
+            var stepStart = DispatchTime.now().uptimeNanoseconds
+            while let batch = iterator.next() {
+                let lr = schedule.value(at: progress.step)
+                optimizer.learningRate = Float(lr)
+                let output = step(batch)
+                let loss = output.loss.item
+                guard loss.isFinite else {
+                    Autograd.discardTape()
+                    try? context.metrics.flush()
+                    throw RunError("""
+                        \(context.stagePath): the loss is \(loss) at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch)); training stopped. \
+                        Lower \(context.stagePath).\(learningRateKey) (now \(schedule.base)) or set \(context.stagePath).gradient_clip. \
+                        metrics.h5 holds every step before this one; `workbench run --resume \(context.directory)` continues from the last checkpoint.
+                        """)
+                }
+                output.loss.backward()
+                if let clip = gradientClip { _ = clipGradientNorm(module.parameters, maxNorm: clip) }
+                optimizer.step()
+                optimizer.zeroGrad()
+                let now = DispatchTime.now().uptimeNanoseconds
+                let seconds = Double(now - stepStart) / 1e9
+                stepStart = now
+                progress.sums["loss", default: 0] += Double(loss)
+                progress.sums["batches", default: 0] += 1
+                progress.sums["seen", default: 0] += Double(batch.labels.count)
+                if let correct = output.correct { progress.sums["correct", default: 0] += Double(correct) }
+                progress.sums["seconds"] = elapsedBefore + Double(now - epochStart) / 1e9
+                let wall = Date().timeIntervalSince1970
+                context.metrics.append("\(stage)/steps", ["step": Double(progress.step), "epoch": Double(progress.epoch), "loss": Double(loss),
+                                                          "lr": lr, "images_per_s": Double(batch.labels.count) / seconds, "wall_time": wall])
+                context.events.scalar("\(stage)/loss", Double(loss), step: base + progress.step, wallTime: wall)
+                context.events.scalar("\(stage)/lr", lr, step: base + progress.step, wallTime: wall)
+                progress.step += 1
+                progress.batch += 1
+                if Double(now - lastProgressLine) / 1e9 >= 15 {
+                    lastProgressLine = now
+                    let rate = progress.sums["seen"]! / Swift.max(progress.sums["seconds"]!, 1e-9)
+                    let left = Double((epochs - progress.epoch) * perEpoch - progress.batch) * Double(batchSize) / rate
+                    log(String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1, epochs,
+                               progress.batch, perEpoch, progress.sums["loss"]! / progress.sums["batches"]!, rate, lr, formatDuration(left)))
+                }
+                if progress.step % every == 0 {
+                    try context.checkpoint(progress, module: module, optimizer: optimizer)
+                    log("\(stage): checkpoint at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch))")
+                }
+            }
+            let report = try endOfEpoch(progress.epoch, progress.sums)
+            context.metrics.append("\(stage)/epochs", columns: ["epoch"] + report.columns.map(\.key),
+                                   values: [Double(progress.epoch)] + report.columns.map(\.value))
+            for (key, value) in report.columns { context.events.scalar("\(stage)/epoch_\(key)", value, step: base + progress.step) }
+            log(report.line)
+            if let score = report.score, context.recipe.checkpoint.keepBest,
+               progress.best.map({ report.higherIsBetter ? score > $0 : score < $0 }) ?? true {
+                progress.best = score
+                try context.checkpoints.saveWeights("best.safetensors", module.stateDict(),
+                                                    metadata: context.weightsMetadata.merging(["stage": stage, "epoch": String(progress.epoch + 1),
+                                                                                               "score": String(score)]) { $1 })
+            }
+            progress.epoch += 1
+            progress.batch = 0
+            progress.sums = [:]
+            try context.metrics.flush()
+            try context.events.flush()
+        }
+        return progress.step
+    }
+}
+
+/// Reads safetensors for resume (a thin seam, so that the loop names the file in errors).
+enum SafeTensorsLoader {
+    static func read(_ path: String) throws -> [String: Tensor] {
+        do { return try SafeTensors.read(path: path) } catch {
+            throw RunError("cannot resume from \(path): \(error)")
+        }
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "?" }
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s / 60 % 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Runner
+
+/// `workbench run RECIPE` and `workbench run --resume RUN_DIR`.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run every stage of a recipe, or resume an interrupted run.",
+        discussion: """
+            Examples:
+              workbench run recipes/supervised.yaml
+              workbench run recipes/supervised.yaml --set stages.0.supervised.epochs=1 --set data.train_subset=5000
+              workbench run --resume runs/supervised/20261123-101500
+            """)
+
+    @Argument(help: "The recipe (YAML); recipes/NAME.yaml finds Recipes/NAME.yaml.") var recipe: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a key: dotted.path=value (list items by index).", valueName: "key=value"))
+    var overrides: [String] = []
+    @Option(name: .customLong("runs-dir"), help: "Where run folders go.") var runsDirectory = "runs"
+    @Option(help: ArgumentHelp("Continue the run in this folder from its last checkpoint.", valueName: "run-dir")) var resume: String?
+
+    func validate() throws {
+        if resume != nil && (recipe != nil || !overrides.isEmpty) {
+            throw ValidationError("--resume continues a run with the recipe saved in its folder; give either a recipe or --resume, not both")
+        }
+        if resume == nil && recipe == nil { throw ValidationError("give a recipe (for example recipes/mae.yaml) or --resume RUN_DIR") }
+    }
+
+    func run() throws {
+        try reportingUserErrors {
+            if let resume {
+                try RecipeRunner.resume(resume)
+            } else if let recipe {
+                let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
+                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.resolvePath(recipe) ?? recipe, runsDirectory: runsDirectory)
+            }
+        }
+    }
+}
+
+/// `workbench validate RECIPE`: checks a recipe and prints it with every default filled in.
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a recipe without running it; print it resolved, every default filled in.")
+
+    @Argument(help: "The recipe (YAML).") var recipe: String
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a key: dotted.path=value.", valueName: "key=value")) var overrides: [String] = []
+    @Option(name: .customLong("runs-dir"), help: "The runs folder to check for writing.") var runsDirectory = "runs"
+
+    func run() throws {
+        try reportingUserErrors {
+            let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
+            try RecipeRunner.preflight(loaded, recipeFile: RecipeLoader.resolvePath(recipe) ?? recipe, runsDirectory: runsDirectory)
+            print(RecipeLoader.yaml(loaded), terminator: "")
+        }
+    }
+}
+
+/// User errors (recipes, data, files) become one line on stderr and exit code 1, never a trace.
+func reportingUserErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as RecipeError {
+        throw UserError(message: error.description)
+    } catch let error as RunError {
+        throw UserError(message: error.description)
+    } catch {
+        if error is ExitCode || error is CleanExit { throw error }
+        throw UserError(message: String(describing: error))
+    }
+}
+
+struct UserError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Data
+import Encoders
+import Foundation
+import Runner
+import Store
+
+/// `workbench list`: what a recipe can name.
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the stages, objectives, encoders, data sets and recipes available.")
+
+    func run() throws {
+        for stage in StageRegistry.kinds { print("stage      \(stage.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stage.summary)") }
+        print("encoder    vit            ViT (vit-pytorch 1.7.14): learned positions, cls or mean pooling")
+        print("encoder    simple-vit     SimpleViT: 2-D sin-cos positions, mean pooling")
+        print("data set   fashion-mnist  Fashion-MNIST, 60k train / 10k test 28x28 gray, from \(FashionMNIST.defaultDirectory)")
+        let folder = RecipeLoader.resolvePath("recipes") ?? "Recipes"
+        for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter({ $0.hasSuffix(".yaml") }).sorted() {
+            let name = (try? RecipeLoader.load(path: "\(folder)/\(file)")).map { "\($0.stages.map(\.kind).joined(separator: " -> "))" } ?? "(does not validate)"
+            print("recipe     recipes/\(file.padding(toLength: 20, withPad: " ", startingAt: 0)) \(name)")
+        }
+    }
+}
+
+/// `workbench inspect FILE.h5`: the tree of an HDF5 file with shapes and attributes.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the groups, datasets (shape, type) and attributes of an HDF5 file.")
+
+    @Argument(help: "A metrics.h5 or embeddings.h5 file.") var file: String
+    @Flag(help: "Print long text attributes (the recipe) in full.") var full = false
+
+    func run() throws {
+        try reportingUserErrors {
+            let h5 = try HDF5File(path: file, mode: .readOnly)
+            print("\(file)")
+            try show(h5.root, indent: "  ")
+        }
+    }
+
+    func show(_ object: HDF5Object, indent: String) throws {
+        for key in object.attributeNames {
+            let value = try object.attribute(key)
+            if full, case .string(let text) = value, text.contains("\n") {
+                print("\(indent)@\(key):")
+                for line in text.split(separator: "\n", omittingEmptySubsequences: false) { print("\(indent)    \(line)") }
+            } else {
+                print("\(indent)@\(key) = \(value)")
+            }
+        }
+        guard let group = object as? HDF5Group else { return }
+        for name in group.childNames {
+            switch try group.child(name) {
+            case .group(let child):
+                print("\(indent)\(name)/")
+                try show(child, indent: indent + "  ")
+            case .dataset(let dataset):
+                print("\(indent)\(name)  \(dataset.elementType) \(dataset.shape.map(String.init).joined(separator: " x "))")
+                try show(dataset, indent: indent + "  ")
+            }
+        }
+    }
+}
+
+/// `workbench extract`: embeddings of a checkpoint's encoder, outside a recipe.
+struct Extract: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a hidden layer's features of a checkpoint's encoder to HDF5.",
+        discussion: "The checkpoint is a safetensors file the workbench wrote (checkpoints/encoder.safetensors, best.safetensors); its metadata names the encoder and data settings.")
+
+    @Option(help: "A safetensors checkpoint written by the workbench.") var checkpoint: String
+    @Option(help: "Folder with the Fashion-MNIST IDX files.") var data = FashionMNIST.defaultDirectory
+    @Option(name: .customLong("hidden-layer"), help: "pooled, tokens, logits or blocks.i.") var hiddenLayer = "pooled"
+    @Option(help: "train, test or both.") var split = "both"
+    @Option(help: "The output HDF5 file.") var out: String
+    @Option(name: .customLong("batch-size")) var batchSize = 1000
+
+    func run() throws {
+        try reportingUserErrors {
+            guard ["train", "test", "both"].contains(split) else { throw RunError("--split must be train, test or both, not '\(split)'") }
+            let metadata = try SafeTensors.metadata(path: checkpoint)
+            guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
+                throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
+            }
+            let encoderSection = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
+            var dataSection = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
+            dataSection.path = data
+            (dataSection.trainSubset, dataSection.testSubset) = (nil, nil)
+            guard encoderSection.hiddenLayerNames.contains(hiddenLayer) else {
+                throw RunError("the encoder has no hidden layer '\(hiddenLayer)'; its layers: \(encoderSection.hiddenLayerNames.joined(separator: ", "))")
+            }
+            let (encoder, _) = EncoderFactory.make(encoderSection, data: dataSection, seed: 0)
+            do { try encoder.load(try SafeTensors.read(path: checkpoint)) } catch {
+                throw RunError("\(checkpoint) does not fit its encoder: \(error)")
+            }
+            let loaded = try RunData.load(dataSection, seed: 0, recipeFile: "--data")
+            let splits = split == "both" ? [("train", loaded.train), ("test", loaded.test)] : [(split, split == "train" ? loaded.train : loaded.test)]
+            let summary = try Embeddings.extract(encoder, layer: hiddenLayer, splits: splits, mean: loaded.mean, std: loaded.std,
+                                                 batchSize: batchSize, classNames: loaded.classNames, to: out,
+                                                 attributes: ["encoder": encoderYAML, "hidden_layer": hiddenLayer, "checkpoint": checkpoint,
+                                                              "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit])
+            print("\(out): " + summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", "))
+        }
+    }
+}
