@@ -239,6 +239,7 @@ public enum RecipeLoader {
         case is String.Type: return "a string"
         default:
             let name = "\(type)"
+            if name == "Scalar" { return "a single value" }
             if name.hasPrefix("Array") { return "a list" }
             if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") { return "a mapping" }
             return "a value of type \(name)"

@@ -1,0 +1,158 @@
+import Foundation
+import Runner
+import XCTest
+
+/// Bad recipes each get one clear message naming the file, the place and the fix.
+final class RecipeTests: XCTestCase {
+    let valid = """
+        name: test
+        seed: 1
+        encoder:
+          kind: vit
+          dim: 32
+        stages:
+          - supervised:
+              epochs: 2
+          - extract:
+        """
+
+    func error(_ text: String, overrides: [String] = []) -> String {
+        do {
+            _ = try RecipeLoader.parse(text, file: "r.yaml", overrides: overrides)
+            XCTFail("expected an error for:\n\(text)")
+            return ""
+        } catch let error as RecipeError {
+            return error.description
+        } catch {
+            XCTFail("expected a RecipeError, got \(type(of: error)): \(error)")
+            return ""
+        }
+    }
+
+    func testValidRecipeFillsDefaultsAndRoundTrips() throws {
+        let recipe = try RecipeLoader.parse(valid, file: "r.yaml")
+        XCTAssertEqual(recipe.seed, 1)
+        XCTAssertEqual(recipe.encoder.dim, 32)
+        XCTAssertEqual(recipe.encoder.depth, 4)
+        XCTAssertEqual(recipe.stages.map(\.kind), ["supervised", "extract"])
+        let supervised = try XCTUnwrap(recipe.stages[0].settings as? SupervisedStage)
+        XCTAssertEqual(supervised.epochs, 2)
+        XCTAssertEqual(supervised.lr, 1e-3)
+        XCTAssertEqual((recipe.stages[1].settings as? ExtractStage)?.hiddenLayer, "pooled")
+        let resolved = RecipeLoader.yaml(recipe)
+        XCTAssertTrue(resolved.contains("weight_decay: "), resolved)
+        let again = try RecipeLoader.parse(resolved, file: "resolved.yaml")
+        XCTAssertEqual(RecipeLoader.yaml(again), resolved, "the resolved recipe reads back to itself")
+    }
+
+    func testOverridesReachNestedKeysListItemsAndEmptyStages() throws {
+        let recipe = try RecipeLoader.parse(valid, file: "r.yaml", overrides: [
+            "stages.0.supervised.epochs=1", "data.train_subset=500", "stages.1.extract.hidden_layer=tokens", "encoder.pool=mean", "seed=7",
+        ])
+        XCTAssertEqual((recipe.stages[0].settings as? SupervisedStage)?.epochs, 1)
+        XCTAssertEqual(recipe.data.trainSubset, 500)
+        XCTAssertEqual((recipe.stages[1].settings as? ExtractStage)?.hiddenLayer, "tokens")
+        XCTAssertEqual(recipe.encoder.pool, "mean")
+        XCTAssertEqual(recipe.seed, 7)
+    }
+
+    func testMalformedYAMLGivesLineAndColumn() {
+        let message = error("name: test\nstages:\n  - supervised: {epochs: 2\n")
+        XCTAssertTrue(message.hasPrefix("r.yaml:"), message)
+        XCTAssertTrue(message.contains("malformed YAML"), message)
+    }
+
+    func testUnknownKeyGivesLineColumnAndNearestKey() {
+        let message = error(valid.replacingOccurrences(of: "      epochs: 2", with: "      epochs: 2\n      learning_rat: 0.1"))
+        XCTAssertEqual(message.components(separatedBy: ": ").first, "r.yaml:9:7", message)
+        XCTAssertTrue(message.contains("stages.0.supervised.learning_rat: unknown key 'learning_rat'"), message)
+        let top = error(valid.replacingOccurrences(of: "seed: 1", with: "sead: 1"))
+        XCTAssertTrue(top.hasPrefix("r.yaml:2:1: sead: unknown key 'sead'; did you mean 'seed'?"), top)
+        let encoder = error(valid.replacingOccurrences(of: "dim: 32", with: "dims: 32"))
+        XCTAssertTrue(encoder.contains("did you mean 'dim'?"), encoder)
+    }
+
+    func testWrongTypeNamesTheKeyAndTheValue() {
+        let message = error(valid.replacingOccurrences(of: "epochs: 2", with: "epochs: two"))
+        XCTAssertTrue(message.hasPrefix("r.yaml:8:7: stages.0.supervised.epochs: expected an integer, found 'two'"), message)
+        let list = error(valid.replacingOccurrences(of: "seed: 1", with: "seed: [1, 2]"))
+        XCTAssertTrue(list.hasPrefix("r.yaml:2:1: seed: expected a single value, found a list"), list)
+    }
+
+    func testUnknownStageAndEncoderSuggestTheNearest() {
+        let stage = error(valid.replacingOccurrences(of: "- supervised:", with: "- supervized:"))
+        XCTAssertTrue(stage.contains("unknown stage 'supervized'; did you mean 'supervised'?"), stage)
+        let objective = error(valid.replacingOccurrences(of: "- supervised:", with: "- dinosaur:"))
+        XCTAssertTrue(objective.contains("unknown stage 'dinosaur'"), objective)
+        XCTAssertTrue(objective.contains("Stages: supervised, extract"), objective)
+        let encoder = error(valid.replacingOccurrences(of: "kind: vit", with: "kind: vitt"))
+        XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit; did you mean 'vit'?"), encoder)
+    }
+
+    func testPatchSizeMustDivideTheImage() {
+        let message = error(valid.replacingOccurrences(of: "dim: 32", with: "dim: 32\n  patch_size: 5"))
+        XCTAssertTrue(message.contains("encoder.patch_size: patch size 5 does not divide the image size 28"), message)
+        XCTAssertTrue(message.contains("use one of 2, 4, 7, 14"), message)
+    }
+
+    func testSemanticChecksAndMissingKeys() {
+        XCTAssertTrue(error("seed: 1\nstages: []\n").contains("name: required key 'name' is missing"))
+        XCTAssertTrue(error("name: x\nstages: []\n").contains("stages: a recipe needs at least one stage"))
+        XCTAssertTrue(error("").contains("the recipe is empty"))
+        XCTAssertTrue(error("- a\n- b\n").contains("a recipe is a mapping"))
+        let layer = error(valid.replacingOccurrences(of: "  - extract:", with: "  - extract:\n      hidden_layer: pooler"))
+        XCTAssertTrue(layer.contains("stages.1.extract.hidden_layer: the vit encoder has no hidden layer 'pooler'; did you mean 'pooled'?"), layer)
+        let batch = error(valid + "\ndata:\n  train_subset: 100\n")
+        XCTAssertTrue(batch.contains("stages.0.supervised.batch_size: batch size 256 exceeds the 100 training images"), batch)
+        let stageShape = error("name: x\nstages:\n  - supervised: {}\n    extract: {}\n")
+        XCTAssertTrue(stageShape.contains("each stage is a mapping with one key"), stageShape)
+    }
+
+    func testBadOverridesNameTheOverride() {
+        XCTAssertTrue(error(valid, overrides: ["stages.5.supervised.epochs=1"]).contains("'5' is not an index of this list of 2"))
+        XCTAssertTrue(error(valid, overrides: ["epochs"]).contains("an override is key.path=value"))
+        let typed = error(valid, overrides: ["stages.0.supervised.epochs=many"])
+        XCTAssertTrue(typed.hasPrefix("r.yaml (--set stages.0.supervised.epochs=many): stages.0.supervised.epochs: expected an integer"), typed)
+        let unknown = error(valid, overrides: ["encoder.depht=2"])
+        XCTAssertTrue(unknown.contains("(--set encoder.depht=2): encoder.depht: unknown key 'depht'; did you mean 'depth'?"), unknown)
+    }
+
+    func testMissingDataSetAndUnwritableRunsDirectoryFailBeforeTraining() throws {
+        let missing = try RecipeLoader.parse(valid, file: "r.yaml", overrides: ["data.path=/nonexistent/fmnist"])
+        XCTAssertThrowsError(try RecipeRunner.preflight(missing, recipeFile: "r.yaml", runsDirectory: nil)) {
+            XCTAssertTrue("\($0)".contains("data.path: /nonexistent/fmnist/train-images-idx3-ubyte.gz does not exist"), "\($0)")
+        }
+        let defaultPath = try RecipeLoader.parse(valid, file: "r.yaml")
+        let file = NSTemporaryDirectory() + "runs-file-\(getpid())"
+        try "x".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        XCTAssertThrowsError(try RecipeRunner.preflight(defaultPath, recipeFile: "r.yaml", runsDirectory: file)) {
+            XCTAssertTrue("\($0)".contains("is a file; pass --runs-dir with a folder"), "\($0)")
+        }
+        if getuid() != 0 {
+            XCTAssertThrowsError(try RecipeRunner.preflight(defaultPath, recipeFile: "r.yaml", runsDirectory: "/proc/runs")) {
+                XCTAssertTrue("\($0)".contains("not writable"), "\($0)")
+            }
+        }
+        XCTAssertThrowsError(try RecipeRunner.preflight(defaultPath, recipeFile: "r.yaml", runsDirectory: "/proc/sys/runs")) {
+            XCTAssertTrue("\($0)".contains("not writable"), "\($0)")
+        }
+    }
+
+    func testRecipePathsResolveCaseInsensitively() throws {
+        let root = NSTemporaryDirectory() + "resolve-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root + "/Recipes", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try valid.write(toFile: root + "/Recipes/mae.yaml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(RecipeLoader.resolvePath(root + "/recipes/mae.yaml"), root + "/Recipes/mae.yaml")
+        XCTAssertNil(RecipeLoader.resolvePath(root + "/recipes/none.yaml"))
+    }
+
+    func testEveryCommittedRecipeValidates() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Recipes").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".yaml") }
+        XCTAssertTrue(files.contains("supervised.yaml"))
+        for file in files { XCTAssertNoThrow(try RecipeLoader.load(path: "\(folder)/\(file)"), file) }
+    }
+}
