@@ -155,16 +155,21 @@ public final class HDF5File: HDF5Object {
 
     public init(path: String, mode: Mode) throws {
         _ = chdf5_silence_errors()
+        // No file locks: a notebook holding metrics.h5 open must not stop a run from appending to
+        // it (the writer closes the file between flushes, so readers see complete states).
+        let access = H5Pcreate(chdf5_p_file_access())
+        defer { H5Pclose(access) }
+        H5Pset_file_locking(access, false, true)
         let id: hid_t
         switch mode {
-        case .create: id = H5Fcreate(path, chdf5_acc_trunc(), chdf5_p_default(), chdf5_p_default())
-        case .readWrite: id = FileManager.default.fileExists(atPath: path) ? H5Fopen(path, chdf5_acc_rdwr(), chdf5_p_default()) : -1
-        case .readOnly: id = FileManager.default.fileExists(atPath: path) ? H5Fopen(path, chdf5_acc_rdonly(), chdf5_p_default()) : -1
+        case .create: id = H5Fcreate(path, chdf5_acc_trunc(), chdf5_p_default(), access)
+        case .readWrite: id = FileManager.default.fileExists(atPath: path) ? H5Fopen(path, chdf5_acc_rdwr(), access) : -1
+        case .readOnly: id = FileManager.default.fileExists(atPath: path) ? H5Fopen(path, chdf5_acc_rdonly(), access) : -1
         }
         guard id >= 0 else {
             let exists = FileManager.default.fileExists(atPath: path)
             throw HDF5Error(path: path, message: mode == .create ? "cannot create the file (is its folder writable?)"
-                            : exists ? "not an HDF5 file, or damaged" : "no such file")
+                            : exists ? "not an HDF5 file, or damaged" + (mode == .readWrite ? ", or not writable" : "") : "no such file")
         }
         super.init(id: id, file: path, name: "", owner: nil)
     }

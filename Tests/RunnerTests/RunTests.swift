@@ -1,0 +1,235 @@
+import Foundation
+import Store
+import XCTest
+
+/// End-to-end runs of the `workbench` executable: a run killed with SIGKILL mid-epoch and resumed
+/// ends bit for bit as the uninterrupted run; a NaN loss and bad input exit non-zero with one
+/// clear message.
+final class RunTests: XCTestCase {
+    var root: String!
+
+    override func setUpWithError() throws {
+        root = NSTemporaryDirectory() + "run-tests-\(getpid())-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
+
+    /// The workbench executable built beside this test bundle.
+    var executable: URL {
+        get throws {
+            let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("workbench")
+            guard FileManager.default.isExecutableFile(atPath: url.path) else {
+                throw XCTSkip("unreachable: swift test builds the workbench product beside the tests") as Error
+            }
+            return url
+        }
+    }
+
+    /// A small recipe with dropout (so the dropout stream must be restored too): 4 epochs of 16
+    /// steps, a checkpoint every 4 steps, then extraction.
+    func writeRecipe(_ extra: String = "") throws -> String {
+        let path = root + "/tiny.yaml"
+        try """
+            name: tiny
+            seed: 3
+            data:
+              train_subset: 1024
+              subset_mode: sample
+              test_subset: 300
+            encoder:
+              dim: 32
+              depth: 2
+              heads: 2
+              dim_head: 16
+              mlp_dim: 64
+              dropout: 0.1
+              emb_dropout: 0.1
+            checkpoint:
+              every_steps: 4
+            stages:
+              - supervised:
+                  epochs: 4
+                  batch_size: 64
+                  lr: 2.0e-3
+                  gradient_clip: 1.0
+              - extract:
+                  splits: [test]
+            \(extra)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    struct Outcome {
+        let status: Int32
+        let signaled: Bool
+        let output: String
+        let error: String
+    }
+
+    /// Runs the workbench; `killWhen` is checked on every output line and, once true, the process
+    /// gets SIGKILL at once.
+    func workbench(_ arguments: [String], killWhen: ((String) -> Bool)? = nil) throws -> Outcome {
+        let process = Process()
+        process.executableURL = try executable
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: root)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        var text = ""
+        var pending = Data()
+        let handle = out.fileHandleForReading
+        reading: while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 10) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                text += line + "\n"
+                if let killWhen, killWhen(line) {
+                    kill(process.processIdentifier, SIGKILL)
+                    break reading
+                }
+            }
+        }
+        text += String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return Outcome(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, output: text, error: errors)
+    }
+
+    func runFolder(_ runs: String) throws -> String {
+        let base = "\(root!)/\(runs)/tiny"
+        let stamps = try FileManager.default.contentsOfDirectory(atPath: base)
+        XCTAssertEqual(stamps.count, 1)
+        return "\(base)/\(stamps[0])"
+    }
+
+    /// Every number a run's outcome depends on: per-step losses, epoch results, final results and
+    /// the extracted features.
+    func fingerprint(_ folder: String) throws -> [String: [Double]] {
+        let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+        var values: [String: [Double]] = [:]
+        for column in ["step", "loss", "lr"] {
+            values["steps/\(column)"] = try metrics.root.dataset("supervised/steps/\(column)").read(as: Double.self)
+        }
+        for column in ["epoch", "loss", "train_top1", "test_top1", "test_top5"] {
+            values["epochs/\(column)"] = try metrics.root.dataset("supervised/epochs/\(column)").read(as: Double.self)
+        }
+        let stage = try metrics.root.group("supervised")
+        for key in ["test_top1", "test_top5", "final_loss"] {
+            guard case .reals(let v) = try stage.attribute(key) else { XCTFail("\(key) is a number"); continue }
+            values[key] = v
+        }
+        values["confusion"] = try stage.dataset("confusion").read(as: Double.self)
+        let embeddings = try HDF5File(path: folder + "/embeddings.h5", mode: .readOnly)
+        values["features"] = try embeddings.root.dataset("test/features").read(as: Double.self)
+        values["indices"] = try embeddings.root.dataset("test/indices").read(as: Double.self)
+        return values
+    }
+
+    func testRunKilledMidEpochAndResumedEndsBitForBitAsTheUninterruptedRun() throws {
+        let recipe = try writeRecipe()
+        let whole = try workbench(["run", recipe, "--runs-dir", "whole"])
+        XCTAssertEqual(whole.status, 0, whole.output + whole.error)
+        let expected = try fingerprint(try runFolder("whole"))
+        XCTAssertEqual(expected["steps/loss"]?.count, 64)
+
+        // Killed right after the checkpoint at step 22 is announced (epoch 2, batch 6 of 16):
+        // whatever it did after that checkpoint is discarded on resume.
+        let killed = try workbench(["run", recipe, "--runs-dir", "killed"], killWhen: { $0.contains("checkpoint at step 20 ") })
+        XCTAssertTrue(killed.signaled, "the run must still be going when it is killed:\n\(killed.output)")
+        let folder = try runFolder("killed")
+        do {
+            // Closed before the resumed run writes (HDF5 shares one open file per process).
+            let partial = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+            XCTAssertGreaterThanOrEqual(try partial.root.dataset("supervised/steps/loss").shape[0], 20, "metrics are on disk up to the checkpoint")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/embeddings.h5"))
+
+        let resumed = try workbench(["run", "--resume", folder])
+        XCTAssertEqual(resumed.status, 0, resumed.output + resumed.error)
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 2, batch 4, step 20"), resumed.output)
+        let actual = try fingerprint(folder)
+        XCTAssertEqual(Set(actual.keys), Set(expected.keys))
+        for (key, value) in expected {
+            let got = actual[key] ?? []
+            let differing = zip(got, value).enumerated().filter { $0.element.0.bitPattern != $0.element.1.bitPattern }.map(\.offset)
+            XCTAssertTrue(got.count == value.count && differing.isEmpty,
+                          "\(key) differs after resume: \(differing.count) of \(value.count) values, first at \(differing.first ?? -1)")
+        }
+        let log = try String(contentsOfFile: folder + "/log.txt", encoding: .utf8)
+        XCTAssertTrue(log.contains("resuming \(folder) at stage 0 (supervised), step 20"), log)
+
+        let again = try workbench(["run", "--resume", folder])
+        XCTAssertEqual(again.status, 0)
+        XCTAssertTrue(again.output.contains("already finished every stage"), again.output)
+    }
+
+    func testNaNLossStopsWithAClearMessageAndKeepsTheMetrics() throws {
+        let recipe = try writeRecipe()
+        let outcome = try workbench(["run", recipe, "--runs-dir", "nan", "--set", "stages.0.supervised.lr=1.0e30",
+                                     "--set", "stages.0.supervised.gradient_clip=null"])
+        XCTAssertEqual(outcome.status, 1, outcome.output)
+        XCTAssertTrue(outcome.error.contains("stages.0.supervised: the loss is"), outcome.error)
+        XCTAssertTrue(outcome.error.contains("Lower stages.0.supervised.lr"), outcome.error)
+        XCTAssertFalse(outcome.error.contains("Fatal error"), outcome.error)
+        let folder = try runFolder("nan")
+        let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+        let losses = try metrics.root.dataset("supervised/steps/loss").read(as: Double.self)
+        XCTAssertTrue(losses.allSatisfy(\.isFinite), "the rows before the failing step are kept")
+    }
+
+    func testUserErrorsExitNonZeroWithOneMessageAndNoTrace() throws {
+        let recipe = try writeRecipe()
+        let cases: [([String], String)] = [
+            (["run", "recipes/none.yaml"], "recipes/none.yaml: no such recipe file"),
+            (["run", recipe, "--set", "encoder.patch_size=5"], "encoder.patch_size: patch size 5 does not divide"),
+            (["run", recipe, "--set", "data.path=/nonexistent"], "data.path: /nonexistent/train-images-idx3-ubyte.gz does not exist"),
+            (["validate", recipe, "--set", "stages.0.supervised.epoch=3"], "unknown key 'epoch'; did you mean 'epochs'?"),
+            (["run", recipe, "--runs-dir", recipe], "is a file; pass --runs-dir with a folder"),
+            (["run", "--resume", root + "/nothing"], "is not a run folder"),
+            (["inspect", recipe], "not an HDF5 file"),
+            (["extract", "--checkpoint", root + "/none.safetensors", "--out", root + "/e.h5"], "none.safetensors"),
+        ]
+        for (arguments, expected) in cases {
+            let outcome = try workbench(arguments)
+            XCTAssertNotEqual(outcome.status, 0, arguments.joined(separator: " "))
+            XCTAssertFalse(outcome.signaled, "\(arguments): \(outcome.error)")
+            XCTAssertTrue(outcome.error.contains(expected), "\(arguments): \(outcome.error)")
+            XCTAssertFalse(outcome.error.contains("Fatal error") || outcome.error.contains("Stack dump"), outcome.error)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/runs"), "nothing is created before the recipe checks pass")
+    }
+
+    func testValidateListInspectAndExtract() throws {
+        let recipe = try writeRecipe()
+        let validate = try workbench(["validate", recipe])
+        XCTAssertEqual(validate.status, 0, validate.error)
+        XCTAssertTrue(validate.output.contains("weight_decay: 5e-2"), validate.output)
+        let list = try workbench(["list"])
+        XCTAssertTrue(list.output.contains("stage      supervised"), list.output)
+        XCTAssertTrue(list.output.contains("encoder    simple-vit"), list.output)
+
+        let run = try workbench(["run", recipe, "--runs-dir", "runs", "--set", "stages.0.supervised.epochs=1"])
+        XCTAssertEqual(run.status, 0, run.error)
+        let folder = try runFolder("runs")
+        let inspect = try workbench(["inspect", folder + "/metrics.h5"])
+        XCTAssertTrue(inspect.output.contains("supervised/"), inspect.output)
+        XCTAssertTrue(inspect.output.contains("loss  float64 16"), inspect.output)
+        XCTAssertTrue(inspect.output.contains("confusion  int64 10 x 10"), inspect.output)
+        let out = root + "/out.h5"
+        let extract = try workbench(["extract", "--checkpoint", folder + "/checkpoints/encoder.safetensors", "--split", "test",
+                                     "--hidden-layer", "tokens", "--out", out])
+        XCTAssertEqual(extract.status, 0, extract.error)
+        let file = try HDF5File(path: out, mode: .readOnly)
+        XCTAssertEqual(try file.root.dataset("test/features").shape, [10000, 50, 32])
+        XCTAssertEqual(try file.root.dataset("test/labels").shape, [10000])
+        XCTAssertEqual(try file.root.attribute("hidden_layer"), .string("tokens"))
+        let inRun = try HDF5File(path: folder + "/embeddings.h5", mode: .readOnly)
+        XCTAssertEqual(try inRun.root.dataset("test/features").shape, [300, 32])
+    }
+}
