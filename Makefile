@@ -4,8 +4,9 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job. Until the recipe runner lands this is the engine benchmark.
-run: bench
+# The main job: the supervised recipe until MAE lands (then recipes/mae.yaml).
+run: setup
+	.build/release/workbench run recipes/supervised.yaml
 
 bench: setup
 	@.build/release/workbench bench

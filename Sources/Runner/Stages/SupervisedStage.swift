@@ -128,18 +128,3 @@ public struct SupervisedStage: Stage {
         return ["test_top1": last.top1, "test_top5": last.top5, "final_loss": last.loss, "steps": Double(steps)]
     }
 }
-
-/// Counts of (true label, predicted label) on `dataset`, row-major (classes x classes).
-public func confusionMatrix(_ model: some HiddenLayerEncoder, on dataset: Dataset, mean: [Float], std: [Float], classes: Int,
-                            batchSize: Int = 1000) -> [Int64] {
-    let wasTraining = model.isTraining
-    model.eval()
-    defer { model.train(wasTraining) }
-    var counts = [Int64](repeating: 0, count: classes * classes)
-    let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
-    for batch in loader {
-        let predicted = Autograd.noGrad { model.hidden(batch.images, layer: "logits").topK(1).indices.values }
-        for (label, guess) in zip(batch.labels, predicted) where label < classes && guess < classes { counts[label * classes + guess] += 1 }
-    }
-    return counts
-}
