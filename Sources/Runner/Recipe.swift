@@ -40,13 +40,12 @@ public struct Recipe: Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(name, forKey: RecipeKey("name"))
-        try c.encode(seed, forKey: RecipeKey("seed"))
-        try c.encode(data, forKey: RecipeKey("data"))
-        try c.encode(self.encoder, forKey: RecipeKey("encoder"))
-        try c.encode(checkpoint, forKey: RecipeKey("checkpoint"))
-        try c.encode(stages, forKey: RecipeKey("stages"))
+        try encoder.fields(["name": name,
+                            "seed": seed,
+                            "data": data,
+                            "encoder": self.encoder,
+                            "checkpoint": checkpoint,
+                            "stages": stages])
     }
 
     /// Stage names used in metrics.h5 and TensorBoard: the kind, numbered when it repeats
@@ -100,16 +99,15 @@ public struct DataSection: Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(dataset, forKey: RecipeKey("dataset"))
-        try c.encode(path, forKey: RecipeKey("path"))
-        try c.encode(imageSize, forKey: RecipeKey("image_size"))
-        try c.encode(channels, forKey: RecipeKey("channels"))
-        try c.encode(mean, forKey: RecipeKey("mean"))
-        try c.encode(std, forKey: RecipeKey("std"))
-        try c.encode(trainSubset, forKey: RecipeKey("train_subset"))
-        try c.encode(subsetMode, forKey: RecipeKey("subset_mode"))
-        try c.encode(testSubset, forKey: RecipeKey("test_subset"))
+        try encoder.fields(["dataset": dataset,
+                            "path": path,
+                            "image_size": imageSize,
+                            "channels": channels,
+                            "mean": mean,
+                            "std": std,
+                            "train_subset": trainSubset,
+                            "subset_mode": subsetMode,
+                            "test_subset": testSubset])
     }
 
     public var classCount: Int { 10 }
@@ -156,18 +154,17 @@ public struct EncoderSection: Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(kind, forKey: RecipeKey("kind"))
-        try c.encode(patchSize, forKey: RecipeKey("patch_size"))
-        try c.encode(dim, forKey: RecipeKey("dim"))
-        try c.encode(depth, forKey: RecipeKey("depth"))
-        try c.encode(heads, forKey: RecipeKey("heads"))
-        try c.encode(dimHead, forKey: RecipeKey("dim_head"))
-        try c.encode(mlpDim, forKey: RecipeKey("mlp_dim"))
-        try c.encode(pool, forKey: RecipeKey("pool"))
-        try c.encode(dropout, forKey: RecipeKey("dropout"))
-        try c.encode(embDropout, forKey: RecipeKey("emb_dropout"))
-        try c.encode(initialization, forKey: RecipeKey("init"))
+        try encoder.fields(["kind": kind,
+                            "patch_size": patchSize,
+                            "dim": dim,
+                            "depth": depth,
+                            "heads": heads,
+                            "dim_head": dimHead,
+                            "mlp_dim": mlpDim,
+                            "pool": pool,
+                            "dropout": dropout,
+                            "emb_dropout": embDropout,
+                            "init": initialization])
     }
 
     func check(against data: DataSection) throws {
@@ -215,9 +212,8 @@ public struct CheckpointSection: Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(everySteps, forKey: RecipeKey("every_steps"))
-        try c.encode(keepBest, forKey: RecipeKey("keep_best"))
+        try encoder.fields(["every_steps": everySteps,
+                            "keep_best": keepBest])
     }
 }
 

@@ -74,6 +74,14 @@ extension KeyedDecodingContainer where Key == RecipeKey {
     }
 }
 
+extension Encoder {
+    /// Encodes a section's keys in the order given (the order `validate` prints them in).
+    public func fields(_ pairs: KeyValuePairs<String, any Encodable>) throws {
+        var container = container(keyedBy: RecipeKey.self)
+        for (key, value) in pairs { try container.encode(value, forKey: RecipeKey(key)) }
+    }
+}
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
 public func nearest(_ word: String, in candidates: [String]) -> String? {
     func distance(_ a: [Character], _ b: [Character]) -> Int {

@@ -30,10 +30,9 @@ public struct ExtractStage: Stage {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(hiddenLayer, forKey: RecipeKey("hidden_layer"))
-        try c.encode(splits, forKey: RecipeKey("splits"))
-        try c.encode(batchSize, forKey: RecipeKey("batch_size"))
+        try encoder.fields(["hidden_layer": hiddenLayer,
+                            "splits": splits,
+                            "batch_size": batchSize])
     }
 
     public func validate(_ recipe: Recipe) throws {

@@ -60,21 +60,20 @@ public struct SupervisedStage: Stage {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: RecipeKey.self)
-        try c.encode(epochs, forKey: RecipeKey("epochs"))
-        try c.encode(batchSize, forKey: RecipeKey("batch_size"))
-        try c.encode(optimizer, forKey: RecipeKey("optimizer"))
-        try c.encode(lr, forKey: RecipeKey("lr"))
-        try c.encode(minLr, forKey: RecipeKey("min_lr"))
-        try c.encode(warmupEpochs, forKey: RecipeKey("warmup_epochs"))
-        try c.encode(weightDecay, forKey: RecipeKey("weight_decay"))
-        try c.encode(betas, forKey: RecipeKey("betas"))
-        try c.encode(decayAll, forKey: RecipeKey("decay_all"))
-        try c.encode(momentum, forKey: RecipeKey("momentum"))
-        try c.encode(labelSmoothing, forKey: RecipeKey("label_smoothing"))
-        try c.encode(horizontalFlip, forKey: RecipeKey("horizontal_flip"))
-        try c.encode(gradientClip, forKey: RecipeKey("gradient_clip"))
-        try c.encode(evalBatchSize, forKey: RecipeKey("eval_batch_size"))
+        try encoder.fields(["epochs": epochs,
+                            "batch_size": batchSize,
+                            "optimizer": optimizer,
+                            "lr": lr,
+                            "min_lr": minLr,
+                            "warmup_epochs": warmupEpochs,
+                            "weight_decay": weightDecay,
+                            "betas": betas,
+                            "decay_all": decayAll,
+                            "momentum": momentum,
+                            "label_smoothing": labelSmoothing,
+                            "horizontal_flip": horizontalFlip,
+                            "gradient_clip": gradientClip,
+                            "eval_batch_size": evalBatchSize])
     }
 
     public func validate(_ recipe: Recipe) throws {
