@@ -1,6 +1,7 @@
 """CI check, with h5py: a run killed with SIGKILL leaves a metrics.h5 that h5py opens, holding
 every step up to the last flush (the workbench flushes every 2 seconds), and a resumed run's
-files read as the README's run-folder schema says.
+files read as the README's run-folder schema says; TensorBoard's own reader loads its event
+files.
 
     python tools/check_run_outputs.py .build/release/workbench
 """
@@ -14,6 +15,7 @@ import time
 
 import h5py
 import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 RECIPE = """
 name: ci-check
@@ -84,6 +86,15 @@ def main(workbench):
             assert f.attrs["hidden_layer"] == "pooled"
         assert os.path.exists(os.path.join(folder, "checkpoints", "encoder.safetensors"))
         assert glob.glob(os.path.join(folder, "events.out.tfevents.*"))
+        events = EventAccumulator(folder)
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+        expected = {"supervised/loss", "supervised/lr", "supervised/images_per_s", "supervised/epoch_test_top1", "supervised/epoch_loss"}
+        assert expected <= tags, tags
+        loss_steps = [e.step for e in events.Scalars("supervised/loss")]
+        assert loss_steps == list(range(96)), f"TensorBoard sees steps {loss_steps[:5]}... ({len(loss_steps)}): the restart should drop the killed run's duplicates"
+        accuracy = events.Scalars("supervised/epoch_test_top1")
+        assert len(accuracy) == 3 and abs(accuracy[-1].value - top1) < 1e-6
         print(f"resumed run complete: test top-1 {100 * top1:.2f}%, files read as documented")
 
 

@@ -3,12 +3,21 @@ import Foundation
 import Store
 import TensorCore
 
-/// What the terminal shows, also appended to the run's log.txt line by line.
+/// What the terminal shows, also appended to the run's log.txt line by line. Progress is a bar
+/// redrawn in place on a terminal and a plain line every 15 seconds elsewhere (and in log.txt).
 public final class RunLog {
     private var handle: FileHandle?
     public let echo: Bool
+    /// Whether standard output is a terminal (progress bars) or a file or pipe (plain lines).
+    public let interactive: Bool
+    private var barShown = false
+    private var lastBar: UInt64 = 0
+    private var lastPlain: UInt64 = 0
 
-    public init(echo: Bool = true) { self.echo = echo }
+    public init(echo: Bool = true) {
+        self.echo = echo
+        interactive = echo && isatty(STDOUT_FILENO) == 1
+    }
 
     /// Starts writing (appending) to `path`.
     public func attach(_ path: String) throws {
@@ -21,8 +30,45 @@ public final class RunLog {
     }
 
     public func callAsFunction(_ line: String) {
+        if barShown {
+            print("\r\u{1B}[K", terminator: "")
+            barShown = false
+        }
         if echo { print(line) }
         handle?.write(Data((line + "\n").utf8))
+    }
+
+    /// Progress: `bar` redrawn at most 5 times a second on a terminal; `line` written as a plain
+    /// line (terminal or not, and to log.txt) at most every 15 seconds.
+    public func progress(bar: @autoclosure () -> String, line: @autoclosure () -> String) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if lastPlain == 0 { lastPlain = now }
+        if now - lastPlain >= 15_000_000_000 {
+            lastPlain = now
+            let text = line()
+            handle?.write(Data((text + "\n").utf8))
+            if !interactive && echo { print(text) }
+        }
+        if interactive && now - lastBar >= 200_000_000 {
+            lastBar = now
+            print("\r\u{1B}[K" + bar(), terminator: "")
+            fflush(stdout)
+            barShown = true
+        }
+    }
+
+    /// Rows under a header, columns aligned (numbers to the right).
+    public func table(_ header: [String], _ rows: [[String]], indent: String = "  ") {
+        let widths = header.indices.map { j in ([header[j]] + rows.map { $0[j] }).map(\.count).max() ?? 0 }
+        func format(_ cells: [String]) -> String {
+            indent + cells.enumerated().map { j, cell in
+                let numeric = rows.allSatisfy { row in row[j].first.map { $0.isNumber || $0 == "-" } ?? true }
+                return numeric ? String(repeating: " ", count: widths[j] - cell.count) + cell
+                    : cell.padding(toLength: widths[j], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        }
+        self(format(header))
+        for row in rows { self(format(row)) }
     }
 }
 
@@ -136,6 +182,17 @@ public final class MetricsLog {
             pending[table]!.rows.removeAll()
         }
         try file.flush()
+    }
+
+    /// A table's columns as written so far (flushing first).
+    public func read(_ table: String) throws -> [String: [Double]] {
+        try flush()
+        let file = try HDF5File(path: path, mode: .readOnly)
+        guard file.root.contains(table) else { return [:] }
+        let group = try file.root.group(table)
+        var columns: [String: [Double]] = [:]
+        for name in group.childNames { columns[name] = try group.dataset(name).read(as: Double.self) }
+        return columns
     }
 
     static let integerColumns: Set<String> = ["step", "epoch", "batch"]

@@ -41,7 +41,7 @@ public enum RecipeRunner {
         log("workbench \(WorkbenchInfo.version) (\(WorkbenchInfo.gitCommit)): recipe \(recipeFile) -> \(directory)")
         let metrics = try MetricsLog(creating: "\(directory)/metrics.h5", attributes: runAttributes(recipe, resolved: resolved),
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
-        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil)
+        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil, resuming: false)
         return directory
     }
 
@@ -73,7 +73,7 @@ public enum RecipeRunner {
             metrics = try MetricsLog(creating: metricsPath, attributes: runAttributes(recipe, resolved: RecipeLoader.yaml(recipe)),
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
         }
-        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest)
+        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest, resuming: true)
     }
 
     static func runAttributes(_ recipe: Recipe, resolved: String) -> [String: String] {
@@ -99,7 +99,7 @@ public enum RecipeRunner {
     }
 
     static func execute(_ recipe: Recipe, directory: String, data: RunData, metrics: MetricsLog, log: RunLog,
-                        state: (folder: String, state: RunState)?) throws {
+                        state: (folder: String, state: RunState)?, resuming: Bool) throws {
         let (encoder, initializer) = EncoderFactory.make(recipe.encoder, data: recipe.data, seed: recipe.seed)
         let events = try TensorBoardWriter(directory: directory)
         let context = RunContext(recipe: recipe, directory: directory, log: log, metrics: metrics, events: events, data: data,
@@ -116,7 +116,10 @@ public enum RecipeRunner {
                     throw RunError("cannot resume from \(folder)/model.safetensors: \(error)")
                 }
             }
-            events.restart(at: context.globalStepBase + (saved.progress?.step ?? 0))
+        }
+        if resuming {
+            // TensorBoard drops what the interrupted run logged after this step.
+            events.restart(at: context.globalStepBase + (context.resumePoint?.progress.step ?? 0))
         }
         log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(Parallel.threads) threads")
         for index in first..<recipe.stages.count {
@@ -133,12 +136,11 @@ public enum RecipeRunner {
         }
         try events.flush()
         log("done: \(directory)")
-        for (name, results) in zip(recipe.stageNames, context.results) {
-            let shown = results.filter { $0.key != "steps" && $0.key != "images" }.sorted { $0.key < $1.key }
-            guard !shown.isEmpty else { continue }
-            log("  \(name): " + shown.map { key, value in
+        log.table(["stage", "results"], zip(recipe.stageNames, context.results).map { name, results in
+            let shown = results.filter { $0.key != "steps" }.sorted { $0.key < $1.key }.map { key, value in
                 key.hasSuffix("top1") || key.hasSuffix("top5") ? String(format: "%@ %.2f%%", key, 100 * value) : String(format: "%@ %.4g", key, value)
-            }.joined(separator: ", "))
-        }
+            }
+            return [name, shown.joined(separator: ", ")]
+        })
     }
 }

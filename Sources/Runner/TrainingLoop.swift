@@ -70,7 +70,6 @@ public final class TrainingLoop {
         let perEpoch = loader.batchesPerEpoch
         let base = context.globalStepBase
         let batchSize = loader.batchSize
-        var lastProgressLine = DispatchTime.now().uptimeNanoseconds
         while progress.epoch < epochs {
             module.train()
             let epochStart = DispatchTime.now().uptimeNanoseconds
@@ -108,15 +107,18 @@ public final class TrainingLoop {
                                                           "lr": lr, "images_per_s": Double(batch.labels.count) / seconds, "wall_time": wall])
                 context.events.scalar("\(stage)/loss", Double(loss), step: base + progress.step, wallTime: wall)
                 context.events.scalar("\(stage)/lr", lr, step: base + progress.step, wallTime: wall)
+                context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: base + progress.step, wallTime: wall)
                 progress.step += 1
                 progress.batch += 1
-                if Double(now - lastProgressLine) / 1e9 >= 15 {
-                    lastProgressLine = now
-                    let rate = progress.sums["seen"]! / Swift.max(progress.sums["seconds"]!, 1e-9)
-                    let left = Double((epochs - progress.epoch) * perEpoch - progress.batch) * Double(batchSize) / rate
-                    log(String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1, epochs,
-                               progress.batch, perEpoch, progress.sums["loss"]! / progress.sums["batches"]!, rate, lr, formatDuration(left)))
-                }
+                let rate = progress.sums["seen"]! / Swift.max(progress.sums["seconds"]!, 1e-9)
+                let meanLoss = progress.sums["loss"]! / progress.sums["batches"]!
+                let left = Double((epochs - progress.epoch) * perEpoch - progress.batch) * Double(batchSize) / rate
+                let done = Double(progress.epoch * perEpoch + progress.batch) / Double(Swift.max(epochs * perEpoch, 1))
+                log.progress(
+                    bar: String(format: "%@ epoch %d/%d %@ step %d/%d  loss %.4f  %.0f img/s  %@ left", stage, progress.epoch + 1, epochs,
+                                progressBar(done), progress.batch, perEpoch, meanLoss, rate, formatDuration(left)),
+                    line: String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1,
+                                 epochs, progress.batch, perEpoch, meanLoss, rate, lr, formatDuration(left)))
                 if progress.step % every == 0 {
                     try context.checkpoint(progress, module: module, optimizer: optimizer)
                     log("\(stage): checkpoint at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch))")
@@ -140,8 +142,32 @@ public final class TrainingLoop {
             try context.metrics.flush()
             try context.events.flush()
         }
+        try printEpochTable()
         return progress.step
     }
+
+    /// The stage's epochs as a table (read back from metrics.h5, so a resumed run shows them all).
+    func printEpochTable() throws {
+        let columns = try context.metrics.read("\(context.stageName)/epochs")
+        guard let epochs = columns["epoch"], !epochs.isEmpty else { return }
+        let names = columns.keys.filter { $0 != "epoch" }.sorted { (Self.columnOrder[$0] ?? 99, $0) < (Self.columnOrder[$1] ?? 99, $1) }
+        let rows = epochs.indices.map { i in
+            [String(Int(epochs[i]) + 1)] + names.map { name in
+                let v = columns[name]![i]
+                return name.contains("top") ? String(format: "%.2f%%", 100 * v) : name.contains("seconds") || name.contains("images")
+                    ? String(format: "%.0f", v) : String(format: "%.4f", v)
+            }
+        }
+        context.log("\(context.stageName): summary")
+        context.log.table(["epoch"] + names.map { $0.replacingOccurrences(of: "_", with: " ") }, rows)
+    }
+
+    static let columnOrder = ["loss": 0, "train_top1": 1, "test_top1": 2, "test_top5": 3, "seconds": 8, "images_per_s": 9]
+}
+
+func progressBar(_ fraction: Double, width: Int = 20) -> String {
+    let filled = Swift.max(0, Swift.min(width, Int((fraction * Double(width)).rounded(.down))))
+    return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
 }
 
 /// Reads safetensors for resume (a thin seam, so that the loop names the file in errors).
