@@ -41,11 +41,12 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
+        .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),
         .target(name: "Data", dependencies: ["TensorCore", "CZlib"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
         .target(name: "Runner", dependencies: [
-            "Data", "Encoders", "Evaluation", "NN", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
+            "Data", "Encoders", "Evaluation", "NN", "Objectives", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "workbench", dependencies: [
             "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation", "Runner",
@@ -56,6 +57,8 @@ let package = Package(
                     resources: [.copy("Fixtures")], swiftSettings: vectorSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Data", "NN", "Evaluation", "Encoders", "TensorCore"]),
+        .testTarget(name: "ObjectiveTests", dependencies: ["Objectives", "Encoders", "NN", "Store", "TensorCore", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "TensorCore"]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),

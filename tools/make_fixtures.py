@@ -139,6 +139,35 @@ def module_fixture(name, module, x_shape, out=None):
     save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow}, out)
 
 
+def mae_fixture(name, out, decoder_dim):
+    """vit-pytorch 1.7.14's MAE on a cls-pooled ViT with a fixed mask: torch.rand is replaced
+    during the forward by ranks whose argsort is the stored permutation `perm`."""
+    from vit_pytorch.mae import MAE
+    torch.manual_seed(2)
+    cfg = dict(image_size=8, patch_size=2, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
+    mae = MAE(encoder=ViT(**cfg), decoder_dim=decoder_dim, masking_ratio=0.75, decoder_depth=1, decoder_heads=2,
+              decoder_dim_head=8).double()
+    with torch.no_grad():
+        for key, p in mae.named_parameters():
+            is_norm_weight = p.ndim == 1 and key.endswith('weight')
+            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+    batch, n = 3, 16
+    x = f32(batch, 2, 8, 8).requires_grad_()
+    perm = torch.stack([torch.randperm(n) for _ in range(batch)])
+    ranks = torch.empty(batch, n, dtype=torch.float64)
+    ranks.scatter_(1, perm, (torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
+    original = torch.rand
+    torch.rand = lambda *args, **kwargs: ranks.clone()
+    torch.set_default_dtype(torch.float64)  # MAE builds its decoder input with torch.zeros
+    try:
+        loss = mae(x)
+    finally:
+        torch.rand = original
+        torch.set_default_dtype(torch.float32)
+    named = {'x': x, **dict(mae.named_parameters())}
+    save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -156,4 +185,9 @@ if __name__ == '__main__':
     module_fixture('simple_vit', SimpleViT(**cfg), (3, 2, 8, 8), enc)
     cross_attention_fixture('mp3_cross_attention', enc)
     training_steps_fixture('vit_adamw_steps', enc)
+    # The objectives, with fixed masks.
+    objectives = os.path.join(ROOT, 'ObjectiveTests', 'Fixtures')
+    os.makedirs(objectives, exist_ok=True)
+    mae_fixture('mae', objectives, decoder_dim=12)
+    mae_fixture('mae_identity', objectives, decoder_dim=16)
     print('torch', torch.__version__, file=sys.stderr)

@@ -14,6 +14,16 @@ public final class Linear: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor { Tensor.linear(x, weight: weight.value, bias: bias?.value) }
 }
 
+/// A table of learned vectors (nn.Embedding): weight (count, dim), N(0, 1) under PyTorch's
+/// defaults. Rows are picked with `weight.value.gather(axis: 0, ...)`.
+public final class Embedding: Module {
+    public let weight: Parameter
+
+    public init(_ count: Int, _ dim: Int, initializer: Initializer) {
+        weight = Parameter(initializer.embedding([count, dim]))
+    }
+}
+
 /// Layer normalisation over the last axis with learned scale and shift (weight 1, bias 0).
 public final class LayerNorm: Module {
     public let weight: Parameter

@@ -1,0 +1,56 @@
+import Encoders
+import NN
+import TensorCore
+
+/// What one batch of an objective produced: the loss on the tape and named diagnostics.
+public struct ObjectiveOutput {
+    public let loss: Tensor
+    public var diagnostics: [String: Double]
+    public init(loss: Tensor, diagnostics: [String: Double] = [:]) {
+        self.loss = loss
+        self.diagnostics = diagnostics
+    }
+}
+
+/// A self-supervised objective: a Module that holds the encoder (and its own heads, decoder or
+/// teacher) and maps a batch of images to a scalar loss.
+public protocol Objective: Module {
+    /// The encoder the objective trains (what the stages after pretraining use).
+    var trainedEncoder: any HiddenLayerEncoder { get }
+    /// The loss of a batch of normalised images (B, C, H, W).
+    func loss(_ images: Tensor) -> ObjectiveOutput
+    /// Called after every optimizer step (EMA teachers move here), with the step just taken.
+    func afterStep(_ step: Int, of totalSteps: Int)
+}
+
+extension Objective {
+    public func afterStep(_ step: Int, of totalSteps: Int) {}
+}
+
+/// Per-sample random permutations of `count` positions, split into the first `masked` (the
+/// masked positions) and the rest (the visible ones), as vit-pytorch's
+/// `torch.rand(batch, n).argsort(dim=-1)` split does.
+public struct PatchMask {
+    public let batch: Int
+    public let count: Int
+    public let masked: IndexTensor
+    public let visible: IndexTensor
+
+    public init(permutations: [[Int]], maskedCount: Int) {
+        precondition(!permutations.isEmpty && maskedCount > 0 && maskedCount < permutations[0].count, "mask between 1 and n-1 patches")
+        batch = permutations.count
+        count = permutations[0].count
+        masked = IndexTensor(shape: [batch, maskedCount], permutations.flatMap { $0[..<maskedCount] })
+        visible = IndexTensor(shape: [batch, count - maskedCount], permutations.flatMap { $0[maskedCount...] })
+    }
+
+    /// A fresh random mask of round-down(ratio * count) patches per sample.
+    public static func random(batch: Int, count: Int, ratio: Double, rng: RandomStream) -> PatchMask {
+        PatchMask(permutations: (0..<batch).map { _ in rng.permutation(count) }, maskedCount: Int(ratio * Double(count)))
+    }
+}
+
+/// Rows of an embedding table (n, d) picked by `index` (B, m): (B, m, d), as nn.Embedding.
+func embeddingLookup(_ table: Tensor, _ index: IndexTensor) -> Tensor {
+    table.gather(axis: 0, index: IndexTensor(shape: [index.values.count], index.values)).reshaped(index.shape + [table.shape[1]])
+}
