@@ -45,6 +45,30 @@ public final class MAE: Module, Objective {
     }
 
     public var trainedEncoder: any HiddenLayerEncoder { encoder }
+    public var randomStreams: [String: RandomStream] { ["mae mask": maskStream] }
+
+    /// Blanks the masked patches (0 in normalised units), and fills them with the prediction.
+    /// With norm_pix_loss the prediction is in per-patch normalised units, so the masked patches
+    /// are shown with the visible patches' statistics undone only approximately (as the official
+    /// visualisation does not either).
+    public func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)? {
+        let mask = PatchMask.random(batch: images.shape[0], count: encoder.patchCount, ratio: config.maskingRatio, rng: rng)
+        let predicted = forward(images, mask: mask).predicted
+        let patches = encoder.patchify(images)
+        let blank = Tensor.zeros(predicted.shape)
+        let maskedPatches = patches.scatter(axis: 1, index: mask.masked, source: blank)
+        let filled = patches.scatter(axis: 1, index: mask.masked, source: predicted)
+        return (unpatchify(maskedPatches, like: images), unpatchify(filled, like: images))
+    }
+
+    /// The inverse of patchify for this encoder's patch size: (B, N, p*p*C) to (B, C, H, W).
+    func unpatchify(_ patches: Tensor, like images: Tensor) -> Tensor {
+        let (b, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
+        let p = Int((Double(encoder.patchDim / c)).squareRoot())
+        let (gh, gw) = (h / p, w / p)
+        // (B, gh, gw, p1, p2, C) -> (B, C, gh, p1, gw, p2)
+        return patches.reshaped([b, gh, gw, p, p, c]).permuted([0, 5, 1, 3, 2, 4]).reshaped([b, c, h, w])
+    }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {
         let mask = PatchMask.random(batch: images.shape[0], count: encoder.patchCount, ratio: config.maskingRatio, rng: maskStream)

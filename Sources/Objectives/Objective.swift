@@ -21,10 +21,17 @@ public protocol Objective: Module {
     func loss(_ images: Tensor) -> ObjectiveOutput
     /// Called after every optimizer step (EMA teachers move here), with the step just taken.
     func afterStep(_ step: Int, of totalSteps: Int)
+    /// The random streams the objective draws from (masks, ...), saved in checkpoints by name.
+    var randomStreams: [String: RandomStream] { get }
+    /// For objectives that predict pixels: the images with their masked patches blanked, and the
+    /// reconstruction (visible patches kept, masked ones predicted), both shaped like `images`.
+    func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)?
 }
 
 extension Objective {
     public func afterStep(_ step: Int, of totalSteps: Int) {}
+    public var randomStreams: [String: RandomStream] { [:] }
+    public func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)? { nil }
 }
 
 /// Per-sample random permutations of `count` positions, split into the first `masked` (the

@@ -128,6 +128,8 @@ public struct EncoderSection: Codable {
     public var initialization = "pytorch"
 
     public static let kinds = ["vit", "simple-vit"]
+    /// The encoders that are PatchTokenEncoders (what the masked objectives need).
+    public static let patchEncoders = ["vit", "simple-vit"]
     static let keys = ["kind", "patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim", "pool", "dropout", "emb_dropout", "init"]
 
     public init() {}

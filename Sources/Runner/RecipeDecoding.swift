@@ -77,6 +77,10 @@ extension KeyedDecodingContainer where Key == RecipeKey {
 extension Encoder {
     /// Encodes a section's keys in the order given (the order `validate` prints them in).
     public func fields(_ pairs: KeyValuePairs<String, any Encodable>) throws {
+        try fields(pairs.map { ($0.key, $0.value) })
+    }
+
+    public func fields(_ pairs: [(String, any Encodable)]) throws {
         var container = container(keyedBy: RecipeKey.self)
         for (key, value) in pairs { try container.encode(value, forKey: RecipeKey(key)) }
     }

@@ -27,7 +27,7 @@ extension Stage {
 
 /// The stage kinds a recipe may use. Objectives and evaluation stages register here.
 public enum StageRegistry {
-    public static let kinds: [any Stage.Type] = [SupervisedStage.self, ExtractStage.self]
+    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, ExtractStage.self]
 }
 
 /// What a running stage sees: the recipe, the run folder's writers, the data, the encoder and,

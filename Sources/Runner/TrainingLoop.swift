@@ -41,9 +41,12 @@ public final class TrainingLoop {
     let schedule: CosineSchedule
     let gradientClip: Float?
     let learningRateKey: String
+    /// Random streams the step draws from (masks, augmentations): saved in checkpoints.
+    let streams: [String: RandomStream]
 
     public init(context: RunContext, module: Module, optimizer: Optimizer, loader: DataLoader, epochs: Int,
-                schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr") {
+                schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr", streams: [String: RandomStream] = [:]) {
+        self.streams = streams
         self.context = context
         self.module = module
         self.optimizer = optimizer
@@ -55,7 +58,8 @@ public final class TrainingLoop {
     }
 
     /// Runs (or, after a resume, finishes) every epoch. Returns the number of steps taken.
-    public func run(step: (Batch) -> StepOutput, endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
+    public func run(step: (Batch) -> StepOutput, afterStep: (Int) -> Void = { _ in },
+                    endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
         let stage = context.stageName
         let log = context.log
         var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
@@ -64,6 +68,10 @@ public final class TrainingLoop {
             try module.load(try SafeTensorsLoader.read("\(resume.folder)/model.safetensors"))
             let optimizerFile = "\(resume.folder)/optimizer.safetensors"
             if FileManager.default.fileExists(atPath: optimizerFile) { try optimizer.loadState(try SafeTensorsLoader.read(optimizerFile)) }
+            for (name, stream) in streams {
+                guard let words = progress.streams[name] else { throw RunError("\(resume.folder)/state.json lacks the '\(name)' random stream") }
+                stream.restore(words)
+            }
             log("\(stage): resumed at epoch \(progress.epoch + 1), batch \(progress.batch), step \(progress.step)")
         }
         let every = context.recipe.checkpoint.everySteps
@@ -94,6 +102,7 @@ public final class TrainingLoop {
                 if let clip = gradientClip { _ = clipGradientNorm(module.parameters, maxNorm: clip) }
                 optimizer.step()
                 optimizer.zeroGrad()
+                afterStep(progress.step)
                 let now = DispatchTime.now().uptimeNanoseconds
                 let seconds = Double(now - stepStart) / 1e9
                 stepStart = now
@@ -120,6 +129,7 @@ public final class TrainingLoop {
                     line: String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1,
                                  epochs, progress.batch, perEpoch, meanLoss, rate, lr, formatDuration(left)))
                 if progress.step % every == 0 {
+                    progress.streams = streams.mapValues(\.stateWords)
                     try context.checkpoint(progress, module: module, optimizer: optimizer)
                     log("\(stage): checkpoint at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch))")
                 }

@@ -1,0 +1,211 @@
+import Data
+import Encoders
+import Foundation
+import NN
+import Objectives
+import Store
+import TensorCore
+
+/// The settings of one objective (`objective: {kind: mae, ...}` in a pretrain stage): decoded
+/// like every recipe section, and able to build the objective around the run's encoder.
+public protocol ObjectiveSettings: Codable {
+    static var kind: String { get }
+    static var summary: String { get }
+    /// The training defaults of this objective's reference recipe.
+    static var trainingDefaults: TrainingSettings { get }
+    /// Problems only this objective can see (e.g. an encoder that is not patch-based).
+    func validate(_ recipe: Recipe) throws
+    /// The objective around `encoder`, or nil when it cannot wrap this encoder.
+    func make(encoder: any HiddenLayerEncoder, initializer: Initializer, seed: UInt64) -> (any Objective)?
+}
+
+extension ObjectiveSettings {
+    var kindName: String { Self.kind }
+    var defaults: TrainingSettings { Self.trainingDefaults }
+}
+
+func decodeObjective<O: ObjectiveSettings>(_ type: O.Type, from decoder: Decoder) throws -> (any ObjectiveSettings, TrainingSettings) {
+    (try O(from: decoder), O.trainingDefaults)
+}
+
+/// Encodes whichever objective settings it holds (an existential inside a tuple trips the compiler).
+struct ObjectiveBox: Encodable {
+    let settings: any ObjectiveSettings
+    init(_ settings: any ObjectiveSettings) { self.settings = settings }
+    func encode(to encoder: Encoder) throws { try settings.encode(to: encoder) }
+}
+
+/// What `validate` of these settings objects to, if anything.
+func objectiveIssue<O: ObjectiveSettings>(_ settings: O, _ recipe: Recipe) -> RecipeIssue? {
+    do { try settings.validate(recipe) } catch let issue as RecipeIssue { return issue } catch {
+        return RecipeIssue(path: [], message: "\(error)")
+    }
+    return nil
+}
+
+/// The objectives a pretrain stage may name.
+public enum ObjectiveRegistry {
+    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self]
+}
+
+/// `pretrain`: trains the encoder with a self-supervised objective; the stages after it use the
+/// pretrained encoder.
+public struct PretrainStage: Stage {
+    public static let kind = "pretrain"
+    public static let summary = "self-supervised pretraining of the encoder with an objective (objective.kind: "
+        + ObjectiveRegistry.kinds.map { $0.kind }.joined(separator: ", ") + ")"
+
+    public var objective: any ObjectiveSettings
+    public var training: TrainingSettings
+
+    public init(objective: any ObjectiveSettings) {
+        self.objective = objective
+        training = objective.defaults
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["objective"] + TrainingSettings.keys)
+        let kinds = ObjectiveRegistry.kinds.map { $0.kind }
+        let objectiveDecoder = try c.superDecoder(forKey: RecipeKey("objective"))
+        let kinded = try objectiveDecoder.container(keyedBy: RecipeKey.self)
+        guard let kind = try kinded.optional("kind", String.self) else {
+            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["objective", "kind"],
+                              message: "name the objective: objective: {kind: \(kinds.joined(separator: " | "))}")
+        }
+        guard let type = ObjectiveRegistry.kinds.first(where: { $0.kind == kind }) else {
+            var message = "unknown objective '\(kind)'"
+            if let near = nearest(kind, in: kinds) { message += "; did you mean '\(near)'?" }
+            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["objective", "kind"],
+                              message: message + " Objectives available: \(kinds.joined(separator: ", ")).")
+        }
+        let (decoded, defaults) = try decodeObjective(type, from: objectiveDecoder)
+        objective = decoded
+        training = try TrainingSettings(c, defaults: defaults)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields([("objective", ObjectiveBox(objective))] + training.fields)
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        try training.validate(recipe)
+        if let issue = objectiveIssue(objective, recipe) {
+            throw RecipeIssue(path: ["objective"] + issue.path, message: issue.message)
+        }
+    }
+
+    public func run(_ context: RunContext) throws -> [String: Double] {
+        let seed = context.recipe.seed &+ UInt64(context.stageIndex)
+        let initializer = Initializer(scheme: context.recipe.encoder.initialization == "official" ? .official : .pytorch,
+                                      seed: seed &+ 0x0B1E_C71E)
+        guard let model = objective.make(encoder: context.encoder, initializer: initializer, seed: seed) else {
+            throw RunError("\(context.stagePath): \(objective.kindName) cannot wrap the \(context.recipe.encoder.kind) encoder")
+        }
+        let data = context.data
+        let loader = training.loader(data, seed: seed)
+        context.log("\(context.stageName): \(objective.kindName), \(training.epochs) epochs of \(loader.batchesPerEpoch) steps, batch \(training.batchSize), \(data.train.count) training images, \(training.optimizer) lr \(training.lr)")
+        let loop = training.loop(context, module: model, loader: loader, streams: model.randomStreams)
+        let totalSteps = loader.batchesPerEpoch * training.epochs
+        var lastLoss = 0.0
+        let steps = try loop.run(step: { batch in
+            StepOutput(loss: model.loss(batch.images).loss)
+        }, afterStep: { step in
+            model.afterStep(step, of: totalSteps)
+        }, endOfEpoch: { epoch, sums in
+            let loss = sums["loss", default: 0] / Swift.max(sums["batches", default: 1], 1)
+            let seconds = sums["seconds", default: 0]
+            let rate = sums["seen", default: 0] / Swift.max(seconds, 1e-9)
+            lastLoss = loss
+            return EpochReport(columns: ["loss": loss, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false,
+                               line: String(format: "%@: epoch %d/%d  loss %.4f  %.1f s  %.0f img/s", context.stageName, epoch + 1,
+                                            training.epochs, loss, seconds, rate))
+        })
+        try writeReconstructions(model, context)
+        try context.metrics.results(context.stageName, scalars: ["final_loss": lastLoss])
+        return ["final_loss": lastLoss, "steps": Double(steps)]
+    }
+
+    /// For objectives that reconstruct pixels: the first 8 test images, their masked version and
+    /// the reconstruction, in [0, 1] pixels, under /STAGE/reconstructions.
+    func writeReconstructions(_ model: any Objective, _ context: RunContext) throws {
+        let data = context.data
+        let count = Swift.min(8, data.test.count)
+        let loader = DataLoader(Subset(first: count, of: data.test), batchSize: count, shuffle: false, dropLast: false,
+                                mean: data.mean, std: data.std, seed: 0)
+        guard let batch = loader.makeIterator().next(),
+              let grid = Autograd.noGrad({ model.reconstructions(batch.images, rng: RandomStream(seed: context.recipe.seed, purpose: "reconstructions")) })
+        else { return }
+        let shape = batch.images.shape
+        let channels = shape[1], plane = shape[2] * shape[3]
+        func pixels(_ t: Tensor) -> [Float] {
+            t.scalars.enumerated().map { i, v in
+                let c = (i / plane) % channels
+                let m = data.mean[data.mean.count == 1 ? 0 : c], s = data.std[data.std.count == 1 ? 0 : c]
+                return Swift.min(1, Swift.max(0, v * s + m))
+            }
+        }
+        try context.metrics.withFile { file in
+            let group = try file.root.group("\(context.stageName)/reconstructions")
+            try group.write("input", pixels(batch.images), shape: shape)
+            try group.write("masked", pixels(grid.masked), shape: shape)
+            try group.write("reconstruction", pixels(grid.reconstruction), shape: shape)
+            try group.write("indices", batch.indices.map { Int64(data.test.sourceIndex(at: $0)) })
+            try group.setAttribute("split", "test")
+        }
+    }
+}
+
+/// `objective: {kind: mae}`: vit-pytorch 1.7.14's MAE (He et al. 2021). Defaults are the
+/// reference recipe's (shared/reference/REFERENCE.md): ratio 0.75, decoder 128 wide, 2 deep,
+/// 4 heads of 32; AdamW 1.5e-4, betas (0.9, 0.95), weight decay 0.05, 1 warmup epoch, 5 epochs.
+public struct MAESettings: ObjectiveSettings {
+    public static let kind = "mae"
+    public static let summary = "masked autoencoder: encode 25% of the patches, decode the rest's pixels (He et al. 2021)"
+    public static var trainingDefaults: TrainingSettings {
+        var t = TrainingSettings()
+        (t.lr, t.betas, t.weightDecay, t.warmupEpochs, t.epochs) = (1.5e-4, [0.9, 0.95], 0.05, 1, 5)
+        return t
+    }
+
+    public var config = MAE.Config()
+
+    static let keys = ["kind", "masking_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "decoder_dim_head", "norm_pix_loss"]
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(Self.keys)
+        config.maskingRatio = try c.value("masking_ratio", config.maskingRatio)
+        try c.check(config.maskingRatio > 0 && config.maskingRatio < 1, "masking_ratio", "must be strictly between 0 and 1")
+        config.decoderDim = try c.value("decoder_dim", config.decoderDim)
+        config.decoderDepth = try c.value("decoder_depth", config.decoderDepth)
+        config.decoderHeads = try c.value("decoder_heads", config.decoderHeads)
+        config.decoderDimHead = try c.value("decoder_dim_head", config.decoderDimHead)
+        for (key, value) in [("decoder_dim", config.decoderDim), ("decoder_depth", config.decoderDepth),
+                             ("decoder_heads", config.decoderHeads), ("decoder_dim_head", config.decoderDimHead)] {
+            try c.check(value > 0, key, "must be positive, got \(value)")
+        }
+        config.normPixLoss = try c.value("norm_pix_loss", config.normPixLoss)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["kind": Self.kind, "masking_ratio": config.maskingRatio, "decoder_dim": config.decoderDim,
+                            "decoder_depth": config.decoderDepth, "decoder_heads": config.decoderHeads,
+                            "decoder_dim_head": config.decoderDimHead, "norm_pix_loss": config.normPixLoss])
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        guard EncoderSection.patchEncoders.contains(recipe.encoder.kind) else {
+            throw RecipeIssue(path: ["kind"], message: "mae needs a patch-based encoder (\(EncoderSection.patchEncoders.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind)")
+        }
+        let patches = (recipe.data.imageSize / recipe.encoder.patchSize) * (recipe.data.imageSize / recipe.encoder.patchSize)
+        if Int(config.maskingRatio * Double(patches)) < 1 || Int(config.maskingRatio * Double(patches)) >= patches {
+            throw RecipeIssue(path: ["masking_ratio"], message: "masks \(Int(config.maskingRatio * Double(patches))) of \(patches) patches; at least one must be masked and one visible")
+        }
+    }
+
+    public func make(encoder: any HiddenLayerEncoder, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+        guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
+        return MAE(encoder: patchEncoder, config: config, initializer: initializer, maskSeed: seed)
+    }
+}
