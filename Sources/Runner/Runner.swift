@@ -138,7 +138,8 @@ public enum RecipeRunner {
         log("done: \(directory)")
         log.table(["stage", "results"], zip(recipe.stageNames, context.results).map { name, results in
             let shown = results.filter { $0.key != "steps" }.sorted { $0.key < $1.key }.map { key, value in
-                key.hasSuffix("top1") || key.hasSuffix("top5") ? String(format: "%@ %.2f%%", key, 100 * value) : String(format: "%@ %.4g", key, value)
+                key.hasSuffix("top1") || key.hasSuffix("top5") ? String(format: "%@ %.2f%%", key, 100 * value)
+                    : value == value.rounded() && abs(value) < 1e15 ? "\(key) \(Int(value))" : String(format: "%@ %.4g", key, value)
             }
             return [name, shown.joined(separator: ", ")]
         })

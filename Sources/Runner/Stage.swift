@@ -1,6 +1,7 @@
 import Data
 import Dispatch
 import Encoders
+import Evaluation
 import Foundation
 import NN
 import Store
@@ -27,7 +28,7 @@ extension Stage {
 
 /// The stage kinds a recipe may use. Objectives and evaluation stages register here.
 public enum StageRegistry {
-    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, ExtractStage.self]
+    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, LinearProbeStage.self, KNNStage.self, ExtractStage.self]
 }
 
 /// What a running stage sees: the recipe, the run folder's writers, the data, the encoder and,
@@ -45,6 +46,26 @@ public final class RunContext {
     public internal(set) var stageIndex = 0
     /// Results of the stages finished so far.
     public internal(set) var results: [[String: Double]] = []
+    /// Bumped whenever a stage trains the encoder, so cached features go stale.
+    public internal(set) var encoderVersion = 0
+    private var featureCache: [String: (train: Tensor, test: Tensor)] = [:]
+
+    /// Train and test features of `layer` for the encoder as it is now, extracted once and shared
+    /// by the evaluation stages that follow each other.
+    public func features(_ layer: String, batchSize: Int = 1000) -> (train: Tensor, test: Tensor) {
+        let key = "\(layer)@\(encoderVersion)"
+        if let cached = featureCache[key] { return cached }
+        let start = Date()
+        let train = extractFeatures(encoder, layer: layer, dataset: data.train, mean: data.mean, std: data.std, batchSize: batchSize)
+        let test = extractFeatures(encoder, layer: layer, dataset: data.test, mean: data.mean, std: data.std, batchSize: batchSize)
+        log(String(format: "%@: '%@' features of %d + %d images in %.1f s", stageName, layer, data.train.count, data.test.count,
+                   Date().timeIntervalSince(start)))
+        featureCache = [key: (train, test)]
+        return (train, test)
+    }
+
+    func encoderChanged() { encoderVersion += 1; featureCache = [:] }
+
     /// Set when resuming inside the current stage: its progress and the checkpoint folder.
     public internal(set) var resumePoint: (progress: StageProgress, folder: String)?
 

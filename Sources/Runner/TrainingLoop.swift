@@ -62,6 +62,7 @@ public final class TrainingLoop {
                     endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
         let stage = context.stageName
         let log = context.log
+        context.encoderChanged()
         var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
         if let resume = context.resumePoint {
             progress = resume.progress

@@ -1,0 +1,123 @@
+import Evaluation
+import Foundation
+import TensorCore
+
+/// Checks that `layer` is one of the encoder's hidden layers (for the evaluation stages).
+func checkHiddenLayer(_ layer: String, _ recipe: Recipe) throws {
+    let names = recipe.encoder.hiddenLayerNames
+    guard names.contains(layer) else {
+        var message = "the \(recipe.encoder.kind) encoder has no hidden layer '\(layer)'"
+        if let near = nearest(layer, in: names) { message += "; did you mean '\(near)'?" }
+        throw RecipeIssue(path: ["hidden_layer"], message: message + " Its layers: \(names.joined(separator: ", ")).")
+    }
+}
+
+/// `linear_probe`: a multinomial logistic regression on frozen features of a hidden layer
+/// (standardised with the training split's statistics), fitted full-batch with L-BFGS and a
+/// strong-Wolfe line search from zero weights, as the reference probe (torch.optim.LBFGS, 100
+/// iterations, history 20). Top-1 and top-5 on the test split.
+public struct LinearProbeStage: Stage {
+    public static let kind = "linear_probe"
+    public static let summary = "logistic regression (L-BFGS) on frozen, standardised features of a hidden layer; test top-1/top-5"
+
+    public var hiddenLayer = "pooled"
+    public var iterations = 100
+    public var historySize = 20
+    public var batchSize = 1000
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["hidden_layer", "iterations", "history_size", "batch_size"])
+        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
+        iterations = try c.value("iterations", iterations)
+        try c.check(iterations > 0, "iterations", "must be positive")
+        historySize = try c.value("history_size", historySize)
+        try c.check(historySize > 0, "history_size", "must be positive")
+        batchSize = try c.value("batch_size", batchSize)
+        try c.check(batchSize > 0, "batch_size", "must be positive")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["hidden_layer": hiddenLayer, "iterations": iterations, "history_size": historySize, "batch_size": batchSize])
+    }
+
+    public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
+
+    public func run(_ context: RunContext) throws -> [String: Double] {
+        let (train, test) = context.features(hiddenLayer, batchSize: batchSize)
+        let (trainStd, testStd) = standardize(train: train, test: test)
+        let classes = context.data.classNames.count
+        let trainLabels = (0..<context.data.train.count).map { context.data.train.label(at: $0) }
+        let testLabels = (0..<context.data.test.count).map { context.data.test.label(at: $0) }
+        let start = Date()
+        let model = LogisticRegression.fit(trainStd, labels: trainLabels, classes: classes, maxIterations: iterations, historySize: historySize)
+        let (trainTop1, _) = topAccuracy(model.scores(trainStd), labels: trainLabels)
+        let scores = model.scores(testStd)
+        let (top1, top5) = topAccuracy(scores, labels: testLabels)
+        context.log(String(format: "%@: '%@' features (%d dims), L-BFGS %d iterations, %d evaluations, %.1f s: loss %.4f, train top-1 %.2f%%, test top-1 %.2f%%, top-5 %.2f%%",
+                           context.stageName, hiddenLayer, trainStd.shape[1], model.iterations, model.evaluations, Date().timeIntervalSince(start),
+                           model.loss, 100 * trainTop1, 100 * top1, 100 * top5))
+        let results = ["test_top1": top1, "test_top5": top5, "train_top1": trainTop1, "train_loss": model.loss]
+        try context.metrics.results(context.stageName, scalars: results.merging(["iterations": Double(model.iterations)]) { $1 },
+                                    arrays: ["confusion": (confusion(scores, testLabels, classes), [classes, classes])],
+                                    strings: ["class_names": context.data.classNames])
+        return results
+    }
+}
+
+/// `knn`: DINO's weighted k-nearest-neighbour evaluation on frozen features of a hidden layer:
+/// cosine similarity, k = 20, votes weighted by exp(similarity / 0.07).
+public struct KNNStage: Stage {
+    public static let kind = "knn"
+    public static let summary = "weighted k-nearest-neighbour classifier on frozen features (cosine, k 20, T 0.07, as DINO); test top-1/top-5"
+
+    public var hiddenLayer = "pooled"
+    public var k = 20
+    public var temperature = 0.07
+    public var batchSize = 1000
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["hidden_layer", "k", "temperature", "batch_size"])
+        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
+        k = try c.value("k", k)
+        try c.check(k > 0, "k", "must be positive")
+        temperature = try c.value("temperature", temperature)
+        try c.check(temperature > 0, "temperature", "must be positive")
+        batchSize = try c.value("batch_size", batchSize)
+        try c.check(batchSize > 0, "batch_size", "must be positive")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["hidden_layer": hiddenLayer, "k": k, "temperature": temperature, "batch_size": batchSize])
+    }
+
+    public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
+
+    public func run(_ context: RunContext) throws -> [String: Double] {
+        let (train, test) = context.features(hiddenLayer, batchSize: batchSize)
+        let classes = context.data.classNames.count
+        let trainLabels = (0..<context.data.train.count).map { context.data.train.label(at: $0) }
+        let testLabels = (0..<context.data.test.count).map { context.data.test.label(at: $0) }
+        let start = Date()
+        let scores = knnClassify(train: train, trainLabels: trainLabels, test: test, classes: classes, k: k, temperature: temperature)
+        let (top1, top5) = topAccuracy(scores, labels: testLabels)
+        context.log(String(format: "%@: '%@' features, k %d, T %.2f, %.1f s: test top-1 %.2f%%, top-5 %.2f%%", context.stageName, hiddenLayer,
+                           k, temperature, Date().timeIntervalSince(start), 100 * top1, 100 * top5))
+        let results = ["test_top1": top1, "test_top5": top5]
+        try context.metrics.results(context.stageName, scalars: results,
+                                    arrays: ["confusion": (confusion(scores, testLabels, classes), [classes, classes])],
+                                    strings: ["class_names": context.data.classNames])
+        return results
+    }
+}
+
+/// Counts of (true label, highest-scoring class), row-major.
+func confusion(_ scores: Tensor, _ labels: [Int], _ classes: Int) -> [Int64] {
+    let predicted = scores.topK(1).indices.values
+    var counts = [Int64](repeating: 0, count: classes * classes)
+    for (label, guess) in zip(labels, predicted) { counts[label * classes + guess] += 1 }
+    return counts
+}
