@@ -4,9 +4,9 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: the supervised recipe until MAE lands (then recipes/mae.yaml).
+# The main job: MAE pretraining of the reference ViT, then linear probe, kNN and embeddings.
 run: setup
-	.build/release/workbench run recipes/supervised.yaml
+	.build/release/workbench run recipes/mae.yaml
 
 bench: setup
 	@.build/release/workbench bench

@@ -1,0 +1,56 @@
+import Evaluation
+import Foundation
+import TensorCore
+import XCTest
+
+/// The evaluation classifiers against hand-checkable answers.
+final class ProbeTests: XCTestCase {
+    func testKNNVotesWithExponentialWeights() {
+        // Train points on the unit circle at angles 0, 0.1 (class 0) and pi/2 (class 1); the
+        // test point at 0.05 is closest to class 0, the one at 1.5 to class 1.
+        let angles: [Float] = [0, 0.1, .pi / 2]
+        let train = Tensor(shape: [3, 2], angles.flatMap { [cos($0), sin($0)] })
+        let test = Tensor(shape: [2, 2], [Float(0.05), 1.5].flatMap { [cos($0) * 3, sin($0) * 3] })  // scale must not matter
+        let votes = knnClassify(train: train, trainLabels: [0, 0, 1], test: test, classes: 2, k: 2, temperature: 0.5)
+        let v = votes.scalars
+        // k = 2: the first test point's neighbours are both class 0.
+        XCTAssertEqual(Double(v[0]), 2 * exp(Double(cos(Float(0.05))) / 0.5), accuracy: 1e-3)
+        XCTAssertEqual(v[1], 0)
+        // The second's are pi/2 (class 1, cos 0.0708) and 0.1 (class 0, cos(1.4)).
+        XCTAssertEqual(Double(v[3]), exp(Double(cos(Float.pi / 2 - 1.5)) / 0.5), accuracy: 1e-3)
+        XCTAssertEqual(Double(v[2]), exp(Double(cos(Float(1.4))) / 0.5), accuracy: 1e-3)
+        XCTAssertEqual(topAccuracy(votes, labels: [0, 1]).top1, 1)
+    }
+
+    func testLBFGSFindsTheMinimumOfAQuadratic() {
+        // f(x) = sum a_i (x_i - c_i)^2 with very different curvatures: L-BFGS with the
+        // strong-Wolfe search must land on c.
+        let a: [Float] = [1, 10, 100, 0.5], c: [Float] = [3, -2, 0.5, 7]
+        var lbfgs = LBFGS(maxIterations: 50, historySize: 5)
+        let (x, loss) = lbfgs.minimize([0, 0, 0, 0]) { x in
+            (Double(zip(zip(a, c), x).map { $0.0 * ($1 - $0.1) * ($1 - $0.1) }.reduce(0, +)),
+             zip(zip(a, c), x).map { 2 * $0.0 * ($1 - $0.1) })
+        }
+        for i in 0..<4 { XCTAssertEqual(x[i], c[i], accuracy: 1e-3) }
+        XCTAssertLessThan(loss, 1e-6)
+        XCTAssertLessThan(lbfgs.iterations, 50)
+    }
+
+    func testLogisticRegressionSeparatesClassesAndStandardizes() {
+        let rng = RandomStream(seed: 1, purpose: "probe")
+        var values: [Float] = [], labels: [Int] = []
+        for i in 0..<300 {
+            let label = i % 3
+            labels.append(label)
+            values += [Float(label) * 4 + rng.nextNormal(), 100 + 50 * rng.nextNormal(), Float(label == 1 ? 5 : 0) + rng.nextNormal()]
+        }
+        let features = Tensor(shape: [300, 3], values)
+        let (train, test) = standardize(train: features, test: features)
+        let column1 = (0..<300).map { Double(train.scalars[$0 * 3 + 1]) }
+        XCTAssertEqual(column1.reduce(0, +) / 300, 0, accuracy: 1e-4)
+        XCTAssertEqual((column1.map { $0 * $0 }.reduce(0, +) / 299).squareRoot(), 1, accuracy: 1e-3)
+        let model = LogisticRegression.fit(train, labels: labels, classes: 3)
+        XCTAssertGreaterThan(topAccuracy(model.scores(test), labels: labels).top1, 0.95)
+        XCTAssertLessThan(model.loss, 0.2)
+    }
+}
