@@ -168,6 +168,73 @@ def mae_fixture(name, out, decoder_dim):
     save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
 
 
+def init_params(module):
+    with torch.no_grad():
+        for key, p in module.named_parameters():
+            is_norm_weight = p.ndim == 1 and key.endswith('weight')
+            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+
+
+def simmim_fixture(name, out):
+    """vit-pytorch 1.7.14's SimMIM with a fixed mask: torch.rand returns ranks whose top-k are
+    the first `masked` entries of the stored permutation `perm`, in that order."""
+    from vit_pytorch.simmim import SimMIM
+    torch.manual_seed(3)
+    cfg = dict(image_size=8, patch_size=2, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
+    simmim = SimMIM(encoder=ViT(**cfg), masking_ratio=0.5).double()
+    init_params(simmim)
+    batch, n = 3, 16
+    x = f32(batch, 2, 8, 8).requires_grad_()
+    perm = torch.stack([torch.randperm(n) for _ in range(batch)])
+    ranks = torch.empty(batch, n, dtype=torch.float64)
+    ranks.scatter_(1, perm, (1 - torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
+    original = torch.rand
+    torch.rand = lambda *args, **kwargs: ranks.clone()
+    torch.set_default_dtype(torch.float64)
+    try:
+        loss = simmim(x)
+    finally:
+        torch.rand = original
+        torch.set_default_dtype(torch.float32)
+    named = {'x': x, **dict(simmim.named_parameters())}
+    save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
+
+
+def mpp_fixture(name, out):
+    """vit-pytorch 1.7.14's MPP with fixed corruption: the chosen patches, the random-patch and
+    replace draws and the random sources are stored and patched into vit_pytorch.mpp."""
+    import vit_pytorch.mpp as mpp_module
+    torch.manual_seed(4)
+    cfg = dict(image_size=8, patch_size=2, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
+    mean, std = [0.3, 0.4], [0.5, 0.25]
+    mpp = mpp_module.MPP(transformer=ViT(**cfg), patch_size=2, dim=16, output_channel_bits=3, channels=2, mask_prob=0.3,
+                         replace_prob=0.5, random_patch_prob=0.5, mean=mean, std=std).double()
+    init_params(mpp)
+    batch, n = 3, 16
+    # Normalised images whose pixels stay within [0, 1] once un-normalised (and exercise the clamp).
+    pixels = torch.rand(batch, 2, 8, 8, dtype=torch.float32) * 1.1
+    x = ((pixels - torch.tensor(mean).view(1, 2, 1, 1)) / torch.tensor(std).view(1, 2, 1, 1)).to(torch.float64).requires_grad_()
+    chosen = torch.zeros(batch, n, dtype=torch.bool)
+    for b in range(batch):
+        chosen[b, torch.randperm(n)[:5]] = True
+    random_flags = torch.rand(batch, n) < 0.6
+    replace_flags = torch.rand(batch, n) < 0.5
+    sources = torch.randint(0, n, (batch, n))
+    flags = [random_flags, replace_flags]
+    saved = (mpp_module.get_mask_subset_with_prob, mpp_module.prob_mask_like, torch.randint)
+    mpp_module.get_mask_subset_with_prob = lambda t, prob: chosen.clone()
+    mpp_module.prob_mask_like = lambda t, prob: flags.pop(0).clone()
+    torch.randint = lambda *args, **kwargs: sources.clone()
+    try:
+        loss = mpp(x)
+    finally:
+        mpp_module.get_mask_subset_with_prob, mpp_module.prob_mask_like, torch.randint = saved
+    named = {'x': x, **dict(mpp.named_parameters())}
+    save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'chosen': chosen.to(torch.float64),
+                'random': random_flags.to(torch.float64), 'replace': replace_flags.to(torch.float64),
+                'sources': sources.to(torch.float64)}, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -190,4 +257,6 @@ if __name__ == '__main__':
     os.makedirs(objectives, exist_ok=True)
     mae_fixture('mae', objectives, decoder_dim=12)
     mae_fixture('mae_identity', objectives, decoder_dim=16)
+    simmim_fixture('simmim', objectives)
+    mpp_fixture('mpp', objectives)
     print('torch', torch.__version__, file=sys.stderr)

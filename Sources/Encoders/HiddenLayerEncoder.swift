@@ -35,6 +35,13 @@ public protocol PatchTokenEncoder: HiddenLayerEncoder {
     func patchPositions() -> Tensor
     /// Runs the transformer (and its final norm) over any set of tokens (B, n, dim).
     func encodeTokens(_ tokens: Tensor) -> Tensor
+    /// Tokens that precede the patches, with their positions (the class token: (B, 1, dim)), or
+    /// nil when the encoder has none.
+    func prefixTokens(batch: Int) -> Tensor?
+}
+
+extension PatchTokenEncoder {
+    public func prefixTokens(batch: Int) -> Tensor? { nil }
 }
 
 /// einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)': images (B, C, H, W) to (B, N, p1 * p2 * C).

@@ -118,6 +118,11 @@ public final class ViT: Module, PatchTransformer {
 
     public func patchPositions() -> Tensor { posEmbedding.value.slice(axis: 1, start: 1, length: config.patchCount) }
 
+    /// The class token plus its position (vit-pytorch's pos_embedding[:, 0]).
+    public func prefixTokens(batch: Int) -> Tensor? {
+        (clsToken.value + posEmbedding.value.slice(axis: 1, start: 0, length: 1)).expanded(to: [batch, 1, config.dim])
+    }
+
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         let b = images.shape[0]
         var x = embedPatches(patchify(images))

@@ -58,16 +58,7 @@ public final class MAE: Module, Objective {
         let blank = Tensor.zeros(predicted.shape)
         let maskedPatches = patches.scatter(axis: 1, index: mask.masked, source: blank)
         let filled = patches.scatter(axis: 1, index: mask.masked, source: predicted)
-        return (unpatchify(maskedPatches, like: images), unpatchify(filled, like: images))
-    }
-
-    /// The inverse of patchify for this encoder's patch size: (B, N, p*p*C) to (B, C, H, W).
-    func unpatchify(_ patches: Tensor, like images: Tensor) -> Tensor {
-        let (b, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
-        let p = Int((Double(encoder.patchDim / c)).squareRoot())
-        let (gh, gw) = (h / p, w / p)
-        // (B, gh, gw, p1, p2, C) -> (B, C, gh, p1, gw, p2)
-        return patches.reshaped([b, gh, gw, p, p, c]).permuted([0, 5, 1, 3, 2, 4]).reshaped([b, c, h, w])
+        return (unpatchify(maskedPatches, like: images, patchDim: encoder.patchDim), unpatchify(filled, like: images, patchDim: encoder.patchDim))
     }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {

@@ -27,10 +27,17 @@ final class ProbeTests: XCTestCase {
         // strong-Wolfe search must land on c.
         let a: [Float] = [1, 10, 100, 0.5], c: [Float] = [3, -2, 0.5, 7]
         var lbfgs = LBFGS(maxIterations: 50, historySize: 5)
-        let (x, loss) = lbfgs.minimize([0, 0, 0, 0]) { x in
-            (Double(zip(zip(a, c), x).map { $0.0 * ($1 - $0.1) * ($1 - $0.1) }.reduce(0, +)),
-             zip(zip(a, c), x).map { 2 * $0.0 * ($1 - $0.1) })
+        func quadratic(_ x: [Float]) -> (Double, [Float]) {
+            var value: Double = 0
+            var gradient = [Float](repeating: 0, count: 4)
+            for i in 0..<4 {
+                let r = x[i] - c[i]
+                value += Double(a[i] * r * r)
+                gradient[i] = 2 * a[i] * r
+            }
+            return (value, gradient)
         }
+        let (x, loss) = lbfgs.minimize([0, 0, 0, 0], quadratic)
         for i in 0..<4 { XCTAssertEqual(x[i], c[i], accuracy: 1e-3) }
         XCTAssertLessThan(loss, 1e-6)
         XCTAssertLessThan(lbfgs.iterations, 50)
