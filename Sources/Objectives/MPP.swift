@@ -104,10 +104,11 @@ public final class MPP: Module, Objective {
         let patches = encoder.patchify(images).detached()
         let (b, n, d) = (patches.shape[0], patches.shape[1], patches.shape[2])
         // Random patches (from the uncorrupted image), then the mask patch where chosen.
-        var corrupted = patches.scalars
+        let original = patches.scalars
+        var corrupted = original
         for i in 0..<(b * n) where corruption.chosen[i] && corruption.random[i] {
             let source = (i / n) * n + corruption.randomSource[i]
-            for k in 0..<d { corrupted[i * d + k] = patches.scalars[source * d + k] }
+            for k in 0..<d { corrupted[i * d + k] = original[source * d + k] }
         }
         let replace = Tensor(shape: [b, n, 1], (0..<(b * n)).map { corruption.chosen[$0] && corruption.replace[$0] ? 1 : 0 })
         let input = Tensor.where(replace, maskToken.value, Tensor(shape: [b, n, d], corrupted))

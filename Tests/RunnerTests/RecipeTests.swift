@@ -84,9 +84,28 @@ final class RecipeTests: XCTestCase {
         XCTAssertTrue(stage.contains("unknown stage 'supervized'; did you mean 'supervised'?"), stage)
         let objective = error(valid.replacingOccurrences(of: "- supervised:", with: "- dinosaur:"))
         XCTAssertTrue(objective.contains("unknown stage 'dinosaur'"), objective)
-        XCTAssertTrue(objective.contains("Stages: pretrain, supervised, extract"), objective)
+        XCTAssertTrue(objective.contains("Stages: pretrain, supervised, linear_probe, knn, extract."), objective)
         let encoder = error(valid.replacingOccurrences(of: "kind: vit", with: "kind: vitt"))
         XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit; did you mean 'vit'?"), encoder)
+    }
+
+    func testPretrainNamesItsObjective() throws {
+        let pretrain = valid.replacingOccurrences(of: "  - supervised:\n      epochs: 2", with: "  - pretrain:\n      objective:\n        kind: mea\n      epochs: 2")
+        let unknown = error(pretrain)
+        XCTAssertTrue(unknown.contains("stages.0.pretrain.objective.kind: unknown objective 'mea'; did you mean 'mae'?"), unknown)
+        XCTAssertTrue(unknown.hasPrefix("r.yaml:9:9:"), unknown)
+        let missing = error(pretrain.replacingOccurrences(of: "        kind: mea\n", with: "        masking_ratio: 0.5\n"))
+        XCTAssertTrue(missing.contains("objective.kind: name the objective"), missing)
+        let key = error(pretrain.replacingOccurrences(of: "kind: mea", with: "kind: mae\n        mask_ratio: 0.5"))
+        XCTAssertTrue(key.contains("unknown key 'mask_ratio'; did you mean 'masking_ratio'?"), key)
+        let recipe = try RecipeLoader.parse(pretrain.replacingOccurrences(of: "kind: mea", with: "kind: simmim"), file: "r.yaml",
+                                            overrides: ["stages.0.pretrain.objective.masking_ratio=0.4"])
+        let stage = try XCTUnwrap(recipe.stages[0].settings as? PretrainStage)
+        XCTAssertEqual((stage.objective as? SimMIMSettings)?.config.maskingRatio, 0.4)
+        XCTAssertEqual(stage.training.gradientClip, 5.0, "the objective's training defaults apply")
+        XCTAssertEqual(stage.training.epochs, 2)
+        let square = error(pretrain.replacingOccurrences(of: "kind: mea", with: "kind: simmim\n        mask_patch_size: 6"))
+        XCTAssertTrue(square.contains("mask_patch_size: the mask square (6 pixels) must be a multiple of encoder.patch_size (4)"), square)
     }
 
     func testPatchSizeMustDivideTheImage() {

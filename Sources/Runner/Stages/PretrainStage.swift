@@ -16,7 +16,7 @@ public protocol ObjectiveSettings: Codable {
     /// Problems only this objective can see (e.g. an encoder that is not patch-based).
     func validate(_ recipe: Recipe) throws
     /// The objective around `encoder`, or nil when it cannot wrap this encoder.
-    func make(encoder: any HiddenLayerEncoder, initializer: Initializer, seed: UInt64) -> (any Objective)?
+    func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)?
 }
 
 extension ObjectiveSettings {
@@ -45,7 +45,7 @@ func objectiveIssue<O: ObjectiveSettings>(_ settings: O, _ recipe: Recipe) -> Re
 
 /// The objectives a pretrain stage may name.
 public enum ObjectiveRegistry {
-    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self]
+    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self]
 }
 
 /// `pretrain`: trains the encoder with a self-supervised objective; the stages after it use the
@@ -98,7 +98,7 @@ public struct PretrainStage: Stage {
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)
         let initializer = Initializer(scheme: context.recipe.encoder.initialization == "official" ? .official : .pytorch,
                                       seed: seed &+ 0x0B1E_C71E)
-        guard let model = objective.make(encoder: context.encoder, initializer: initializer, seed: seed) else {
+        guard let model = objective.make(encoder: context.encoder, recipe: context.recipe, initializer: initializer, seed: seed) else {
             throw RunError("\(context.stagePath): \(objective.kindName) cannot wrap the \(context.recipe.encoder.kind) encoder")
         }
         let data = context.data
@@ -155,6 +155,13 @@ public struct PretrainStage: Stage {
     }
 }
 
+/// Masked objectives need a PatchTokenEncoder; says so, naming the encoder, when it is not.
+func requirePatchEncoder(_ objective: String, _ recipe: Recipe) throws {
+    guard EncoderSection.patchEncoders.contains(recipe.encoder.kind) else {
+        throw RecipeIssue(path: ["kind"], message: "\(objective) needs a patch-based encoder (\(EncoderSection.patchEncoders.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind)")
+    }
+}
+
 /// `objective: {kind: mae}`: vit-pytorch 1.7.14's MAE (He et al. 2021). Defaults are the
 /// reference recipe's (shared/reference/REFERENCE.md): ratio 0.75, decoder 128 wide, 2 deep,
 /// 4 heads of 32; AdamW 1.5e-4, betas (0.9, 0.95), weight decay 0.05, 1 warmup epoch, 5 epochs.
@@ -195,17 +202,115 @@ public struct MAESettings: ObjectiveSettings {
     }
 
     public func validate(_ recipe: Recipe) throws {
-        guard EncoderSection.patchEncoders.contains(recipe.encoder.kind) else {
-            throw RecipeIssue(path: ["kind"], message: "mae needs a patch-based encoder (\(EncoderSection.patchEncoders.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind)")
-        }
+        try requirePatchEncoder(Self.kind, recipe)
         let patches = (recipe.data.imageSize / recipe.encoder.patchSize) * (recipe.data.imageSize / recipe.encoder.patchSize)
         if Int(config.maskingRatio * Double(patches)) < 1 || Int(config.maskingRatio * Double(patches)) >= patches {
             throw RecipeIssue(path: ["masking_ratio"], message: "masks \(Int(config.maskingRatio * Double(patches))) of \(patches) patches; at least one must be masked and one visible")
         }
     }
 
-    public func make(encoder: any HiddenLayerEncoder, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return MAE(encoder: patchEncoder, config: config, initializer: initializer, maskSeed: seed)
+    }
+}
+
+/// `objective: {kind: simmim}`: SimMIM (Xie et al. 2021). Defaults follow the official code
+/// (mask ratio 0.6, the plain L1 mean, AdamW with weight decay 0.05, betas (0.9, 0.999), gradient
+/// clipping at 5), with the mask square equal to the encoder's patch (28-pixel images have no
+/// coarser grid that 32/224 would scale to) and the learning rate scaled to batch 256.
+public struct SimMIMSettings: ObjectiveSettings {
+    public static let kind = "simmim"
+    public static let summary = "SimMIM: mask tokens in place of patches, encode all, L1 on the masked pixels (Xie et al. 2021)"
+    public static var trainingDefaults: TrainingSettings {
+        var t = TrainingSettings()
+        (t.lr, t.betas, t.weightDecay, t.warmupEpochs, t.epochs, t.gradientClip) = (2e-4, [0.9, 0.999], 0.05, 1, 5, 5.0)
+        return t
+    }
+
+    public var config = SimMIM.Config()
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["kind", "masking_ratio", "mask_patch_size", "loss_scale"])
+        config.maskingRatio = try c.value("masking_ratio", config.maskingRatio)
+        try c.check(config.maskingRatio > 0 && config.maskingRatio < 1, "masking_ratio", "must be strictly between 0 and 1")
+        config.maskPatchSize = try c.optional("mask_patch_size")
+        config.vitPytorchScale = try c.choice("loss_scale", ["official", "vit-pytorch"], "official") == "vit-pytorch"
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["kind": Self.kind, "masking_ratio": config.maskingRatio, "mask_patch_size": config.maskPatchSize,
+                            "loss_scale": config.vitPytorchScale ? "vit-pytorch" : "official"])
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        try requirePatchEncoder(Self.kind, recipe)
+        let patch = recipe.encoder.patchSize, image = recipe.data.imageSize
+        if let size = config.maskPatchSize, size % patch != 0 || image % size != 0 {
+            throw RecipeIssue(path: ["mask_patch_size"], message: "the mask square (\(size) pixels) must be a multiple of encoder.patch_size (\(patch)) that divides the image size \(image)")
+        }
+        let squares = (image / (config.maskPatchSize ?? patch)) * (image / (config.maskPatchSize ?? patch))
+        if Int(config.maskingRatio * Double(squares)) < 1 {
+            throw RecipeIssue(path: ["masking_ratio"], message: "masks no square of the \(squares); raise it or use smaller mask squares")
+        }
+    }
+
+    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+        guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
+        return SimMIM(encoder: patchEncoder, config: config, patchSize: recipe.encoder.patchSize,
+                      imageSize: (recipe.data.imageSize, recipe.data.imageSize), initializer: initializer, maskSeed: seed)
+    }
+}
+
+/// `objective: {kind: mpp}`: masked patch prediction (the ViT paper), with vit-pytorch's
+/// probabilities (mask 0.15, replace 0.5, random patch 0.5) and 3-bit colour targets; Adam-style
+/// training at the ViT paper's 2e-4.
+public struct MPPSettings: ObjectiveSettings {
+    public static let kind = "mpp"
+    public static let summary = "masked patch prediction: corrupt patches, classify their 3-bit mean colour (ViT paper, vit-pytorch)"
+    public static var trainingDefaults: TrainingSettings {
+        var t = TrainingSettings()
+        (t.lr, t.betas, t.weightDecay, t.warmupEpochs, t.epochs) = (2e-4, [0.9, 0.999], 0.05, 1, 5)
+        return t
+    }
+
+    public var config = MPP.Config()
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["kind", "mask_prob", "replace_prob", "random_patch_prob", "output_channel_bits", "max_pixel_value"])
+        config.maskProb = try c.value("mask_prob", config.maskProb)
+        try c.check(config.maskProb > 0 && config.maskProb < 1, "mask_prob", "must be strictly between 0 and 1")
+        config.replaceProb = try c.value("replace_prob", config.replaceProb)
+        try c.check(config.replaceProb >= 0 && config.replaceProb < 1, "replace_prob", "must be in [0, 1)")
+        config.randomPatchProb = try c.value("random_patch_prob", config.randomPatchProb)
+        try c.check(config.randomPatchProb >= 0 && config.randomPatchProb <= 1 - config.replaceProb, "random_patch_prob",
+                    "must be in [0, 1 - replace_prob] (vit-pytorch draws it with probability random_patch_prob / (1 - replace_prob))")
+        config.outputChannelBits = try c.value("output_channel_bits", config.outputChannelBits)
+        try c.check((1...4).contains(config.outputChannelBits), "output_channel_bits", "must be 1 to 4")
+        config.maxPixelValue = try c.value("max_pixel_value", config.maxPixelValue)
+        try c.check(config.maxPixelValue > 0, "max_pixel_value", "must be positive")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["kind": Self.kind, "mask_prob": config.maskProb, "replace_prob": config.replaceProb,
+                            "random_patch_prob": config.randomPatchProb, "output_channel_bits": config.outputChannelBits,
+                            "max_pixel_value": config.maxPixelValue])
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        try requirePatchEncoder(Self.kind, recipe)
+        if config.outputChannelBits * recipe.data.channels > 12 {
+            throw RecipeIssue(path: ["output_channel_bits"], message: "\(config.outputChannelBits) bits for \(recipe.data.channels) channels is \(1 << (config.outputChannelBits * recipe.data.channels)) classes; use fewer bits")
+        }
+    }
+
+    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+        guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
+        return MPP(encoder: patchEncoder, config: config, channels: recipe.data.channels, mean: recipe.data.mean.map { Float($0) },
+                   std: recipe.data.std.map { Float($0) }, initializer: initializer, seed: seed)
     }
 }

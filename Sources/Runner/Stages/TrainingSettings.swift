@@ -44,7 +44,7 @@ public struct TrainingSettings {
         decayAll = try c.value("decay_all", decayAll)
         momentum = try c.value("momentum", momentum)
         horizontalFlip = try c.value("horizontal_flip", horizontalFlip)
-        gradientClip = try c.optional("gradient_clip")
+        if c.contains(RecipeKey("gradient_clip")) { gradientClip = try c.optional("gradient_clip") }  // null: no clipping
         try c.check((gradientClip ?? 1) > 0, "gradient_clip", "must be positive (or null for none)")
     }
 
