@@ -235,6 +235,45 @@ def mpp_fixture(name, out):
                 'sources': sources.to(torch.float64)}, out)
 
 
+def mp3_fixture(name, out):
+    """vit-pytorch 1.7.14's MP3 with a fixed mask. The workbench's encoders end their transformer
+    with a LayerNorm and pack q, k, v into one to_qkv; vit-pytorch's MP3 ViT has no final norm and
+    separate to_q / to_kv. So a LayerNorm is added after its transformer (the one difference in
+    the computation), and the fixture stores to_qkv = cat(to_q, to_kv) and its gradient."""
+    from vit_pytorch.mp3 import ViT as MP3ViT, MP3
+    torch.manual_seed(5)
+    vit = MP3ViT(num_classes=5, image_size=8, patch_size=2, dim=16, depth=2, heads=2, mlp_dim=32, channels=2, dim_head=8)
+    transformer = vit.transformer
+    transformer.norm = nn.LayerNorm(16)
+    plain_forward = transformer.forward
+    transformer.forward = lambda x, context=None: transformer.norm(plain_forward(x, context))
+    mp3 = MP3(vit, masking_ratio=0.75).double()
+    init_params(mp3)
+    batch, n = 3, 16
+    x = f32(batch, 2, 8, 8).requires_grad_()
+    perm = torch.stack([torch.randperm(n) for _ in range(batch)])
+    ranks = torch.empty(batch, n, dtype=torch.float64)
+    ranks.scatter_(1, perm, (torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
+    original = torch.rand
+    torch.rand = lambda *args, **kwargs: ranks.clone()
+    try:
+        loss = mp3(x)
+    finally:
+        torch.rand = original
+    named = {'x': x, **dict(mp3.named_parameters())}
+    tensors = with_grads(named, loss)
+    renamed = {}
+    for key, value in tensors.items():
+        if 'linear_head' in key:
+            continue
+        renamed[key.replace('vit.', 'encoder.')] = value
+    for i in range(2):
+        for prefix in ('', 'grad.'):
+            base = f'{prefix}encoder.transformer.layers.{i}.0.'
+            renamed[base + 'to_qkv.weight'] = torch.cat([renamed.pop(base + 'to_q.weight'), renamed.pop(base + 'to_kv.weight')])
+    save(name, {**renamed, 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -259,4 +298,5 @@ if __name__ == '__main__':
     mae_fixture('mae_identity', objectives, decoder_dim=16)
     simmim_fixture('simmim', objectives)
     mpp_fixture('mpp', objectives)
+    mp3_fixture('mp3', objectives)
     print('torch', torch.__version__, file=sys.stderr)

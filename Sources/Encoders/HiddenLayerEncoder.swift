@@ -35,6 +35,9 @@ public protocol PatchTokenEncoder: HiddenLayerEncoder {
     func patchPositions() -> Tensor
     /// Runs the transformer (and its final norm) over any set of tokens (B, n, dim).
     func encodeTokens(_ tokens: Tensor) -> Tensor
+    /// Runs the transformer with queries from `tokens` (B, n, dim) and, in every block, keys and
+    /// values from the fixed `context` (B, m, dim), then the final norm (MP3's encoder).
+    func encodeTokens(_ tokens: Tensor, context: Tensor) -> Tensor
     /// Tokens that precede the patches, with their positions (the class token: (B, 1, dim)), or
     /// nil when the encoder has none.
     func prefixTokens(batch: Int) -> Tensor?

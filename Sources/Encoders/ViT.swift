@@ -65,6 +65,8 @@ extension PatchTransformer {
 
     public func encodeTokens(_ tokens: Tensor) -> Tensor { transformer(tokens) }
 
+    public func encodeTokens(_ tokens: Tensor, context: Tensor) -> Tensor { transformer(tokens, context: context) }
+
     /// Runs the transformer over embedded tokens x (B, n, D) and collects the requested outputs;
     /// `pool` turns the final tokens into (B, D).
     func outputs(from x: Tensor, layers: Set<String>, pool: (Tensor) -> Tensor) -> [String: Tensor] {

@@ -147,13 +147,23 @@ public final class Attention: Module {
         let inner = heads * dimHead
         let h = norm(x)
         var merged: Tensor, probs: Tensor?
-        if let toQKV {
+        if let toQKV, context == nil {
             // Heads are read from and written to the packed layouts directly, with no copies.
             (merged, probs) = Tensor.multiHeadSelfAttention(packedQKV: toQKV(h), heads: heads, returnProbabilities: returnProbabilities)
         } else {
-            let kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
+            let q: Tensor, kv: [Tensor]
+            if let toQKV {
+                // Cross-attention with a self-attention layer's weights (MP3): the packed
+                // projection's first third makes the queries, the rest keys and values.
+                let w = toQKV.weight.value
+                q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
+                kv = Tensor.linear(norm(context!), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
+            } else {
+                q = toQ!(h)
+                kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
+            }
             func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
-            let (o, p) = Tensor.scaledDotProductAttention(query: split(toQ!(h)), key: split(kv[0]), value: split(kv[1]),
+            let (o, p) = Tensor.scaledDotProductAttention(query: split(q), key: split(kv[0]), value: split(kv[1]),
                                                           returnProbabilities: returnProbabilities)
             (merged, probs) = (o.permuted([0, 2, 1, 3]).reshaped([b, n, inner]), p)
         }
@@ -175,8 +185,9 @@ public final class TransformerBlock: Module {
 
     public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = attention(x).0 + x
+    /// With a context, the attention's keys and values come from it (cross-attention).
+    public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
+        let y = attention(x, context: context).0 + x
         return feedForward(y) + y
     }
 }
@@ -198,11 +209,12 @@ public final class Transformer: Module {
         norm = LayerNorm(dim)
     }
 
-    /// The final normed tokens; `blockOutputs`, if given, receives each block's output (before the norm).
-    public func callAsFunction(_ x: Tensor, blockOutputs: ((Int, Tensor) -> Void)? = nil) -> Tensor {
+    /// The final normed tokens; `blockOutputs`, if given, receives each block's output (before the
+    /// norm). With a context, every block attends from x to that same context (MP3).
+    public func callAsFunction(_ x: Tensor, context: Tensor? = nil, blockOutputs: ((Int, Tensor) -> Void)? = nil) -> Tensor {
         var h = x
         for (i, block) in layers.enumerated() {
-            h = block(h)
+            h = block(h, context: context)
             blockOutputs?(i, h)
         }
         return norm(h)

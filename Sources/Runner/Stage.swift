@@ -28,7 +28,8 @@ extension Stage {
 
 /// The stage kinds a recipe may use. Objectives and evaluation stages register here.
 public enum StageRegistry {
-    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, LinearProbeStage.self, KNNStage.self, ExtractStage.self]
+    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, LinearProbeStage.self, KNNStage.self, FinetuneStage.self,
+                                                 ExtractStage.self]
 }
 
 /// What a running stage sees: the recipe, the run folder's writers, the data, the encoder and,

@@ -101,6 +101,21 @@ final class ObjectiveParityTests: XCTestCase {
         try check("mpp", mpp, renamed, extra: ["chosen", "random", "replace", "sources"]) { mpp.forward($0, corruption: corruption) }
     }
 
+    /// MP3 against vit-pytorch's MP3 with a LayerNorm added after its transformer (see
+    /// tools/make_fixtures.py): cross-attention through the ViT's packed to_qkv.
+    func testMP3MatchesVitPytorch() throws {
+        let f = try fixture("mp3")
+        let encoder = ViT(Self.encoderConfig, initializer: Initializer(seed: 0))
+        let mp3 = MP3(encoder: encoder, config: MP3.Config(), initializer: Initializer(seed: 1), maskSeed: 0)
+        // The fixture has no class token, positions or classification head (MP3 uses none).
+        var state = f
+        for (key, value) in mp3.stateDict() where state[key] == nil { state[key] = value }
+        let perm = f["perm"]!.scalars.map { Int($0) }
+        let mask = PatchMask(permutations: (0..<3).map { Array(perm[($0 * 16)..<($0 * 16 + 16)]) }, maskedCount: 12)
+        try check("mp3", mp3, state, extra: ["perm"]) { mp3.forward($0, mask: mask).loss }
+        XCTAssertNil(encoder.posEmbedding.grad, "MP3 uses no position embedding")
+    }
+
     func testMPPColourClassesQuantiseMeanColours() {
         var config = MPP.Config()
         config.outputChannelBits = 2

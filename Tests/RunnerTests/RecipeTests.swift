@@ -36,8 +36,8 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(recipe.encoder.depth, 4)
         XCTAssertEqual(recipe.stages.map(\.kind), ["supervised", "extract"])
         let supervised = try XCTUnwrap(recipe.stages[0].settings as? SupervisedStage)
-        XCTAssertEqual(supervised.training.epochs, 2)
-        XCTAssertEqual(supervised.training.lr, 1e-3)
+        XCTAssertEqual(supervised.settings.training.epochs, 2)
+        XCTAssertEqual(supervised.settings.training.lr, 1e-3)
         XCTAssertEqual((recipe.stages[1].settings as? ExtractStage)?.hiddenLayer, "pooled")
         let resolved = RecipeLoader.yaml(recipe)
         XCTAssertTrue(resolved.contains("weight_decay: "), resolved)
@@ -49,7 +49,7 @@ final class RecipeTests: XCTestCase {
         let recipe = try RecipeLoader.parse(valid, file: "r.yaml", overrides: [
             "stages.0.supervised.epochs=1", "data.train_subset=500", "stages.1.extract.hidden_layer=tokens", "encoder.pool=mean", "seed=7",
         ])
-        XCTAssertEqual((recipe.stages[0].settings as? SupervisedStage)?.training.epochs, 1)
+        XCTAssertEqual((recipe.stages[0].settings as? SupervisedStage)?.settings.training.epochs, 1)
         XCTAssertEqual(recipe.data.trainSubset, 500)
         XCTAssertEqual((recipe.stages[1].settings as? ExtractStage)?.hiddenLayer, "tokens")
         XCTAssertEqual(recipe.encoder.pool, "mean")
@@ -84,7 +84,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertTrue(stage.contains("unknown stage 'supervized'; did you mean 'supervised'?"), stage)
         let objective = error(valid.replacingOccurrences(of: "- supervised:", with: "- dinosaur:"))
         XCTAssertTrue(objective.contains("unknown stage 'dinosaur'"), objective)
-        XCTAssertTrue(objective.contains("Stages: pretrain, supervised, linear_probe, knn, extract."), objective)
+        XCTAssertTrue(objective.contains("Stages: pretrain, supervised, linear_probe, knn, finetune, extract."), objective)
         let encoder = error(valid.replacingOccurrences(of: "kind: vit", with: "kind: vitt"))
         XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit; did you mean 'vit'?"), encoder)
     }

@@ -45,7 +45,7 @@ func objectiveIssue<O: ObjectiveSettings>(_ settings: O, _ recipe: Recipe) -> Re
 
 /// The objectives a pretrain stage may name.
 public enum ObjectiveRegistry {
-    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self]
+    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self, MP3Settings.self]
 }
 
 /// `pretrain`: trains the encoder with a self-supervised objective; the stages after it use the
@@ -312,5 +312,44 @@ public struct MPPSettings: ObjectiveSettings {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return MPP(encoder: patchEncoder, config: config, channels: recipe.data.channels, mean: recipe.data.mean.map { Float($0) },
                    std: recipe.data.std.map { Float($0) }, initializer: initializer, seed: seed)
+    }
+}
+
+/// `objective: {kind: mp3}`: masked position prediction (Zhai et al. 2022) as vit-pytorch's MP3:
+/// 75% of the patches hidden from the keys and values, every position classified.
+public struct MP3Settings: ObjectiveSettings {
+    public static let kind = "mp3"
+    public static let summary = "masked position prediction: no positions, attend to 25% of the patches, classify every patch's position (Zhai et al. 2022)"
+    public static var trainingDefaults: TrainingSettings {
+        var t = TrainingSettings()
+        (t.lr, t.betas, t.weightDecay, t.warmupEpochs, t.epochs) = (5e-4, [0.9, 0.999], 0.05, 1, 5)
+        return t
+    }
+
+    public var config = MP3.Config()
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(["kind", "masking_ratio"])
+        config.maskingRatio = try c.value("masking_ratio", config.maskingRatio)
+        try c.check(config.maskingRatio > 0 && config.maskingRatio < 1, "masking_ratio", "must be strictly between 0 and 1")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["kind": Self.kind, "masking_ratio": config.maskingRatio])
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        try requirePatchEncoder(Self.kind, recipe)
+        let patches = (recipe.data.imageSize / recipe.encoder.patchSize) * (recipe.data.imageSize / recipe.encoder.patchSize)
+        if Int(config.maskingRatio * Double(patches)) >= patches || Int(config.maskingRatio * Double(patches)) < 1 {
+            throw RecipeIssue(path: ["masking_ratio"], message: "must leave at least one of the \(patches) patches as context and mask one")
+        }
+    }
+
+    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+        guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
+        return MP3(encoder: patchEncoder, config: config, initializer: initializer, maskSeed: seed)
     }
 }

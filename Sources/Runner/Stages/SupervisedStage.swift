@@ -12,33 +12,102 @@ public struct SupervisedStage: Stage {
     public static let kind = "supervised"
     public static let summary = "train the encoder and its classification head with cross-entropy; test top-1/top-5 per epoch"
 
+    public var settings = ClassifierTraining(finetune: false)
+
+    public init() {}
+    public init(from decoder: Decoder) throws { settings = try ClassifierTraining(from: decoder, defaults: settings) }
+    public func encode(to encoder: Encoder) throws { try encoder.fields(settings.fields) }
+    public func validate(_ recipe: Recipe) throws { try settings.training.validate(recipe) }
+    public func run(_ context: RunContext) throws -> [String: Double] { try settings.train(context.encoder, context) }
+}
+
+/// `finetune`: the pretrained encoder and a fresh classification head trained end to end with
+/// cross-entropy, with the official MAE fine-tuning's habits scaled to short runs: a lower
+/// learning rate (5e-4), layer-wise learning-rate decay (0.65: block i of d learns at
+/// 0.65^(d + 1 - (i + 1)) of the head's rate, the patch embedding at 0.65^(d + 1)), label
+/// smoothing 0.1, no weight decay on biases, norms, positions and the class token, and the head
+/// re-initialised (truncated normal, std 2e-5).
+public struct FinetuneStage: Stage {
+    public static let kind = "finetune"
+    public static let summary = "fine-tune the whole encoder with a fresh head (layer-wise lr decay, label smoothing); test top-1/top-5 per epoch"
+
+    public var settings = ClassifierTraining(finetune: true)
+
+    public init() {}
+    public init(from decoder: Decoder) throws { settings = try ClassifierTraining(from: decoder, defaults: settings) }
+    public func encode(to encoder: Encoder) throws { try encoder.fields(settings.fields) }
+    public func validate(_ recipe: Recipe) throws { try settings.training.validate(recipe) }
+    public func run(_ context: RunContext) throws -> [String: Double] { try settings.train(context.encoder, context) }
+}
+
+/// What the supervised and finetune stages share: classification training of the encoder's logits.
+public struct ClassifierTraining {
     public var training = TrainingSettings()
     public var labelSmoothing = 0.0
     public var evalBatchSize = 1000
+    /// Layer-wise learning-rate decay (nil: every layer at the full rate).
+    public var layerDecay: Double?
+    /// Re-initialise the classification head before training.
+    public var resetHead = false
+    let finetune: Bool
 
-    public init() {}
+    public init(finetune: Bool) {
+        self.finetune = finetune
+        if finetune {
+            (training.lr, training.warmupEpochs, training.epochs, training.decayAll) = (5e-4, 1, 3, false)
+            (labelSmoothing, layerDecay, resetHead) = (0.1, 0.65, true)
+        }
+    }
 
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.section(TrainingSettings.keys + ["label_smoothing", "eval_batch_size"])
+    var keys: [String] {
+        TrainingSettings.keys + ["label_smoothing", "eval_batch_size"] + (finetune ? ["layer_decay", "reset_head"] : [])
+    }
+
+    init(from decoder: Decoder, defaults: ClassifierTraining) throws {
+        self = defaults
+        let c = try decoder.section(keys)
         training = try TrainingSettings(c, defaults: training)
         labelSmoothing = try c.value("label_smoothing", labelSmoothing)
         try c.check((0..<1).contains(labelSmoothing), "label_smoothing", "must be in [0, 1)")
         evalBatchSize = try c.value("eval_batch_size", evalBatchSize)
         try c.check(evalBatchSize > 0, "eval_batch_size", "must be positive")
+        if finetune {
+            if c.contains(RecipeKey("layer_decay")) { layerDecay = try c.optional("layer_decay") }
+            try c.check((layerDecay ?? 1) > 0 && (layerDecay ?? 1) <= 1, "layer_decay", "must be in (0, 1], or null for none")
+            resetHead = try c.value("reset_head", resetHead)
+        }
     }
 
-    public func encode(to encoder: Encoder) throws {
-        try encoder.fields(training.fields + [("label_smoothing", labelSmoothing), ("eval_batch_size", evalBatchSize)])
+    var fields: [(String, any Encodable)] {
+        training.fields + [("label_smoothing", labelSmoothing), ("eval_batch_size", evalBatchSize)]
+            + (finetune ? [("layer_decay", layerDecay), ("reset_head", resetHead)] : [])
     }
 
-    public func validate(_ recipe: Recipe) throws { try training.validate(recipe) }
-
-    public func run(_ context: RunContext) throws -> [String: Double] {
-        try train(context.encoder, context)
+    /// Learning-rate scales per parameter: the patch embedding, positions and class token are
+    /// layer 0, block i is layer i + 1, the rest (final norm, head) layer depth + 1.
+    static func layerScales(_ model: Module, depth: Int, decay: Double) -> [(Parameter, Float)] {
+        model.namedParameters().map { name, p in
+            var layer = depth + 1
+            if name.hasPrefix("to_patch_embedding") || name.hasPrefix("pos_embedding") || name.hasPrefix("cls_token") {
+                layer = 0
+            } else if name.hasPrefix("transformer.layers."), let i = Int(name.split(separator: ".")[2]) {
+                layer = i + 1
+            }
+            return (p, Float(Foundation.pow(decay, Double(depth + 1 - layer))))
+        }
     }
 
     func train(_ model: some HiddenLayerEncoder, _ context: RunContext) throws -> [String: Double] {
         let data = context.data
+        if resetHead, let classifier = model as? any PatchTransformer, context.resumePoint == nil {
+            let initializer = Initializer(scheme: .official, seed: context.recipe.seed &+ UInt64(context.stageIndex) &+ 0x4EAD)
+            classifier.head.weight.assign(initializer.truncatedNormal(classifier.head.weight.shape, std: 2e-5))
+            if let bias = classifier.head.bias { bias.assign(Tensor.zeros(bias.shape)) }
+        }
+        if let layerDecay {
+            for (p, scale) in Self.layerScales(model, depth: context.recipe.encoder.depth, decay: layerDecay) { p.learningRateScale = scale }
+        }
+        defer { for p in model.parameters { p.learningRateScale = 1 } }
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)
         let loader = training.loader(data, seed: seed)
         let epochs = training.epochs
