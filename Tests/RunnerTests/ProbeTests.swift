@@ -1,4 +1,7 @@
+import Encoders
 import Evaluation
+import NN
+import Runner
 import Foundation
 import TensorCore
 import XCTest
@@ -59,5 +62,23 @@ final class ProbeTests: XCTestCase {
         let model = LogisticRegression.fit(train, labels: labels, classes: 3)
         XCTAssertGreaterThan(topAccuracy(model.scores(test), labels: labels).top1, 0.95)
         XCTAssertLessThan(model.loss, 0.2)
+    }
+}
+
+/// Layer-wise learning-rate decay assigns each ViT parameter its layer's scale.
+final class LayerDecayTests: XCTestCase {
+    func testScalesFollowTheLayers() {
+        var config = ViTConfig()
+        (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (16, 3, 2, 8, 32)
+        let vit = ViT(config, initializer: Initializer(seed: 0))
+        let scales = Dictionary(uniqueKeysWithValues: zip(vit.namedParameters().map(\.0),
+                                                          ClassifierTraining.layerScales(vit, depth: 3, decay: 0.5).map(\.1)))
+        XCTAssertEqual(scales["to_patch_embedding.2.weight"], 0.0625)
+        XCTAssertEqual(scales["pos_embedding"], 0.0625)
+        XCTAssertEqual(scales["cls_token"], 0.0625)
+        XCTAssertEqual(scales["transformer.layers.0.0.to_qkv.weight"], 0.125)
+        XCTAssertEqual(scales["transformer.layers.2.1.net.4.bias"], 0.5)
+        XCTAssertEqual(scales["transformer.norm.weight"], 1)
+        XCTAssertEqual(scales["mlp_head.weight"], 1)
     }
 }

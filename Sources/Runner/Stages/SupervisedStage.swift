@@ -85,7 +85,7 @@ public struct ClassifierTraining {
 
     /// Learning-rate scales per parameter: the patch embedding, positions and class token are
     /// layer 0, block i is layer i + 1, the rest (final norm, head) layer depth + 1.
-    static func layerScales(_ model: Module, depth: Int, decay: Double) -> [(Parameter, Float)] {
+    public static func layerScales(_ model: Module, depth: Int, decay: Double) -> [(Parameter, Float)] {
         model.namedParameters().map { name, p in
             var layer = depth + 1
             if name.hasPrefix("to_patch_embedding") || name.hasPrefix("pos_embedding") || name.hasPrefix("cls_token") {
