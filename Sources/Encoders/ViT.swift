@@ -44,6 +44,8 @@ public protocol PatchTransformer: PatchTokenEncoder {
     var tokenNorm: LayerNorm { get }
     var transformer: Transformer { get }
     var head: Linear { get }
+    /// The sequence the transformer reads: embedded patches with positions (and the class token).
+    func inputTokens(_ images: Tensor) -> Tensor
 }
 
 /// vit-pytorch's names for the patch embedding, a Sequential(Rearrange, LayerNorm, Linear, LayerNorm).
@@ -80,6 +82,10 @@ extension PatchTransformer {
         }
         return out
     }
+
+    /// Every block's attention probabilities (B, heads, N, N) for `images` (the class token, if
+    /// any, is token 0).
+    public func attentionMaps(_ images: Tensor) -> [Tensor] { transformer.attentionMaps(inputTokens(images)) }
 
     /// Class logits (B, numClasses).
     public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
@@ -125,13 +131,15 @@ public final class ViT: Module, PatchTransformer {
         (clsToken.value + posEmbedding.value.slice(axis: 1, start: 0, length: 1)).expanded(to: [batch, 1, config.dim])
     }
 
+    public func inputTokens(_ images: Tensor) -> Tensor {
+        let cls = clsToken.value.expanded(to: [images.shape[0], 1, config.dim])
+        let x = Tensor.concat([cls, embedPatches(patchify(images))], axis: 1) + posEmbedding.value
+        return embeddingDropout.map { $0(x) } ?? x
+    }
+
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         let b = images.shape[0]
-        var x = embedPatches(patchify(images))
-        let cls = clsToken.value.expanded(to: [b, 1, config.dim])
-        x = Tensor.concat([cls, x], axis: 1) + posEmbedding.value
-        if let embeddingDropout { x = embeddingDropout(x) }
-        return outputs(from: x, layers: layers) { tokens in
+        return outputs(from: inputTokens(images), layers: layers) { tokens in
             config.pool == .mean ? tokens.mean(axis: 1) : tokens.slice(axis: 1, start: 0, length: 1).reshaped([b, config.dim])
         }
     }
@@ -168,7 +176,9 @@ public final class SimpleViT: Module, PatchTransformer {
 
     public func patchPositions() -> Tensor { positions }
 
+    public func inputTokens(_ images: Tensor) -> Tensor { embedPatches(patchify(images)) + positions }
+
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
-        outputs(from: embedPatches(patchify(images)) + positions, layers: layers) { $0.mean(axis: 1) }
+        outputs(from: inputTokens(images), layers: layers) { $0.mean(axis: 1) }
     }
 }

@@ -190,6 +190,13 @@ public final class TransformerBlock: Module {
         let y = attention(x, context: context).0 + x
         return feedForward(y) + y
     }
+
+    /// The block's output and its attention probabilities (B, heads, N, N).
+    public func recordingAttention(_ x: Tensor) -> (Tensor, Tensor) {
+        let (a, probabilities) = attention(x, returnProbabilities: true)
+        let y = a + x
+        return (feedForward(y) + y, probabilities!)
+    }
 }
 
 /// vit-pytorch's Transformer: `depth` pre-norm blocks, then a final LayerNorm.
@@ -218,5 +225,15 @@ public final class Transformer: Module {
             blockOutputs?(i, h)
         }
         return norm(h)
+    }
+
+    /// Every block's attention probabilities (B, heads, N, N), as vit-pytorch's Recorder gives them.
+    public func attentionMaps(_ x: Tensor) -> [Tensor] {
+        var h = x
+        return layers.map { block in
+            let (next, probabilities) = block.recordingAttention(h)
+            h = next
+            return probabilities
+        }
     }
 }

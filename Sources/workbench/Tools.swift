@@ -73,6 +73,9 @@ struct Extract: ParsableCommand {
     @Option(help: "train, test or both.") var split = "both"
     @Option(help: "The output HDF5 file.") var out: String
     @Option(name: .customLong("batch-size")) var batchSize = 1000
+    @Flag(help: "Also record every block's attention probabilities for the first images of each split (as vit-pytorch's Recorder).")
+    var attention = false
+    @Option(name: .customLong("attention-images"), help: "How many images --attention records.") var attentionImages = 16
 
     func run() throws {
         try reportingUserErrors {
@@ -97,7 +100,8 @@ struct Extract: ParsableCommand {
             let summary = try Embeddings.extract(encoder, layer: hiddenLayer, splits: splits, mean: loaded.mean, std: loaded.std,
                                                  batchSize: batchSize, classNames: loaded.classNames, to: out,
                                                  attributes: ["encoder": encoderYAML, "hidden_layer": hiddenLayer, "checkpoint": checkpoint,
-                                                              "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit])
+                                                              "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit],
+                                                 attentionImages: attention ? attentionImages : 0)
             print("\(out): " + summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", "))
         }
     }

@@ -45,6 +45,29 @@ final class ViTParityTests: XCTestCase {
         try check(ViT(Self.config, initializer: Initializer(seed: 0)), fixture: "vit_cls")
     }
 
+    /// The recorded attention probabilities are the ones the forward pass uses: the blocks run
+    /// while recording give the same tokens as the plain forward, and every row is a distribution.
+    func testAttentionMapsMatchTheForwardPass() throws {
+        let vit = ViT(Self.config, initializer: Initializer(seed: 0))
+        try vit.load(fixture("vit_cls"))
+        let x = try fixture("vit_cls")["x"]!
+        let maps = vit.attentionMaps(x)
+        XCTAssertEqual(maps.count, 2)
+        XCTAssertEqual(maps[0].shape, [3, 2, 5, 5])
+        var h = vit.inputTokens(x)
+        for (i, block) in vit.transformer.layers.enumerated() {
+            let (next, probabilities) = block.recordingAttention(h)
+            XCTAssertEqual(probabilities.scalars, maps[i].scalars)
+            let (_, direct) = block.attention(h, returnProbabilities: true)
+            XCTAssertEqual(direct!.scalars, probabilities.scalars)
+            h = next
+        }
+        XCTAssertEqual(vit.transformer.norm(h).scalars, vit.hidden(x, layer: "tokens").scalars)
+        for row in stride(from: 0, to: maps[1].count, by: 5) {
+            XCTAssertEqual(maps[1].scalars[row..<(row + 5)].reduce(0, +), 1, accuracy: 1e-5)
+        }
+    }
+
     func testViTWithMeanPooling() throws {
         var c = Self.config
         c.pool = .mean

@@ -223,12 +223,21 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(inspect.output.contains("confusion  int64 10 x 10"), inspect.output)
         let out = root + "/out.h5"
         let extract = try workbench(["extract", "--checkpoint", folder + "/checkpoints/encoder.safetensors", "--split", "test",
-                                     "--hidden-layer", "tokens", "--out", out])
+                                     "--hidden-layer", "tokens", "--attention", "--attention-images", "4", "--out", out])
         XCTAssertEqual(extract.status, 0, extract.error)
         let file = try HDF5File(path: out, mode: .readOnly)
         XCTAssertEqual(try file.root.dataset("test/features").shape, [10000, 50, 32])
         XCTAssertEqual(try file.root.dataset("test/labels").shape, [10000])
         XCTAssertEqual(try file.root.attribute("hidden_layer"), .string("tokens"))
+        let attention = try file.root.dataset("test/attention")
+        XCTAssertEqual(attention.shape, [4, 2, 2, 50, 50], "images, blocks, heads, query token, key token")
+        let rows = try attention.read(as: Float.self)
+        for row in stride(from: 0, to: rows.count, by: 50) {
+            XCTAssertEqual(rows[row..<(row + 50)].reduce(0, +), 1, accuracy: 1e-4, "each query's attention sums to 1")
+        }
+        let images = try file.root.dataset("test/images").read(as: Float.self)
+        XCTAssertEqual(images.count, 4 * 28 * 28)
+        XCTAssertTrue(images.allSatisfy { $0 >= -1e-5 && $0 <= 1 + 1e-5 }, "pixels back in [0, 1]")
         let inRun = try HDF5File(path: folder + "/embeddings.h5", mode: .readOnly)
         XCTAssertEqual(try inRun.root.dataset("test/features").shape, [300, 32])
     }

@@ -65,10 +65,38 @@ public enum Embeddings {
     /// Writes `/<split>/features` (N, ...) float32, `/<split>/labels` (N,) int64 and
     /// `/<split>/indices` (N,) int64 (positions in the original data set) for each split, with
     /// `attributes` on the root. The file is written under a temporary name and renamed.
+    /// `/SPLIT/attention` (n, depth, heads, T, T) float32: every block's attention probabilities
+    /// for the first n images (token 0 is the class token when the encoder has one), and
+    /// `/SPLIT/images` (n, C, H, W) float32 pixels in [0, 1], as vit-pytorch's Recorder records them.
+    static func writeAttention(_ encoder: some PatchTransformer, dataset: Dataset, count: Int, mean: [Float], std: [Float],
+                               into group: HDF5Group) throws {
+        let loader = DataLoader(Subset(first: count, of: dataset), batchSize: count, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+        guard let batch = loader.makeIterator().next() else { return }
+        let maps = Autograd.noGrad { encoder.attentionMaps(batch.images) }
+        let (heads, tokens) = (maps[0].shape[1], maps[0].shape[2])
+        let perImage = heads * tokens * tokens
+        var values = [Float](repeating: 0, count: count * maps.count * perImage)
+        for (layer, map) in maps.enumerated() {
+            for image in 0..<count {
+                let source = UnsafeBufferPointer(start: map.base + image * perImage, count: perImage)
+                let offset = (image * maps.count + layer) * perImage
+                values.replaceSubrange(offset..<(offset + perImage), with: source)
+            }
+        }
+        try group.write("attention", values, shape: [count, maps.count, heads, tokens, tokens])
+        let shape = batch.images.shape
+        let plane = shape[2] * shape[3]
+        let pixels = batch.images.scalars.enumerated().map { i, v -> Float in
+            let c = (i / plane) % shape[1]
+            return v * std[std.count == 1 ? 0 : c] + mean[mean.count == 1 ? 0 : c]
+        }
+        try group.write("images", pixels, shape: shape)
+    }
+
     @discardableResult
     public static func extract(_ encoder: some HiddenLayerEncoder, layer: String, splits: [(String, Dataset)], mean: [Float], std: [Float],
                                batchSize: Int, classNames: [String], to path: String,
-                               attributes: [String: String]) throws -> [(split: String, shape: [Int])] {
+                               attributes: [String: String], attentionImages: Int = 0) throws -> [(split: String, shape: [Int])] {
         let temporary = path + ".tmp-\(getpid())"
         var summary: [(String, [Int])] = []
         do {
@@ -97,6 +125,9 @@ public enum Embeddings {
                 }
                 try group.write("labels", labels)
                 try group.write("indices", indices)
+                if attentionImages > 0, let transformer = encoder as? any PatchTransformer {
+                    try writeAttention(transformer, dataset: dataset, count: Swift.min(attentionImages, dataset.count), mean: mean, std: std, into: group)
+                }
                 try group.setAttribute("dataset", dataset.name)
                 summary.append((split, [labels.count] + rowShape))
             }
