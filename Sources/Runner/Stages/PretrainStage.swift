@@ -24,25 +24,6 @@ extension ObjectiveSettings {
     var defaults: TrainingSettings { Self.trainingDefaults }
 }
 
-func decodeObjective<O: ObjectiveSettings>(_ type: O.Type, from decoder: Decoder) throws -> (any ObjectiveSettings, TrainingSettings) {
-    (try O(from: decoder), O.trainingDefaults)
-}
-
-/// Encodes whichever objective settings it holds (an existential inside a tuple trips the compiler).
-struct ObjectiveBox: Encodable {
-    let settings: any ObjectiveSettings
-    init(_ settings: any ObjectiveSettings) { self.settings = settings }
-    func encode(to encoder: Encoder) throws { try settings.encode(to: encoder) }
-}
-
-/// What `validate` of these settings objects to, if anything.
-func objectiveIssue<O: ObjectiveSettings>(_ settings: O, _ recipe: Recipe) -> RecipeIssue? {
-    do { try settings.validate(recipe) } catch let issue as RecipeIssue { return issue } catch {
-        return RecipeIssue(path: [], message: "\(error)")
-    }
-    return nil
-}
-
 /// The objectives a pretrain stage may name.
 public enum ObjectiveRegistry {
     public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self, MP3Settings.self]
@@ -78,18 +59,17 @@ public struct PretrainStage: Stage {
             throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["objective", "kind"],
                               message: message + " Objectives available: \(kinds.joined(separator: ", ")).")
         }
-        let (decoded, defaults) = try decodeObjective(type, from: objectiveDecoder)
-        objective = decoded
-        training = try TrainingSettings(c, defaults: defaults)
+        objective = try type.init(from: objectiveDecoder)
+        training = try TrainingSettings(c, defaults: type.trainingDefaults)
     }
 
     public func encode(to encoder: Encoder) throws {
-        try encoder.fields([("objective", ObjectiveBox(objective))] + training.fields)
+        try encoder.fields([("objective", objective)] + training.fields)
     }
 
     public func validate(_ recipe: Recipe) throws {
         try training.validate(recipe)
-        if let issue = objectiveIssue(objective, recipe) {
+        do { try objective.validate(recipe) } catch let issue as RecipeIssue {
             throw RecipeIssue(path: ["objective"] + issue.path, message: issue.message)
         }
     }
