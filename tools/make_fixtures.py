@@ -139,6 +139,35 @@ def module_fixture(name, module, x_shape, out=None):
     save(name, {**with_grads(named, (y * ow).sum()), 'out': y, 'out_weight': ow}, out)
 
 
+def init_params(module):
+    with torch.no_grad():
+        for key, p in module.named_parameters():
+            is_norm_weight = p.ndim == 1 and key.endswith('weight')
+            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+
+
+def fixed_rand(perm, descending=False):
+    """Ranks whose argsort (or, descending, top-k) lists each row of `perm` in order: returned by a
+    stand-in for torch.rand so that vit-pytorch draws exactly the mask we store."""
+    batch, n = perm.shape
+    order = torch.arange(n, dtype=torch.float64) / n
+    ranks = torch.empty(batch, n, dtype=torch.float64)
+    ranks.scatter_(1, perm, ((1 - order) if descending else order).expand(batch, n).contiguous())
+    return ranks
+
+
+def run_with_rand(ranks, forward, default_float64=True):
+    original = torch.rand
+    torch.rand = lambda *args, **kwargs: ranks.clone()
+    if default_float64:
+        torch.set_default_dtype(torch.float64)  # vit-pytorch builds some tensors with torch.zeros
+    try:
+        return forward()
+    finally:
+        torch.rand = original
+        torch.set_default_dtype(torch.float32)
+
+
 def mae_fixture(name, out, decoder_dim):
     """vit-pytorch 1.7.14's MAE on a cls-pooled ViT with a fixed mask: torch.rand is replaced
     during the forward by ranks whose argsort is the stored permutation `perm`."""
@@ -147,32 +176,13 @@ def mae_fixture(name, out, decoder_dim):
     cfg = dict(image_size=8, patch_size=2, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
     mae = MAE(encoder=ViT(**cfg), decoder_dim=decoder_dim, masking_ratio=0.75, decoder_depth=1, decoder_heads=2,
               decoder_dim_head=8).double()
-    with torch.no_grad():
-        for key, p in mae.named_parameters():
-            is_norm_weight = p.ndim == 1 and key.endswith('weight')
-            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
+    init_params(mae)
     batch, n = 3, 16
     x = f32(batch, 2, 8, 8).requires_grad_()
     perm = torch.stack([torch.randperm(n) for _ in range(batch)])
-    ranks = torch.empty(batch, n, dtype=torch.float64)
-    ranks.scatter_(1, perm, (torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
-    original = torch.rand
-    torch.rand = lambda *args, **kwargs: ranks.clone()
-    torch.set_default_dtype(torch.float64)  # MAE builds its decoder input with torch.zeros
-    try:
-        loss = mae(x)
-    finally:
-        torch.rand = original
-        torch.set_default_dtype(torch.float32)
+    loss = run_with_rand(fixed_rand(perm), lambda: mae(x))
     named = {'x': x, **dict(mae.named_parameters())}
     save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
-
-
-def init_params(module):
-    with torch.no_grad():
-        for key, p in module.named_parameters():
-            is_norm_weight = p.ndim == 1 and key.endswith('weight')
-            p.copy_((1.0 if is_norm_weight else 0.0) + f32(*p.shape, scale=0.3 if p.ndim == 1 else 0.25))
 
 
 def simmim_fixture(name, out):
@@ -186,16 +196,7 @@ def simmim_fixture(name, out):
     batch, n = 3, 16
     x = f32(batch, 2, 8, 8).requires_grad_()
     perm = torch.stack([torch.randperm(n) for _ in range(batch)])
-    ranks = torch.empty(batch, n, dtype=torch.float64)
-    ranks.scatter_(1, perm, (1 - torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
-    original = torch.rand
-    torch.rand = lambda *args, **kwargs: ranks.clone()
-    torch.set_default_dtype(torch.float64)
-    try:
-        loss = simmim(x)
-    finally:
-        torch.rand = original
-        torch.set_default_dtype(torch.float32)
+    loss = run_with_rand(fixed_rand(perm, descending=True), lambda: simmim(x))
     named = {'x': x, **dict(simmim.named_parameters())}
     save(name, {**with_grads(named, loss), 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
 
@@ -252,14 +253,7 @@ def mp3_fixture(name, out):
     batch, n = 3, 16
     x = f32(batch, 2, 8, 8).requires_grad_()
     perm = torch.stack([torch.randperm(n) for _ in range(batch)])
-    ranks = torch.empty(batch, n, dtype=torch.float64)
-    ranks.scatter_(1, perm, (torch.arange(n, dtype=torch.float64) / n).expand(batch, n).contiguous())
-    original = torch.rand
-    torch.rand = lambda *args, **kwargs: ranks.clone()
-    try:
-        loss = mp3(x)
-    finally:
-        torch.rand = original
+    loss = run_with_rand(fixed_rand(perm), lambda: mp3(x), default_float64=False)
     named = {'x': x, **dict(mp3.named_parameters())}
     tensors = with_grads(named, loss)
     renamed = {}

@@ -45,23 +45,17 @@ public struct LinearProbeStage: Stage {
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
-        let (train, test) = context.features(hiddenLayer, batchSize: batchSize)
-        let (trainStd, testStd) = standardize(train: train, test: test)
-        let classes = context.data.classNames.count
-        let trainLabels = (0..<context.data.train.count).map { context.data.train.label(at: $0) }
-        let testLabels = (0..<context.data.test.count).map { context.data.test.label(at: $0) }
+        let evaluation = FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
+        let (trainStd, testStd) = standardize(train: evaluation.train, test: evaluation.test)
         let start = Date()
-        let model = LogisticRegression.fit(trainStd, labels: trainLabels, classes: classes, maxIterations: iterations, historySize: historySize)
-        let (trainTop1, _) = topAccuracy(model.scores(trainStd), labels: trainLabels)
-        let scores = model.scores(testStd)
-        let (top1, top5) = topAccuracy(scores, labels: testLabels)
+        let model = LogisticRegression.fit(trainStd, labels: evaluation.trainLabels, classes: evaluation.classes,
+                                           maxIterations: iterations, historySize: historySize)
+        let (trainTop1, _) = topAccuracy(model.scores(trainStd), labels: evaluation.trainLabels)
+        let results = try evaluation.finish(model.scores(testStd), extra: ["train_top1": trainTop1, "train_loss": model.loss],
+                                            recorded: ["iterations": Double(model.iterations)])
         context.log(String(format: "%@: '%@' features (%d dims), L-BFGS %d iterations, %d evaluations, %.1f s: loss %.4f, train top-1 %.2f%%, test top-1 %.2f%%, top-5 %.2f%%",
                            context.stageName, hiddenLayer, trainStd.shape[1], model.iterations, model.evaluations, Date().timeIntervalSince(start),
-                           model.loss, 100 * trainTop1, 100 * top1, 100 * top5))
-        let results = ["test_top1": top1, "test_top5": top5, "train_top1": trainTop1, "train_loss": model.loss]
-        try context.metrics.results(context.stageName, scalars: results.merging(["iterations": Double(model.iterations)]) { $1 },
-                                    arrays: ["confusion": (confusion(scores, testLabels, classes), [classes, classes])],
-                                    strings: ["class_names": context.data.classNames])
+                           model.loss, 100 * trainTop1, 100 * results["test_top1"]!, 100 * results["test_top5"]!))
         return results
     }
 }
@@ -97,17 +91,39 @@ public struct KNNStage: Stage {
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
-        let (train, test) = context.features(hiddenLayer, batchSize: batchSize)
-        let classes = context.data.classNames.count
-        let trainLabels = (0..<context.data.train.count).map { context.data.train.label(at: $0) }
-        let testLabels = (0..<context.data.test.count).map { context.data.test.label(at: $0) }
+        let evaluation = FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
         let start = Date()
-        let scores = knnClassify(train: train, trainLabels: trainLabels, test: test, classes: classes, k: k, temperature: temperature)
-        let (top1, top5) = topAccuracy(scores, labels: testLabels)
+        let scores = knnClassify(train: evaluation.train, trainLabels: evaluation.trainLabels, test: evaluation.test,
+                                 classes: evaluation.classes, k: k, temperature: temperature)
+        let results = try evaluation.finish(scores)
         context.log(String(format: "%@: '%@' features, k %d, T %.2f, %.1f s: test top-1 %.2f%%, top-5 %.2f%%", context.stageName, hiddenLayer,
-                           k, temperature, Date().timeIntervalSince(start), 100 * top1, 100 * top5))
-        let results = ["test_top1": top1, "test_top5": top5]
-        try context.metrics.results(context.stageName, scalars: results,
+                           k, temperature, Date().timeIntervalSince(start), 100 * results["test_top1"]!, 100 * results["test_top5"]!))
+        return results
+    }
+}
+
+/// What the frozen-feature evaluations share: the features of the current encoder, the labels,
+/// and writing test scores out as results and a confusion matrix.
+struct FrozenEvaluation {
+    let context: RunContext
+    let train: Tensor, test: Tensor
+    let trainLabels: [Int], testLabels: [Int]
+    let classes: Int
+
+    init(_ context: RunContext, layer: String, batchSize: Int) {
+        self.context = context
+        (train, test) = context.features(layer, batchSize: batchSize)
+        let data = context.data
+        trainLabels = (0..<data.train.count).map { data.train.label(at: $0) }
+        testLabels = (0..<data.test.count).map { data.test.label(at: $0) }
+        classes = data.classNames.count
+    }
+
+    /// Test top-1/top-5 of `scores` plus `extra`, written to metrics.h5 with the confusion matrix.
+    func finish(_ scores: Tensor, extra: [String: Double] = [:], recorded: [String: Double] = [:]) throws -> [String: Double] {
+        let (top1, top5) = topAccuracy(scores, labels: testLabels)
+        let results = ["test_top1": top1, "test_top5": top5].merging(extra) { $1 }
+        try context.metrics.results(context.stageName, scalars: results.merging(recorded) { $1 },
                                     arrays: ["confusion": (confusion(scores, testLabels, classes), [classes, classes])],
                                     strings: ["class_names": context.data.classNames])
         return results
