@@ -3,6 +3,7 @@ import Data
 import Encoders
 import Foundation
 import NN
+import Objectives
 import TensorCore
 
 /// `workbench bench-step`: one optimizer step (forward, backward, AdamW) of the supervised ViT at
@@ -21,10 +22,12 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("dim-head")) var dimHead = 64
     @Option(name: .customLong("mlp-dim")) var mlpDim = 768
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
+    @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3.") var objective = "supervised"
 
     func run() throws {
         var config = ViTConfig()
         (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
+        if objective != "supervised" { return try runObjective(config) }
         let model = ViT(config, initializer: Initializer(seed: 0))
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let rng = RandomStream(seed: 0, purpose: "bench")
@@ -79,5 +82,40 @@ struct BenchStep: ParsableCommand {
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         print(String(format: "products: %.1f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",
                      flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
+    }
+
+    /// An objective's step at torch_step_bench.py's settings (images of uniform noise as there).
+    func runObjective(_ config: ViTConfig) throws {
+        let encoder = ViT(config, initializer: Initializer(seed: 0))
+        let initializer = Initializer(seed: 1)
+        let model: any Objective
+        switch objective {
+        case "mae":
+            var c = MAE.Config()
+            (c.maskingRatio, c.decoderDim, c.decoderDepth, c.decoderHeads, c.decoderDimHead) = (0.75, 128, 2, 8, 64)
+            model = MAE(encoder: encoder, config: c, initializer: initializer, maskSeed: 0)
+        case "simmim":
+            var c = SimMIM.Config()
+            (c.maskingRatio, c.vitPytorchScale) = (0.5, true)
+            model = SimMIM(encoder: encoder, config: c, patchSize: config.patchHeight, imageSize: (28, 28), initializer: initializer, maskSeed: 0)
+        case "mpp":
+            var c = MPP.Config()
+            (c.maskProb, c.randomPatchProb, c.replaceProb) = (0.15, 0.30, 0.50)
+            model = MPP(encoder: encoder, config: c, channels: 1, mean: [0], std: [1], initializer: initializer, seed: 0)
+        case "mp3":
+            model = MP3(encoder: encoder, config: MP3.Config(), initializer: initializer, maskSeed: 0)
+        default:
+            throw ValidationError("--objective must be supervised, mae, simmim, mpp or mp3, not '\(objective)'")
+        }
+        let optimizer = AdamW(model.parameters, learningRate: 1e-4)
+        let x = Tensor.uniform([batch, 1, 28, 28], rng: RandomStream(seed: 0, purpose: "bench"))
+        let step = medianSeconds(repeats: steps, warmups: 2) {
+            let loss = model.loss(x).loss
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+        }
+        print("bench-step \(objective): ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
     }
 }
