@@ -11,6 +11,9 @@ struct List: ParsableCommand {
 
     func run() throws {
         for stage in StageRegistry.kinds { print("stage      \(stage.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stage.summary)") }
+        for objective in ObjectiveRegistry.kinds {
+            print("objective  \(objective.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) \(objective.summary)")
+        }
         print("encoder    vit            ViT (vit-pytorch 1.7.14): learned positions, cls or mean pooling")
         print("encoder    simple-vit     SimpleViT: 2-D sin-cos positions, mean pooling")
         print("data set   fashion-mnist  Fashion-MNIST, 60k train / 10k test 28x28 gray, from \(FashionMNIST.defaultDirectory)")
