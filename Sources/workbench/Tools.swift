@@ -95,7 +95,16 @@ struct Extract: ParsableCommand {
                 throw RunError("the encoder has no hidden layer '\(hiddenLayer)'; its layers: \(encoderSection.hiddenLayerNames.joined(separator: ", "))")
             }
             let (encoder, _) = EncoderFactory.make(encoderSection, data: dataSection, seed: 0)
-            do { try encoder.load(try SafeTensors.read(path: checkpoint)) } catch {
+            do {
+                // Pretraining checkpoints (best.safetensors, s*-step*/model.safetensors) hold the
+                // objective: its encoder's weights are the ones under "encoder.".
+                var weights = try SafeTensors.read(path: checkpoint)
+                if weights.keys.contains(where: { $0.hasPrefix("encoder.") }) {
+                    weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix("encoder.") }
+                        .map { (String($0.key.dropFirst("encoder.".count)), $0.value) })
+                }
+                try encoder.load(weights)
+            } catch {
                 throw RunError("\(checkpoint) does not fit its encoder: \(error)")
             }
             let loaded = try RunData.load(dataSection, seed: 0, recipeFile: "--data")
