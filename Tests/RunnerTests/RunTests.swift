@@ -110,11 +110,16 @@ final class RunTests: XCTestCase {
 
     /// Every number a run's outcome depends on: per-step losses, epoch results, final results and
     /// the extracted features.
-    func fingerprint(_ folder: String) throws -> [String: [Double]] {
+    func fingerprint(_ folder: String, pretrain: Bool = false) throws -> [String: [Double]] {
         let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
         var values: [String: [Double]] = [:]
-        for column in ["step", "loss", "lr"] {
-            values["steps/\(column)"] = try metrics.root.dataset("supervised/steps/\(column)").read(as: Double.self)
+        for stage in pretrain ? ["pretrain", "supervised"] : ["supervised"] {
+            for column in ["step", "loss", "lr"] {
+                values["\(stage)/steps/\(column)"] = try metrics.root.dataset("\(stage)/steps/\(column)").read(as: Double.self)
+            }
+        }
+        if pretrain {
+            values["pretrain/reconstruction"] = try metrics.root.dataset("pretrain/reconstructions/reconstruction").read(as: Double.self)
         }
         for column in ["epoch", "loss", "train_top1", "test_top1", "test_top5"] {
             values["epochs/\(column)"] = try metrics.root.dataset("supervised/epochs/\(column)").read(as: Double.self)
@@ -132,28 +137,51 @@ final class RunTests: XCTestCase {
     }
 
     func testRunKilledMidEpochAndResumedEndsBitForBitAsTheUninterruptedRun() throws {
-        let recipe = try writeRecipe()
-        let whole = try workbench(["run", recipe, "--runs-dir", "whole"])
-        XCTAssertEqual(whole.status, 0, whole.output + whole.error)
-        let expected = try fingerprint(try runFolder("whole"))
-        XCTAssertEqual(expected["steps/loss"]?.count, 64)
+        try killAndResume(try writeRecipe(), stage: "supervised", stageIndex: 0, totalSteps: 64)
+    }
 
-        // Killed right after the checkpoint at step 22 is announced (epoch 2, batch 6 of 16):
-        // whatever it did after that checkpoint is discarded on resume.
-        let killed = try workbench(["run", recipe, "--runs-dir", "killed"], killWhen: { $0.contains("checkpoint at step 20 ") })
+    /// The same through a pretrain stage: MAE's mask stream must come back too, and the stages
+    /// after it must continue from the resumed encoder.
+    func testPretrainingKilledMidEpochResumesBitForBit() throws {
+        let path = try writeRecipe()
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "stages:\n", with: """
+            stages:
+              - pretrain:
+                  objective: {kind: mae, decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, decoder_dim_head: 8}
+                  epochs: 2
+                  batch_size: 64
+
+            """)
+        let recipe = root + "/tiny-pretrain.yaml"
+        try text.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let fingerprint = try killAndResume(recipe, stage: "pretrain", stageIndex: 0, totalSteps: 32)
+        XCTAssertEqual(fingerprint["epochs/test_top1"]?.count, 4, "the supervised stage after pretraining ran in full")
+    }
+
+    /// Runs `recipe` whole, then again killed with SIGKILL right after the step-20 checkpoint of
+    /// `stage` (epoch 2, batch 4) and resumed, and compares every number bit for bit.
+    @discardableResult
+    func killAndResume(_ recipe: String, stage: String, stageIndex: Int, totalSteps: Int) throws -> [String: [Double]] {
+        let whole = try workbench(["run", recipe, "--runs-dir", "whole-\(stage)"])
+        XCTAssertEqual(whole.status, 0, whole.output + whole.error)
+        let expected = try fingerprint(try runFolder("whole-\(stage)"), pretrain: stage == "pretrain")
+        XCTAssertEqual(expected["\(stage)/steps/loss"]?.count, totalSteps)
+
+        // Whatever the run did after the announced checkpoint is discarded on resume.
+        let killed = try workbench(["run", recipe, "--runs-dir", "killed-\(stage)"], killWhen: { $0.contains("\(stage): checkpoint at step 20 ") })
         XCTAssertTrue(killed.signaled, "the run must still be going when it is killed:\n\(killed.output)")
-        let folder = try runFolder("killed")
+        let folder = try runFolder("killed-\(stage)")
         do {
             // Closed before the resumed run writes (HDF5 shares one open file per process).
             let partial = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
-            XCTAssertGreaterThanOrEqual(try partial.root.dataset("supervised/steps/loss").shape[0], 20, "metrics are on disk up to the checkpoint")
+            XCTAssertGreaterThanOrEqual(try partial.root.dataset("\(stage)/steps/loss").shape[0], 20, "metrics are on disk up to the checkpoint")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/embeddings.h5"))
 
         let resumed = try workbench(["run", "--resume", folder])
         XCTAssertEqual(resumed.status, 0, resumed.output + resumed.error)
-        XCTAssertTrue(resumed.output.contains("resumed at epoch 2, batch 4, step 20"), resumed.output)
-        let actual = try fingerprint(folder)
+        XCTAssertTrue(resumed.output.contains("\(stage): resumed at epoch 2, batch 4, step 20"), resumed.output)
+        let actual = try fingerprint(folder, pretrain: stage == "pretrain")
         XCTAssertEqual(Set(actual.keys), Set(expected.keys))
         for (key, value) in expected {
             let got = actual[key] ?? []
@@ -162,11 +190,12 @@ final class RunTests: XCTestCase {
                           "\(key) differs after resume: \(differing.count) of \(value.count) values, first at \(differing.first ?? -1)")
         }
         let log = try String(contentsOfFile: folder + "/log.txt", encoding: .utf8)
-        XCTAssertTrue(log.contains("resuming \(folder) at stage 0 (supervised), step 20"), log)
+        XCTAssertTrue(log.contains("resuming \(folder) at stage \(stageIndex) (\(stage)), step 20"), log)
 
         let again = try workbench(["run", "--resume", folder])
         XCTAssertEqual(again.status, 0)
         XCTAssertTrue(again.output.contains("already finished every stage"), again.output)
+        return actual
     }
 
     func testNaNLossStopsWithAClearMessageAndKeepsTheMetrics() throws {
