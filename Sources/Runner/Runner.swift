@@ -128,6 +128,7 @@ public enum RecipeRunner {
             let results = try stage.run(context)
             context.resumePoint = nil
             context.results.append(results)
+            log.table(["\(context.stageName) results", ""], formatted(results).map { [$0.0, $0.1] })
             try context.checkpointStageEnd()
         }
         try metrics.withFile { file in
@@ -137,11 +138,15 @@ public enum RecipeRunner {
         try events.flush()
         log("done: \(directory)")
         log.table(["stage", "results"], zip(recipe.stageNames, context.results).map { name, results in
-            let shown = results.filter { $0.key != "steps" }.sorted { $0.key < $1.key }.map { key, value in
-                key.hasSuffix("top1") || key.hasSuffix("top5") ? String(format: "%@ %.2f%%", key, 100 * value)
-                    : value == value.rounded() && abs(value) < 1e15 ? "\(key) \(Int(value))" : String(format: "%@ %.4g", key, value)
-            }
-            return [name, shown.joined(separator: ", ")]
+            [name, formatted(results).map { "\($0.0) \($0.1)" }.joined(separator: ", ")]
         })
+    }
+
+    /// Results as (name, text) pairs: accuracies in percent, counts as integers.
+    static func formatted(_ results: [String: Double]) -> [(String, String)] {
+        results.filter { $0.key != "steps" }.sorted { $0.key < $1.key }.map { key, value in
+            (key, key.hasSuffix("top1") || key.hasSuffix("top5") ? String(format: "%.2f%%", 100 * value)
+                : value == value.rounded() && abs(value) < 1e15 ? "\(Int(value))" : String(format: "%.4g", value))
+        }
     }
 }
