@@ -10,12 +10,8 @@ import XCTest
 /// MAE loaded with vit-pytorch 1.7.14's weights and given its mask gives vit-pytorch's loss and
 /// gradients (fixtures from tools/make_fixtures.py, computed in float64).
 final class MAEParityTests: XCTestCase {
-    static var encoderConfig: ViTConfig {
-        var c = ViTConfig()
-        (c.imageHeight, c.imageWidth, c.patchHeight, c.patchWidth, c.channels) = (8, 8, 2, 2, 2)
-        (c.dim, c.depth, c.heads, c.dimHead, c.mlpDim, c.numClasses) = (16, 2, 2, 8, 32, 5)
-        return c
-    }
+    /// The fixtures' ViT: 8x8 images of 2 channels, patch 2, dim 16, depth 2.
+    static var encoderConfig: ViTConfig { ObjectiveParityTests.encoderConfig }
 
     func check(_ name: String, decoderDim: Int) throws {
         let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
