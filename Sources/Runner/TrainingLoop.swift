@@ -94,9 +94,10 @@ public final class TrainingLoop {
                     Autograd.discardTape()
                     try? context.metrics.flush()
                     throw RunError("""
-                        \(context.stagePath): the loss is \(loss) at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch)); training stopped. \
-                        Lower \(context.stagePath).\(learningRateKey) (now \(schedule.base)) or set \(context.stagePath).gradient_clip. \
-                        metrics.h5 holds every step before this one; `workbench run --resume \(context.directory)` continues from the last checkpoint.
+                        \(context.stagePath): the loss is \(loss.isNaN ? "NaN" : loss > 0 ? "infinite" : "-infinite") at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch)); training stopped. \
+                        Lower \(context.stagePath).\(learningRateKey) (now \(String(format: "%g", schedule.base))) or set \(context.stagePath).gradient_clip. \
+                        metrics.h5 holds every step before this one. The run is deterministic, so --resume would meet the same loss: \
+                        run the recipe again with the change (for example --set \(context.stagePath).\(learningRateKey)=\(String(format: "%g", schedule.base / 10))).
                         """)
                 }
                 output.loss.backward()
