@@ -1,41 +1,22 @@
-import Data
-import Dispatch
-import Encoders
-import Foundation
-import NN
 import TensorCore
 
-/// Top-1 and top-5 accuracy of `model`'s logits on `dataset` (evaluation mode, no tape).
-public func classificationAccuracy(_ model: some HiddenLayerEncoder, on dataset: Dataset, mean: [Float], std: [Float],
-                                   batchSize: Int = 1000) -> (top1: Double, top5: Double) {
-    let wasTraining = model.isTraining
-    model.eval()
-    defer { model.train(wasTraining) }
-    let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+/// Top-1 and top-5 of score rows (N, classes) against labels.
+public func topAccuracy(_ scores: Tensor, labels: [Int]) -> (top1: Double, top5: Double) {
+    let k = Swift.min(5, scores.shape[1])
+    let best = scores.topK(k).indices.values
     var top1 = 0, top5 = 0
-    for batch in loader {
-        let logits = Autograd.noGrad { model.hidden(batch.images, layer: "logits") }
-        let (_, best) = logits.topK(Swift.min(5, logits.shape[1]))
-        let k = best.shape[1]
-        for (row, label) in batch.labels.enumerated() {
-            if best.values[row * k] == label { top1 += 1 }
-            if best.values[(row * k)..<((row + 1) * k)].contains(label) { top5 += 1 }
-        }
+    for (row, label) in labels.enumerated() {
+        if best[row * k] == label { top1 += 1 }
+        if best[(row * k)..<((row + 1) * k)].contains(label) { top5 += 1 }
     }
-    return (Double(top1) / Double(dataset.count), Double(top5) / Double(dataset.count))
+    return (Double(top1) / Double(labels.count), Double(top5) / Double(labels.count))
 }
 
-/// Counts of (true label, predicted label) on `dataset`, row-major (classes x classes).
-public func confusionMatrix(_ model: some HiddenLayerEncoder, on dataset: Dataset, mean: [Float], std: [Float], classes: Int,
-                            batchSize: Int = 1000) -> [Int64] {
-    let wasTraining = model.isTraining
-    model.eval()
-    defer { model.train(wasTraining) }
+/// Counts of (true label, highest-scoring class) for score rows (N, classes), row-major
+/// (classes x classes).
+public func confusionCounts(_ scores: Tensor, labels: [Int], classes: Int) -> [Int64] {
+    let predicted = scores.topK(1).indices.values
     var counts = [Int64](repeating: 0, count: classes * classes)
-    let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
-    for batch in loader {
-        let predicted = Autograd.noGrad { model.hidden(batch.images, layer: "logits").topK(1).indices.values }
-        for (label, guess) in zip(batch.labels, predicted) where label < classes && guess < classes { counts[label * classes + guess] += 1 }
-    }
+    for (label, guess) in zip(labels, predicted) where label < classes && guess < classes { counts[label * classes + guess] += 1 }
     return counts
 }

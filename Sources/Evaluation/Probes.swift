@@ -22,18 +22,6 @@ public func extractFeatures(_ encoder: some HiddenLayerEncoder, layer: String, d
     return Tensor(shape: [dataset.count] + rowShape, rows)
 }
 
-/// Top-1 and top-5 of score rows (N, classes) against labels.
-public func topAccuracy(_ scores: Tensor, labels: [Int]) -> (top1: Double, top5: Double) {
-    let k = Swift.min(5, scores.shape[1])
-    let best = scores.topK(k).indices.values
-    var top1 = 0, top5 = 0
-    for (row, label) in labels.enumerated() {
-        if best[row * k] == label { top1 += 1 }
-        if best[(row * k)..<((row + 1) * k)].contains(label) { top5 += 1 }
-    }
-    return (Double(top1) / Double(labels.count), Double(top5) / Double(labels.count))
-}
-
 /// DINO's weighted k-nearest-neighbour classifier (Wu et al. 2018, as DINO's eval_knn): features
 /// L2-normalised, the k most cosine-similar training images vote for their labels with weight
 /// exp(similarity / temperature), and the class with the largest vote wins.

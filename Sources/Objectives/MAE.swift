@@ -48,17 +48,11 @@ public final class MAE: Module, Objective {
     public var randomStreams: [String: RandomStream] { ["mae mask": maskStream] }
 
     /// Blanks the masked patches (0 in normalised units), and fills them with the prediction.
-    /// With norm_pix_loss the prediction is in per-patch normalised units, so the masked patches
-    /// are shown with the visible patches' statistics undone only approximately (as the official
-    /// visualisation does not either).
+    /// With norm_pix_loss the prediction is in per-patch normalised units and is shown as it is
+    /// (each masked patch's own mean and spread are not known to the model).
     public func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)? {
         let mask = PatchMask.random(batch: images.shape[0], count: encoder.patchCount, ratio: config.maskingRatio, rng: rng)
-        let predicted = forward(images, mask: mask).predicted
-        let patches = encoder.patchify(images)
-        let blank = Tensor.zeros(predicted.shape)
-        let maskedPatches = patches.scatter(axis: 1, index: mask.masked, source: blank)
-        let filled = patches.scatter(axis: 1, index: mask.masked, source: predicted)
-        return (unpatchify(maskedPatches, like: images, patchDim: encoder.patchDim), unpatchify(filled, like: images, patchDim: encoder.patchDim))
+        return reconstructionGrid(images, encoder: encoder, masked: mask.masked, predicted: forward(images, mask: mask).predicted)
     }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {

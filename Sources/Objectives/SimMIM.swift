@@ -83,11 +83,17 @@ public final class SimMIM: Module, Objective {
 
     public func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)? {
         let mask = randomMask(batch: images.shape[0], rng: rng)
-        let predicted = forward(images, mask: mask).predicted
-        let patches = encoder.patchify(images)
-        return (unpatchify(patches.scatter(axis: 1, index: mask.masked, source: Tensor.zeros(predicted.shape)), like: images, patchDim: encoder.patchDim),
-                unpatchify(patches.scatter(axis: 1, index: mask.masked, source: predicted), like: images, patchDim: encoder.patchDim))
+        return reconstructionGrid(images, encoder: encoder, masked: mask.masked, predicted: forward(images, mask: mask).predicted)
     }
+}
+
+/// The images with their masked patches blanked (0 in normalised units), and with those patches
+/// replaced by the predicted ones (B, m, patchDim).
+func reconstructionGrid(_ images: Tensor, encoder: any PatchTokenEncoder, masked: IndexTensor, predicted: Tensor)
+    -> (masked: Tensor, reconstruction: Tensor) {
+    let patches = encoder.patchify(images)
+    return (unpatchify(patches.scatter(axis: 1, index: masked, source: Tensor.zeros(predicted.shape)), like: images, patchDim: encoder.patchDim),
+            unpatchify(patches.scatter(axis: 1, index: masked, source: predicted), like: images, patchDim: encoder.patchDim))
 }
 
 /// The inverse of patchify for square patches: (B, N, p*p*C) to (B, C, H, W).

@@ -193,6 +193,9 @@ public struct EncoderSection: Codable {
         return config
     }
 
+    /// The initialisation scheme `init` names.
+    public var initScheme: InitScheme { initialization == "official" ? .official : .pytorch }
+
     /// The hidden layers this encoder exposes.
     public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + (0..<depth).map { "blocks.\($0)" } }
 }

@@ -165,7 +165,7 @@ public struct RunData {
 /// Builds the encoder a recipe names, with its initializer (seeded by the recipe's seed).
 public enum EncoderFactory {
     public static func make(_ section: EncoderSection, data: DataSection, seed: UInt64) -> (any HiddenLayerEncoder, Initializer) {
-        let initializer = Initializer(scheme: section.initialization == "official" ? .official : .pytorch, seed: seed)
+        let initializer = Initializer(scheme: section.initScheme, seed: seed)
         let config = section.vitConfig(data: data)
         switch section.kind {
         case "simple-vit": return (SimpleViT(config, initializer: initializer), initializer)

@@ -20,7 +20,7 @@ final class RunTests: XCTestCase {
         get throws {
             let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("workbench")
             guard FileManager.default.isExecutableFile(atPath: url.path) else {
-                throw XCTSkip("unreachable: swift test builds the workbench product beside the tests") as Error
+                throw MissingExecutable(path: url.path)
             }
             return url
         }
@@ -58,6 +58,12 @@ final class RunTests: XCTestCase {
             \(extra)
             """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
+    }
+
+    /// A failure (never a skip): these tests need the binary that `swift test` builds beside them.
+    struct MissingExecutable: Error, CustomStringConvertible {
+        let path: String
+        var description: String { "\(path) is missing; build it with `swift build -c release --product workbench`" }
     }
 
     struct Outcome {

@@ -35,14 +35,7 @@ public struct ExtractStage: Stage {
                             "batch_size": batchSize])
     }
 
-    public func validate(_ recipe: Recipe) throws {
-        let names = recipe.encoder.hiddenLayerNames
-        guard names.contains(hiddenLayer) else {
-            var message = "the \(recipe.encoder.kind) encoder has no hidden layer '\(hiddenLayer)'"
-            if let near = nearest(hiddenLayer, in: names) { message += "; did you mean '\(near)'?" }
-            throw RecipeIssue(path: ["hidden_layer"], message: message + " Its layers: \(names.joined(separator: ", ")).")
-        }
-    }
+    public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
         let file = context.stageName.replacingOccurrences(of: "extract", with: "embeddings") + ".h5"
@@ -84,13 +77,7 @@ public enum Embeddings {
             }
         }
         try group.write("attention", values, shape: [count, maps.count, heads, tokens, tokens])
-        let shape = batch.images.shape
-        let plane = shape[2] * shape[3]
-        let pixels = batch.images.scalars.enumerated().map { i, v -> Float in
-            let c = (i / plane) % shape[1]
-            return v * std[std.count == 1 ? 0 : c] + mean[mean.count == 1 ? 0 : c]
-        }
-        try group.write("images", pixels, shape: shape)
+        try group.write("images", pixels(batch.images, mean: mean, std: std), shape: batch.images.shape)
     }
 
     @discardableResult
@@ -140,5 +127,16 @@ public enum Embeddings {
             throw RunError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         return summary
+    }
+}
+
+/// Normalised images (B, C, H, W) back to pixels: x * std + mean per channel, optionally clamped
+/// to [0, 1] (for predictions, which may overshoot).
+func pixels(_ images: Tensor, mean: [Float], std: [Float], clamped: Bool = false) -> [Float] {
+    let channels = images.shape[1], plane = images.shape[2] * images.shape[3]
+    return images.scalars.enumerated().map { i, v in
+        let c = (i / plane) % channels
+        let x = v * std[std.count == 1 ? 0 : c] + mean[mean.count == 1 ? 0 : c]
+        return clamped ? Swift.min(1, Swift.max(0, x)) : x
     }
 }

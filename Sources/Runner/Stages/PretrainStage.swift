@@ -76,8 +76,7 @@ public struct PretrainStage: Stage {
 
     public func run(_ context: RunContext) throws -> [String: Double] {
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)
-        let initializer = Initializer(scheme: context.recipe.encoder.initialization == "official" ? .official : .pytorch,
-                                      seed: seed &+ 0x0B1E_C71E)
+        let initializer = Initializer(scheme: context.recipe.encoder.initScheme, seed: seed &+ 0x0B1E_C71E)
         guard let model = objective.make(encoder: context.encoder, recipe: context.recipe, initializer: initializer, seed: seed) else {
             throw RunError("\(context.stagePath): \(objective.kindName) cannot wrap the \(context.recipe.encoder.kind) encoder")
         }
@@ -116,14 +115,7 @@ public struct PretrainStage: Stage {
               let grid = Autograd.noGrad({ model.reconstructions(batch.images, rng: RandomStream(seed: context.recipe.seed, purpose: "reconstructions")) })
         else { return }
         let shape = batch.images.shape
-        let channels = shape[1], plane = shape[2] * shape[3]
-        func pixels(_ t: Tensor) -> [Float] {
-            t.scalars.enumerated().map { i, v in
-                let c = (i / plane) % channels
-                let m = data.mean[data.mean.count == 1 ? 0 : c], s = data.std[data.std.count == 1 ? 0 : c]
-                return Swift.min(1, Swift.max(0, v * s + m))
-            }
-        }
+        func pixels(_ t: Tensor) -> [Float] { Runner.pixels(t, mean: data.mean, std: data.std, clamped: true) }
         try context.metrics.withFile { file in
             let group = try file.root.group("\(context.stageName)/reconstructions")
             try group.write("input", pixels(batch.images), shape: shape)

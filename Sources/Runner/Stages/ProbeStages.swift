@@ -124,16 +124,8 @@ struct FrozenEvaluation {
         let (top1, top5) = topAccuracy(scores, labels: testLabels)
         let results = ["test_top1": top1, "test_top5": top5].merging(extra) { $1 }
         try context.metrics.results(context.stageName, scalars: results.merging(recorded) { $1 },
-                                    arrays: ["confusion": (confusion(scores, testLabels, classes), [classes, classes])],
+                                    arrays: ["confusion": (confusionCounts(scores, labels: testLabels, classes: classes), [classes, classes])],
                                     strings: ["class_names": context.data.classNames])
         return results
     }
-}
-
-/// Counts of (true label, highest-scoring class), row-major.
-func confusion(_ scores: Tensor, _ labels: [Int], _ classes: Int) -> [Int64] {
-    let predicted = scores.topK(1).indices.values
-    var counts = [Int64](repeating: 0, count: classes * classes)
-    for (label, guess) in zip(labels, predicted) { counts[label * classes + guess] += 1 }
-    return counts
 }

@@ -114,13 +114,20 @@ public struct ClassifierTraining {
         context.log("\(context.stageName): \(epochs) epochs of \(loader.batchesPerEpoch) steps, batch \(training.batchSize), \(data.train.count) training images, \(training.optimizer) lr \(training.lr)")
         let loop = training.loop(context, module: model, loader: loader)
         var last: (top1: Double, top5: Double, loss: Double) = (0, 0, 0)
+        let testLabels = (0..<data.test.count).map { data.test.label(at: $0) }
+        func testLogits() -> Tensor {
+            extractFeatures(model, layer: "logits", dataset: data.test, mean: data.mean, std: data.std, batchSize: evalBatchSize)
+        }
+        var lastLogits: Tensor?
         let steps = try loop.run(step: { batch in
             let logits = model.hidden(batch.images, layer: "logits")
             let loss = logits.crossEntropy(.labels(batch.labels), labelSmoothing: Float(labelSmoothing))
             let predicted = logits.topK(1).indices.values
             return StepOutput(loss: loss, correct: zip(predicted, batch.labels).filter { $0 == $1 }.count)
         }, endOfEpoch: { epoch, sums in
-            let (top1, top5) = classificationAccuracy(model, on: data.test, mean: data.mean, std: data.std, batchSize: evalBatchSize)
+            let logits = testLogits()
+            lastLogits = logits
+            let (top1, top5) = topAccuracy(logits, labels: testLabels)
             let loss = sums["loss", default: 0] / Swift.max(sums["batches", default: 1], 1)
             let trainTop1 = sums["correct", default: 0] / Swift.max(sums["seen", default: 1], 1)
             let seconds = sums["seconds", default: 0]
@@ -132,7 +139,8 @@ public struct ClassifierTraining {
                                line: String(format: "%@: epoch %d/%d  loss %.4f  train top-1 %.2f%%  test top-1 %.2f%%  top-5 %.2f%%  %.1f s  %.0f img/s",
                                             context.stageName, epoch + 1, epochs, loss, 100 * trainTop1, 100 * top1, 100 * top5, seconds, rate))
         })
-        let confusion = confusionMatrix(model, on: data.test, mean: data.mean, std: data.std, classes: data.classNames.count, batchSize: evalBatchSize)
+        // The last epoch's test logits (one evaluation pass per epoch, none extra for the matrix).
+        let confusion = confusionCounts(lastLogits ?? testLogits(), labels: testLabels, classes: data.classNames.count)
         try context.metrics.results(context.stageName, scalars: ["test_top1": last.top1, "test_top5": last.top5, "final_loss": last.loss],
                                     arrays: ["confusion": (confusion, [data.classNames.count, data.classNames.count])],
                                     strings: ["class_names": data.classNames])
