@@ -268,6 +268,35 @@ def mp3_fixture(name, out):
     save(name, {**renamed, 'loss': loss.reshape(1), 'perm': perm.to(torch.float64)}, out)
 
 
+def augment_fixture(name, out):
+    """torchvision 0.29's functional transforms on float tensors in [0, 1], with fixed parameters
+    (the Swift side draws its own parameters; these tests check the pixel arithmetic)."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+    g = torch.Generator().manual_seed(5)
+    img3 = torch.rand(3, 13, 11, generator=g)
+    img1 = torch.rand(1, 13, 11, generator=g)
+    saved = {'img3': img3, 'img1': img1}
+    boxes = [(2, 1, 9, 8, 5, 6), (1, 2, 6, 5, 12, 10), (0, 0, 13, 11, 13, 11), (3, 2, 7, 9, 4, 12), (0, 3, 13, 4, 5, 3)]
+    for i, (top, left, h, w, oh, ow) in enumerate(boxes):
+        saved[f'crop{i}.params'] = torch.tensor([top, left, h, w, oh, ow], dtype=torch.float64)
+        saved[f'crop{i}'] = TF.resized_crop(img3, top, left, h, w, [oh, ow], InterpolationMode.BILINEAR, antialias=True)
+    for tag, img in (('3', img3), ('1', img1)):
+        saved[f'brightness{tag}'] = TF.adjust_brightness(img, 1.3)
+        saved[f'contrast{tag}'] = TF.adjust_contrast(img, 0.6)
+        saved[f'contrast_up{tag}'] = TF.adjust_contrast(img, 1.8)
+        saved[f'hflip{tag}'] = TF.hflip(img)
+        saved[f'blur3_{tag}'] = TF.gaussian_blur(img, [3, 3], [1.3, 1.3])
+        saved[f'blur5_{tag}'] = TF.gaussian_blur(img, [5, 5], [0.7, 0.7])
+        saved[f'solarize{tag}'] = TF.solarize(img, 0.5)
+    saved['saturation3'] = TF.adjust_saturation(img3, 1.7)
+    saved['desaturation3'] = TF.adjust_saturation(img3, 0.3)
+    saved['hue3'] = TF.adjust_hue(img3, 0.23)
+    saved['hue_neg3'] = TF.adjust_hue(img3, -0.41)
+    saved['gray3'] = TF.rgb_to_grayscale(img3, num_output_channels=3)
+    save(name, saved, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -293,4 +322,8 @@ if __name__ == '__main__':
     simmim_fixture('simmim', objectives)
     mpp_fixture('mpp', objectives)
     mp3_fixture('mp3', objectives)
+    # Augmentations (torchvision) for the Data layer.
+    data = os.path.join(ROOT, 'TrainingTests', 'Fixtures')
+    os.makedirs(data, exist_ok=True)
+    augment_fixture('augment', data)
     print('torch', torch.__version__, file=sys.stderr)

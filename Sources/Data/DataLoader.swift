@@ -1,11 +1,13 @@
 import Foundation
 import TensorCore
 
-/// One batch: normalised images (B, C, H, W), their labels and their indices in the data set.
+/// One batch: normalised images (B, C, H, W), their labels and their indices in the data set,
+/// and, when the loader has a view pipeline, the augmented views (one tensor per view).
 public struct Batch {
     public let images: Tensor
     public let labels: [Int]
     public let indices: [Int]
+    public var views: [Tensor] = []
 }
 
 /// Batches of a data set: a seeded shuffle per epoch, normalisation ((x - mean) / std per
@@ -21,6 +23,8 @@ public final class DataLoader: Sequence {
     public let seed: UInt64
     /// Batches prepared ahead of the consumer.
     public let prefetch: Int
+    /// Augmented views to make of every image (on the prefetch thread), for the siamese objectives.
+    public var views: ViewPipeline?
 
     public init(_ dataset: Dataset, batchSize: Int, shuffle: Bool, dropLast: Bool, mean: [Float], std: [Float],
                 horizontalFlip: Bool = false, seed: UInt64, prefetch: Int = 2) {
@@ -48,7 +52,7 @@ public final class DataLoader: Sequence {
         shuffle ? RandomStream(seed: seed &+ UInt64(e), purpose: "data order").permutation(dataset.count) : Array(0..<dataset.count)
     }
 
-    /// Builds batch `b` of `order` (flips drawn from a stream seeded by (seed, epoch, batch)).
+    /// Builds batch `b` of `order` (flips and views drawn from streams seeded by (seed, epoch, batch)).
     public func makeBatch(_ b: Int, of order: [Int], epoch e: Int) -> Batch {
         let lo = b * batchSize, hi = Swift.min(lo + batchSize, order.count)
         let indices = Array(order[lo..<hi])
@@ -72,8 +76,18 @@ public final class DataLoader: Sequence {
                 }
             }
         }
-        return Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
-                     labels: indices.map { dataset.label(at: $0) }, indices: indices)
+        var batch = Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
+                          labels: indices.map { dataset.label(at: $0) }, indices: indices)
+        if let views {
+            let rng = RandomStream(seed: seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b), purpose: "views")
+            let images = indices.map { index -> AugmentImage in
+                var image = AugmentImage(channels: c, height: h, width: w, pixels: [Float](repeating: 0, count: size))
+                image.pixels.withUnsafeMutableBufferPointer { dataset.copyImage(at: index, into: $0.baseAddress!) }
+                return image
+            }
+            batch.views = views.makeViews(images: images, mean: mean, std: std, rng: rng)
+        }
+        return batch
     }
 
     /// Iterates one epoch (then increments `epoch`), with batches prepared on a background thread.
