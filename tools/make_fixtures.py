@@ -297,6 +297,164 @@ def augment_fixture(name, out):
     save(name, saved, out)
 
 
+class Feed(nn.Module):
+    """Stands in for a reference's augmentation or crop module: returns the stored views in order."""
+    def __init__(self, views):
+        super().__init__()
+        self.views = list(views)
+
+    def forward(self, x):
+        return self.views.pop(0)
+
+
+def named_tensors(module, prefix):
+    out = {}
+    for k, v in module.state_dict().items():
+        if not k.endswith('num_batches_tracked'):
+            out[prefix + k] = v
+    for k, p in module.named_parameters():
+        if p.grad is not None:
+            out['grad.' + prefix + k] = p.grad
+    return out
+
+
+def dino_vitpytorch_fixture(name, out):
+    """vit-pytorch 1.7.14's Dino with its four crops given (global 1, global 2, local 1, local 2),
+    distinct student and teacher weights and a non-zero centre; then one update_moving_average."""
+    from vit_pytorch.dino import Dino
+    torch.manual_seed(7)
+    vit = ViT(image_size=8, patch_size=4, num_classes=5, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32, channels=3)
+    learner = Dino(vit, image_size=8, hidden_layer='to_latent', projection_hidden_size=32, projection_layers=3,
+                   num_classes_K=24, student_temp=0.9, teacher_temp=0.04).double()
+    init_params(learner.student_encoder)
+    init_params(learner.teacher_encoder)
+    with torch.no_grad():
+        learner.teacher_centers.copy_(f32(1, 24, scale=0.5))
+    views = [f32(3, 3, 8, 8) for _ in range(4)]
+    learner.augment1, learner.augment2 = nn.Identity(), nn.Identity()
+    learner.global_crop, learner.local_crop = Feed(views[:2]), Feed(views[2:])
+    loss = learner(torch.zeros(3, 3, 8, 8, dtype=torch.float64))
+    loss.backward()
+    saved = {**named_tensors(learner.student_encoder, 'student_encoder.'), **named_tensors(learner.teacher_encoder, 'teacher_encoder.'),
+             'teacher_centers': learner.teacher_centers.clone(), 'loss': loss.reshape(1)}
+    saved.update({f'view{i}': v for i, v in enumerate(views)})
+    learner.update_moving_average()
+    saved.update({'after.' + k: v for k, v in named_tensors(learner.teacher_encoder, 'teacher_encoder.').items() if not k.startswith('grad.')})
+    saved['after.teacher_centers'] = learner.teacher_centers.clone()
+    save(name, saved, out)
+
+
+def vit_latent(v, img):
+    """vit-pytorch 1.7.14's ViT up to to_latent, with the position grid resized bicubically for
+    images smaller than the training size (as the official DINO's interpolate_pos_encoding, by size)."""
+    import torch.nn.functional as F
+    x = v.to_patch_embedding(img)
+    b, n, _ = x.shape
+    pos = v.pos_embedding
+    if n + 1 != pos.shape[1]:
+        g, o = int(math.isqrt(pos.shape[1] - 1)), int(math.isqrt(n))
+        grid = pos[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(o, o), mode='bicubic', align_corners=False)
+        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, o * o, -1)], dim=1)
+    x = torch.cat([v.cls_token.expand(b, -1, -1), x], dim=1) + pos
+    x = v.transformer(v.dropout(x))
+    return v.to_latent(x.mean(dim=1) if v.pool == 'mean' else x[:, 0])
+
+
+class DINOHeadRef(nn.Module):
+    """facebookresearch/dino's DINOHead (use_bn False, norm_last_layer True), written from its definition."""
+    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim, nlayers):
+        super().__init__()
+        layers = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+        for _ in range(nlayers - 2):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=False)
+        self.weight_v = nn.Parameter(self.last_layer.weight.detach().clone())
+        del self.last_layer
+
+    def forward(self, x):
+        import torch.nn.functional as F
+        x = F.normalize(self.mlp(x), dim=-1, p=2)
+        w = self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True)
+        return x @ w.t()
+
+
+def dino_official_fixture(name, out):
+    """The official DINO loss (DINOLoss.forward) over 2 global crops (12 px) and 3 local crops
+    (8 px, positions resized), with its head; the student runs each crop size as one batch."""
+    import torch.nn.functional as F
+    torch.manual_seed(8)
+    cfg = dict(image_size=12, patch_size=4, num_classes=5, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32, channels=1)
+    student, teacher = ViT(**cfg).double(), ViT(**cfg).double()
+    shead, thead = DINOHeadRef(16, 24, 20, 10, 3).double(), DINOHeadRef(16, 24, 20, 10, 3).double()
+    for m in (student, teacher, shead, thead):
+        init_params(m)
+    with torch.no_grad():
+        shead.weight_g.fill_(1)
+        thead.weight_g.fill_(1)
+    center = f32(1, 24, scale=0.5)
+    views = [f32(3, 1, 12, 12) for _ in range(2)] + [f32(3, 1, 8, 8) for _ in range(3)]
+    student_out = torch.cat([shead(vit_latent(student, torch.cat(views[:2]))), shead(vit_latent(student, torch.cat(views[2:])))])
+    with torch.no_grad():
+        teacher_out = thead(vit_latent(teacher, torch.cat(views[:2])))
+    student_temp, teacher_temp = 0.1, 0.055
+    s = (student_out / student_temp).chunk(5)
+    t = F.softmax((teacher_out - center) / teacher_temp, dim=-1).chunk(2)
+    total, n = 0, 0
+    for iq, q in enumerate(t):
+        for v in range(len(s)):
+            if v != iq:
+                total = total + torch.sum(-q * F.log_softmax(s[v], dim=-1), dim=-1).mean()
+                n += 1
+    loss = total / n
+    loss.backward()
+    def head_tensors(head, prefix):
+        d = {f'{prefix}mlp.{k}': v for k, v in head.mlp.state_dict().items()}
+        d[prefix + 'last_layer.weight_g'] = head.weight_g
+        d[prefix + 'last_layer.weight_v'] = head.weight_v
+        for k, p in head.mlp.named_parameters():
+            if p.grad is not None:
+                d[f'grad.{prefix}mlp.{k}'] = p.grad
+        if head.weight_v.grad is not None:
+            d[f'grad.{prefix}last_layer.weight_v'] = head.weight_v.grad
+        return d
+    saved = {**named_tensors(student, 'student_encoder.net.'), **named_tensors(teacher, 'teacher_encoder.net.'),
+             **head_tensors(shead, 'student_encoder.projector.'), **head_tensors(thead, 'teacher_encoder.projector.'),
+             'teacher_centers': center, 'loss': loss.reshape(1),
+             'new_center': center * 0.9 + teacher_out.mean(dim=0, keepdim=True) * 0.1}
+    saved.update({f'view{i}': v for i, v in enumerate(views)})
+    save(name, saved, out)
+
+
+def byol_fixture(name, out):
+    """byol-pytorch 0.9.1's BYOL (classic projector, use_simplicial_embeddings=False) with its two
+    views given, distinct online and target weights; then one update_moving_average."""
+    import importlib.util, glob
+    path = glob.glob(os.path.join(os.path.dirname(torch.__file__), '..', 'byol_pytorch', 'byol_pytorch.py'))[0]
+    spec = importlib.util.spec_from_file_location('byol_module', path)
+    byol_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(byol_module)
+    torch.manual_seed(9)
+    vit = ViT(image_size=8, patch_size=4, num_classes=5, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32, channels=3)
+    learner = byol_module.BYOL(vit, image_size=8, hidden_layer='to_latent', projection_size=12, projection_hidden_size=20,
+                               use_simplicial_embeddings=False, moving_average_decay=0.99).double()
+    init_params(learner.online_encoder)
+    init_params(learner.online_predictor)
+    init_params(learner.target_encoder)
+    views = [f32(4, 3, 8, 8), f32(4, 3, 8, 8)]
+    learner.augment1, learner.augment2 = Feed(views[:1]), Feed(views[1:])
+    loss = learner(torch.zeros(4, 3, 8, 8, dtype=torch.float64))
+    loss.backward()
+    saved = {**named_tensors(learner.online_encoder, 'online_encoder.'), **named_tensors(learner.online_predictor, 'online_predictor.'),
+             **named_tensors(learner.target_encoder, 'target_encoder.'), 'loss': loss.reshape(1), 'view0': views[0], 'view1': views[1]}
+    learner.update_moving_average()
+    saved.update({'after.' + k: v for k, v in named_tensors(learner.target_encoder, 'target_encoder.').items() if not k.startswith('grad.')})
+    save(name, saved, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -326,4 +484,8 @@ if __name__ == '__main__':
     data = os.path.join(ROOT, 'TrainingTests', 'Fixtures')
     os.makedirs(data, exist_ok=True)
     augment_fixture('augment', data)
+    # The siamese objectives (appended last so the earlier fixtures' random draws stay put).
+    dino_vitpytorch_fixture('dino_vitpytorch', objectives)
+    dino_official_fixture('dino_official', objectives)
+    byol_fixture('byol', objectives)
     print('torch', torch.__version__, file=sys.stderr)

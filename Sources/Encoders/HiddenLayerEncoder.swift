@@ -76,3 +76,35 @@ public func sinCosPositionEmbedding2D(height: Int, width: Int, dim: Int, tempera
     }
     return Tensor(shape: [height * width, dim], values)
 }
+
+/// The matrix (outH * outW, inH * inW) that resizes a grid of position embeddings as torch's
+/// `interpolate(mode='bicubic', align_corners=False, size=(outH, outW))` does (cubic convolution
+/// with a = -0.75, border taps clamped): how DINO feeds crops smaller than the training size
+/// through a ViT with learned positions. Applied as a product, so gradients reach the table.
+public func bicubicResizeMatrix(from input: (Int, Int), to output: (Int, Int)) -> Tensor {
+    func axis(_ n: Int, _ m: Int) -> [[Double]] {
+        let scale = Double(n) / Double(m), a = -0.75
+        func near(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }
+        func far(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
+        return (0..<m).map { i in
+            let real = scale * (Double(i) + 0.5) - 0.5
+            let base = Int(real.rounded(.down))
+            let t = real - Double(base)
+            let weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+            var row = [Double](repeating: 0, count: n)
+            for (k, w) in weights.enumerated() { row[Swift.min(Swift.max(base - 1 + k, 0), n - 1)] += w }
+            return row
+        }
+    }
+    let wy = axis(input.0, output.0), wx = axis(input.1, output.1)
+    var values = [Float](repeating: 0, count: output.0 * output.1 * input.0 * input.1)
+    let columns = input.0 * input.1
+    for oy in 0..<output.0 {
+        for ox in 0..<output.1 {
+            for iy in 0..<input.0 where wy[oy][iy] != 0 {
+                for ix in 0..<input.1 { values[(oy * output.1 + ox) * columns + iy * input.1 + ix] = Float(wy[oy][iy] * wx[ox][ix]) }
+            }
+        }
+    }
+    return Tensor(shape: [output.0 * output.1, columns], values)
+}

@@ -83,6 +83,18 @@ extension PatchTransformer {
         return out
     }
 
+    /// The patch positions `table` (1, N, dim) for images of `height` x `width`: the table itself
+    /// at the configured size, else the grid resized bicubically (DINO's smaller local crops).
+    func resizedPositions(_ table: Tensor, height: Int, width: Int) -> Tensor {
+        precondition(height % config.patchHeight == 0 && width % config.patchWidth == 0,
+                     "\(height)x\(width) images do not split into \(config.patchHeight)x\(config.patchWidth) patches")
+        let grid = (config.imageHeight / config.patchHeight, config.imageWidth / config.patchWidth)
+        let out = (height / config.patchHeight, width / config.patchWidth)
+        if out == grid { return table }
+        let resize = bicubicResizeMatrix(from: grid, to: out)
+        return Tensor.matmul(resize, table.reshaped([grid.0 * grid.1, config.dim])).reshaped([1, out.0 * out.1, config.dim])
+    }
+
     /// Every block's attention probabilities (B, heads, N, N) for `images` (the class token, if
     /// any, is token 0).
     public func attentionMaps(_ images: Tensor) -> [Tensor] { transformer.attentionMaps(inputTokens(images)) }
@@ -133,7 +145,12 @@ public final class ViT: Module, PatchTransformer {
 
     public func inputTokens(_ images: Tensor) -> Tensor {
         let cls = clsToken.value.expanded(to: [images.shape[0], 1, config.dim])
-        let x = Tensor.concat([cls, embedPatches(patchify(images))], axis: 1) + posEmbedding.value
+        var table = posEmbedding.value
+        if images.shape[2] != config.imageHeight || images.shape[3] != config.imageWidth {
+            let grid = resizedPositions(patchPositions(), height: images.shape[2], width: images.shape[3])
+            table = Tensor.concat([posEmbedding.value.slice(axis: 1, start: 0, length: 1), grid], axis: 1)
+        }
+        let x = Tensor.concat([cls, embedPatches(patchify(images))], axis: 1) + table
         return embeddingDropout.map { $0(x) } ?? x
     }
 
@@ -176,7 +193,9 @@ public final class SimpleViT: Module, PatchTransformer {
 
     public func patchPositions() -> Tensor { positions }
 
-    public func inputTokens(_ images: Tensor) -> Tensor { embedPatches(patchify(images)) + positions }
+    public func inputTokens(_ images: Tensor) -> Tensor {
+        embedPatches(patchify(images)) + resizedPositions(positions, height: images.shape[2], width: images.shape[3])
+    }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         outputs(from: inputTokens(images), layers: layers) { $0.mean(axis: 1) }

@@ -19,6 +19,11 @@ public protocol Objective: Module {
     var trainedEncoder: any HiddenLayerEncoder { get }
     /// The loss of a batch of normalised images (B, C, H, W).
     func loss(_ images: Tensor) -> ObjectiveOutput
+    /// The loss of a batch given as augmented views (one tensor (B, C, h, w) per view), for the
+    /// objectives that learn from views (BYOL, DINO, EsViT). The masked objectives use the first.
+    func loss(views: [Tensor]) -> ObjectiveOutput
+    /// Called before every step (schedules that depend on the epoch move here).
+    func willStep(_ step: Int, of totalSteps: Int, stepsPerEpoch: Int)
     /// Called after every optimizer step (EMA teachers move here), with the step just taken.
     func afterStep(_ step: Int, of totalSteps: Int)
     /// The random streams the objective draws from (masks, ...), saved in checkpoints by name.
@@ -29,6 +34,8 @@ public protocol Objective: Module {
 }
 
 extension Objective {
+    public func loss(views: [Tensor]) -> ObjectiveOutput { loss(views[0]) }
+    public func willStep(_ step: Int, of totalSteps: Int, stepsPerEpoch: Int) {}
     public func afterStep(_ step: Int, of totalSteps: Int) {}
     public var randomStreams: [String: RandomStream] { [:] }
     public func reconstructions(_ images: Tensor, rng: RandomStream) -> (masked: Tensor, reconstruction: Tensor)? { nil }

@@ -1,0 +1,93 @@
+import Encoders
+import Foundation
+import NN
+import TensorCore
+
+/// What the teacher-student objectives (BYOL, DINO, EsViT) share: a teacher that starts as a copy
+/// of the student, is frozen (never on the tape, never in the optimizer) and follows the student
+/// by an exponential moving average of its parameters.
+public enum Teacher {
+    /// Copies the student's parameters and buffers into `teacher` (same architecture) and freezes it.
+    public static func initialize(_ teacher: Module, from student: Module) {
+        let pairs = matched(teacher, student)
+        for (t, s) in pairs { t.assign(s.value) }
+        for ((_, t), (_, s)) in zip(teacher.namedBuffers(), student.namedBuffers()) { t.value.base.update(from: s.value.base, count: s.value.count) }
+        teacher.setFrozen(true)
+    }
+
+    /// teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter (buffers,
+    /// such as batch-norm statistics, stay the teacher's own, as in the reference code).
+    public static func update(_ teacher: Module, from student: Module, momentum: Float) {
+        for (t, s) in matched(teacher, student) {
+            let tp = t.value.base, sp = s.value.base
+            let keep = momentum, take = 1 - momentum
+            Parallel.forChunks(t.value.count, grain: 16384) { r in
+                for k in r { tp[k] = keep * tp[k] + take * sp[k] }
+            }
+        }
+    }
+
+    /// DINO's and BYOL's momentum schedule: a half cosine from `base` at step 0 to 1 at the last
+    /// step, 1 - (1 - base) (cos(pi k / K) + 1) / 2.
+    public static func cosineMomentum(base: Double, step: Int, totalSteps: Int) -> Double {
+        1 - (1 - base) * (cos(Double.pi * Double(step) / Double(Swift.max(totalSteps, 1))) + 1) / 2
+    }
+
+    static func matched(_ teacher: Module, _ student: Module) -> [(Parameter, Parameter)] {
+        let t = teacher.namedParameters(), s = student.namedParameters()
+        precondition(t.count == s.count && zip(t, s).allSatisfy { $0.0 == $1.0 && $0.1.shape == $1.1.shape },
+                     "teacher and student differ in architecture")
+        return zip(t, s).map { ($0.1, $1.1) }
+    }
+}
+
+/// How the teacher's EMA momentum moves over training.
+public enum MomentumSchedule: String, Sendable {
+    /// From the base value to 1 on a half cosine (the BYOL and DINO papers).
+    case cosine
+    /// The base value throughout (vit-pytorch's Dino and byol-pytorch).
+    case constant
+
+    public func value(base: Double, step: Int, totalSteps: Int) -> Double {
+        self == .cosine ? Teacher.cosineMomentum(base: base, step: step, totalSteps: totalSteps) : base
+    }
+}
+
+/// The flat (B, features) input of a projection head from an encoder's hidden output, as
+/// vit-pytorch's NetWrapper flattens it; and the head's input width for images of `imageShape`.
+func flatFeatures(_ hidden: Tensor) -> Tensor {
+    hidden.rank == 2 ? hidden : hidden.reshaped([hidden.shape[0], hidden.count / hidden.shape[0]])
+}
+
+func hiddenWidth(_ encoder: any HiddenLayerEncoder, layer: String, imageShape: [Int]) -> Int {
+    let wasTraining = encoder.isTraining
+    encoder.eval()
+    defer { encoder.train(wasTraining) }
+    let probe = Autograd.noGrad { encoder.hidden(.zeros([2] + imageShape), layer: layer) }
+    return probe.count / 2
+}
+
+/// Groups consecutive views of one size, so each size runs through the encoder as one batch (the
+/// official DINO's MultiCropWrapper), and returns the outputs in view order, concatenated.
+func forwardBySize(_ views: [Tensor], _ body: (Tensor) -> Tensor) -> Tensor {
+    var outputs: [Tensor] = []
+    var start = 0
+    while start < views.count {
+        var end = start + 1
+        while end < views.count && Array(views[end].shape.dropFirst()) == Array(views[start].shape.dropFirst()) { end += 1 }
+        outputs.append(body(end - start == 1 ? views[start] : Tensor.concat(Array(views[start..<end]), axis: 0)))
+        start = end
+    }
+    return outputs.count == 1 ? outputs[0] : Tensor.concat(outputs, axis: 0)
+}
+
+/// A Linear initialised as the official DINO head's: truncated normal (std 0.02) weights and zero
+/// biases; PyTorch's defaults otherwise.
+func headLinear(_ inFeatures: Int, _ outFeatures: Int, official: Bool, initializer: Initializer) -> Linear {
+    let layer = Linear(inFeatures, outFeatures, initializer: initializer)
+    if official {
+        layer.weight.assign(initializer.truncatedNormal([outFeatures, inFeatures], std: 0.02))
+        layer.bias?.assign(.zeros([outFeatures]))
+    }
+    return layer
+}
