@@ -6,6 +6,8 @@ import TensorCore
 public protocol Optimizer: AnyObject {
     var parameters: [Parameter] { get }
     var learningRate: Float { get set }
+    /// Decoupled (AdamW) or L2 (SGD, LARS) weight decay; schedules may change it between steps.
+    var weightDecay: Float { get set }
     /// One update from the current gradients (frozen parameters and those without a gradient are skipped).
     func step()
     /// The state needed to resume exactly, by name ("exp_avg.3", "step", ...).
@@ -104,7 +106,8 @@ public final class AdamW: Optimizer {
 public final class SGD: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
-    public let momentum: Float, weightDecay: Float, nesterov: Bool
+    public let momentum: Float, nesterov: Bool
+    public var weightDecay: Float
     var buffers: [Storage?]
 
     public init(_ parameters: [Parameter], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
@@ -155,7 +158,8 @@ public final class SGD: Optimizer {
 public final class LARS: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
-    public let momentum: Float, weightDecay: Float, trustCoefficient: Float
+    public let momentum: Float, trustCoefficient: Float
+    public var weightDecay: Float
     var buffers: [Storage]
 
     public init(_ parameters: [Parameter], learningRate: Float, momentum: Float = 0.9, weightDecay: Float = 0,

@@ -41,12 +41,16 @@ public final class TrainingLoop {
     let schedule: CosineSchedule
     let gradientClip: Float?
     let learningRateKey: String
+    /// Weight decay per step (DINO's cosine from weight_decay to weight_decay_end), or constant.
+    let weightDecaySchedule: CosineSchedule?
     /// Random streams the step draws from (masks, augmentations): saved in checkpoints.
     let streams: [String: RandomStream]
 
     public init(context: RunContext, module: Module, optimizer: Optimizer, loader: DataLoader, epochs: Int,
-                schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr", streams: [String: RandomStream] = [:]) {
+                schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr", streams: [String: RandomStream] = [:],
+                weightDecaySchedule: CosineSchedule? = nil) {
         self.streams = streams
+        self.weightDecaySchedule = weightDecaySchedule
         self.context = context
         self.module = module
         self.optimizer = optimizer
@@ -58,7 +62,7 @@ public final class TrainingLoop {
     }
 
     /// Runs (or, after a resume, finishes) every epoch. Returns the number of steps taken.
-    public func run(step: (Batch) -> StepOutput, afterStep: (Int) -> Void = { _ in },
+    public func run(step: (Batch) -> StepOutput, beforeStep: (Int) -> Void = { _ in }, afterStep: (Int) -> Void = { _ in },
                     endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
         let stage = context.stageName
         let log = context.log
@@ -88,6 +92,8 @@ public final class TrainingLoop {
             while let batch = iterator.next() {
                 let lr = schedule.value(at: progress.step)
                 optimizer.learningRate = Float(lr)
+                if let weightDecaySchedule { optimizer.weightDecay = Float(weightDecaySchedule.value(at: progress.step)) }
+                beforeStep(progress.step)
                 let output = step(batch)
                 let loss = output.loss.item
                 guard loss.isFinite else {

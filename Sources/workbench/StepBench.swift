@@ -4,6 +4,7 @@ import Encoders
 import Foundation
 import NN
 import Objectives
+import Runner
 import TensorCore
 
 /// `workbench bench-step`: one optimizer step (forward, backward, AdamW) of the supervised ViT at
@@ -22,7 +23,7 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("dim-head")) var dimHead = 64
     @Option(name: .customLong("mlp-dim")) var mlpDim = 768
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
-    @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3.") var objective = "supervised"
+    @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the recipes' view pipelines).") var objective = "supervised"
 
     func run() throws {
         var config = ViTConfig()
@@ -104,8 +105,10 @@ struct BenchStep: ParsableCommand {
             model = MPP(encoder: encoder, config: c, channels: 1, mean: [0], std: [1], initializer: initializer, seed: 0)
         case "mp3":
             model = MP3(encoder: encoder, config: MP3.Config(), initializer: initializer, maskSeed: 0)
+        case "dino", "dino-official", "byol":
+            return try runSiamese(config)
         default:
-            throw ValidationError("--objective must be supervised, mae, simmim, mpp or mp3, not '\(objective)'")
+            throw ValidationError("--objective must be supervised, mae, simmim, mpp, mp3, dino, dino-official or byol, not '\(objective)'")
         }
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let x = Tensor.uniform([batch, 1, 28, 28], rng: RandomStream(seed: 0, purpose: "bench"))
@@ -117,5 +120,61 @@ struct BenchStep: ParsableCommand {
         }
         print("bench-step \(objective): ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+    }
+
+    /// A teacher-student step on views made beforehand (the loader makes them on its own thread),
+    /// plus the view pipeline's throughput on one thread for the same batch.
+    func runSiamese(_ base: ViTConfig) throws {
+        var config = base
+        let model: any Objective
+        let pipeline: ViewPipeline
+        let initializer = Initializer(seed: 1)
+        switch objective {
+        case "dino":
+            // torch_step_bench.py: Dino(vit(channels=3), image_size=28, hidden_layer='to_latent',
+            // projection_hidden_size=256, projection_layers=3, num_classes_K=4096, local_upper_crop_scale=0.4,
+            // global_lower_crop_scale=0.5).
+            config.channels = 3
+            var c = DINO.Config.vitPytorchDefaults
+            (c.outDim, c.hiddenDim, c.headLayers) = (4096, 256, 3)
+            model = DINO(student: ViT(config, initializer: Initializer(seed: 0)), teacher: ViT(config, initializer: Initializer(seed: 2)),
+                         imageShape: [3, 28, 28], config: c, initializer: initializer)
+            pipeline = DINOSettings.vitPytorchAugment.pipeline(imageSize: 28)
+        case "dino-official":
+            let settings = DINOSettings()
+            model = DINO(student: ViT(config, initializer: Initializer(seed: 0)), teacher: ViT(config, initializer: Initializer(seed: 2)),
+                         imageShape: [1, 28, 28], config: settings.config, initializer: initializer)
+            pipeline = settings.augment.pipeline(imageSize: 28)
+        default:
+            let settings = BYOLSettings()
+            model = BYOL(online: ViT(config, initializer: Initializer(seed: 0)), target: ViT(config, initializer: Initializer(seed: 2)),
+                         imageShape: [1, 28, 28], config: settings.config, initializer: initializer)
+            pipeline = settings.augment.pipeline(imageSize: 28)
+        }
+        let optimizer = AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4)
+        let rng = RandomStream(seed: 0, purpose: "bench")
+        let images = (0..<batch).map { _ in
+            AugmentImage(channels: config.channels, height: 28, width: 28, pixels: (0..<(config.channels * 784)).map { _ in rng.nextFloat() })
+        }
+        let augmentRng = RandomStream(seed: 0, purpose: "views")
+        var views: [Tensor] = []
+        let augment = medianSeconds(repeats: steps, warmups: 1) {
+            views = pipeline.makeViews(images: images, mean: [0.5], std: [0.25], rng: augmentRng)
+        }
+        var index = 0
+        let step = medianSeconds(repeats: steps, warmups: 2) {
+            model.willStep(index, of: 1000, stepsPerEpoch: 100)
+            let loss = model.loss(views: views).loss
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+            model.afterStep(index, of: 1000)
+            index += 1
+        }
+        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(config.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
+        print("views per image: \(pipeline.views.map { "\($0.size)px" }.joined(separator: ", "))")
+        print(String(format: "step median %.1f ms  %.1f img/s (forward, backward, AdamW and the EMA teacher update)", step * 1e3, Double(batch) / step))
+        print(String(format: "augmentation on one thread: %.1f ms a batch, %.0f img/s (%.1fx the step's consumption)",
+                     augment * 1e3, Double(batch) / augment, step / augment))
     }
 }

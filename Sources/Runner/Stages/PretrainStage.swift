@@ -15,18 +15,25 @@ public protocol ObjectiveSettings: Codable {
     static var trainingDefaults: TrainingSettings { get }
     /// Problems only this objective can see (e.g. an encoder that is not patch-based).
     func validate(_ recipe: Recipe) throws
-    /// The objective around `encoder`, or nil when it cannot wrap this encoder.
-    func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)?
+    /// The objective around `encoder`, or nil when it cannot wrap this encoder. `newEncoder`
+    /// builds another encoder of the same architecture (for EMA teachers).
+    func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+              seed: UInt64) -> (any Objective)?
+    /// The augmented views the objective trains on, or nil for the plain (flipped) images.
+    func views(_ recipe: Recipe) -> ViewPipeline?
 }
 
 extension ObjectiveSettings {
+    public func views(_ recipe: Recipe) -> ViewPipeline? { nil }
+
     var kindName: String { Self.kind }
     var defaults: TrainingSettings { Self.trainingDefaults }
 }
 
 /// The objectives a pretrain stage may name.
 public enum ObjectiveRegistry {
-    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self, MP3Settings.self]
+    public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self, MP3Settings.self,
+                                                             BYOLSettings.self, DINOSettings.self]
 }
 
 /// `pretrain`: trains the encoder with a self-supervised objective; the stages after it use the
@@ -77,17 +84,26 @@ public struct PretrainStage: Stage {
     public func run(_ context: RunContext) throws -> [String: Double] {
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)
         let initializer = Initializer(scheme: context.recipe.encoder.initScheme, seed: seed &+ 0x0B1E_C71E)
-        guard let model = objective.make(encoder: context.encoder, recipe: context.recipe, initializer: initializer, seed: seed) else {
+        let recipe = context.recipe
+        let newEncoder = { EncoderFactory.make(recipe.encoder, data: recipe.data, seed: seed &+ 0x7EAC_4E12).0 }
+        guard let model = objective.make(encoder: context.encoder, newEncoder: newEncoder, recipe: recipe, initializer: initializer, seed: seed) else {
             throw RunError("\(context.stagePath): \(objective.kindName) cannot wrap the \(context.recipe.encoder.kind) encoder")
         }
         let data = context.data
         let loader = training.loader(data, seed: seed)
+        loader.views = objective.views(recipe)
+        if let views = loader.views {
+            context.log("\(context.stageName): \(views.views.count) views per image (\(views.views.map { "\($0.size)px" }.joined(separator: ", "))), made on the data thread")
+        }
         context.log("\(context.stageName): \(objective.kindName), \(training.epochs) epochs of \(loader.batchesPerEpoch) steps, batch \(training.batchSize), \(data.train.count) training images, \(training.optimizer) lr \(training.lr)")
         let loop = training.loop(context, module: model, loader: loader, streams: model.randomStreams)
         let totalSteps = loader.batchesPerEpoch * training.epochs
         var lastLoss = 0.0
+        let perEpoch = loader.batchesPerEpoch
         let steps = try loop.run(step: { batch in
-            StepOutput(loss: model.loss(batch.images).loss)
+            StepOutput(loss: (batch.views.isEmpty ? model.loss(batch.images) : model.loss(views: batch.views)).loss)
+        }, beforeStep: { step in
+            model.willStep(step, of: totalSteps, stepsPerEpoch: perEpoch)
         }, afterStep: { step in
             model.afterStep(step, of: totalSteps)
         }, endOfEpoch: { epoch, sums in
@@ -99,6 +115,12 @@ public struct PretrainStage: Stage {
                                line: String(format: "%@: epoch %d/%d  loss %.4f  %.1f s  %.0f img/s", context.stageName, epoch + 1,
                                             training.epochs, loss, seconds, rate))
         })
+        // Objectives that evaluate another network than the one they were handed (DINO's teacher)
+        // leave its weights in the run's encoder for the stages after this one.
+        if model.trainedEncoder !== context.encoder {
+            try context.encoder.load(model.trainedEncoder.stateDict())
+            context.log("\(context.stageName): the encoder now holds the \(objective.kindName) teacher's weights (what the later stages use)")
+        }
         try writeReconstructions(model, context)
         try context.metrics.results(context.stageName, scalars: ["final_loss": lastLoss])
         return ["final_loss": lastLoss, "steps": Double(steps)]
@@ -181,7 +203,8 @@ public struct MAESettings: ObjectiveSettings {
         }
     }
 
-    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+    public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+                     seed: UInt64) -> (any Objective)? {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return MAE(encoder: patchEncoder, config: config, initializer: initializer, maskSeed: seed)
     }
@@ -229,7 +252,8 @@ public struct SimMIMSettings: ObjectiveSettings {
         }
     }
 
-    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+    public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+                     seed: UInt64) -> (any Objective)? {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return SimMIM(encoder: patchEncoder, config: config, patchSize: recipe.encoder.patchSize,
                       imageSize: (recipe.data.imageSize, recipe.data.imageSize), initializer: initializer, maskSeed: seed)
@@ -280,7 +304,8 @@ public struct MPPSettings: ObjectiveSettings {
         }
     }
 
-    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+    public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+                     seed: UInt64) -> (any Objective)? {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return MPP(encoder: patchEncoder, config: config, channels: recipe.data.channels, mean: recipe.data.mean.map { Float($0) },
                    std: recipe.data.std.map { Float($0) }, initializer: initializer, seed: seed)
@@ -320,7 +345,8 @@ public struct MP3Settings: ObjectiveSettings {
         }
     }
 
-    public func make(encoder: any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer, seed: UInt64) -> (any Objective)? {
+    public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+                     seed: UInt64) -> (any Objective)? {
         guard let patchEncoder = encoder as? any PatchTokenEncoder else { return nil }
         return MP3(encoder: patchEncoder, config: config, initializer: initializer, maskSeed: seed)
     }

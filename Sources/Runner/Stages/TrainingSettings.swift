@@ -13,13 +13,15 @@ public struct TrainingSettings {
     public var minLr = 0.0
     public var warmupEpochs = 0
     public var weightDecay = 0.05
+    /// Where a cosine weight-decay schedule ends (DINO: 0.04 -> 0.4), or nil for a constant decay.
+    public var weightDecayEnd: Double?
     public var betas = [0.9, 0.999]
     public var decayAll = true
     public var momentum = 0.9
     public var horizontalFlip = true
     public var gradientClip: Double?
 
-    public static let keys = ["epochs", "batch_size", "optimizer", "lr", "min_lr", "warmup_epochs", "weight_decay", "betas", "decay_all",
+    public static let keys = ["epochs", "batch_size", "optimizer", "lr", "min_lr", "warmup_epochs", "weight_decay", "weight_decay_end", "betas", "decay_all",
                               "momentum", "horizontal_flip", "gradient_clip"]
 
     public init() {}
@@ -39,6 +41,8 @@ public struct TrainingSettings {
         try c.check(warmupEpochs >= 0 && warmupEpochs <= epochs, "warmup_epochs", "must be between 0 and epochs (\(epochs))")
         weightDecay = try c.value("weight_decay", weightDecay)
         try c.check(weightDecay >= 0, "weight_decay", "must not be negative")
+        if c.contains(RecipeKey("weight_decay_end")) { weightDecayEnd = try c.optional("weight_decay_end") }  // null: constant
+        try c.check((weightDecayEnd ?? 0) >= 0, "weight_decay_end", "must not be negative (or null for a constant weight decay)")
         betas = try c.value("betas", betas)
         try c.check(betas.count == 2 && betas.allSatisfy { (0..<1).contains($0) }, "betas", "give two numbers in [0, 1), e.g. [0.9, 0.999]")
         decayAll = try c.value("decay_all", decayAll)
@@ -50,7 +54,7 @@ public struct TrainingSettings {
 
     public var fields: [(String, any Encodable)] {
         [("epochs", epochs), ("batch_size", batchSize), ("optimizer", optimizer), ("lr", lr), ("min_lr", minLr),
-         ("warmup_epochs", warmupEpochs), ("weight_decay", weightDecay), ("betas", betas), ("decay_all", decayAll),
+         ("warmup_epochs", warmupEpochs), ("weight_decay", weightDecay), ("weight_decay_end", weightDecayEnd), ("betas", betas), ("decay_all", decayAll),
          ("momentum", momentum), ("horizontal_flip", horizontalFlip), ("gradient_clip", gradientClip)]
     }
 
@@ -79,10 +83,12 @@ public struct TrainingSettings {
         CosineSchedule(base: lr, final: minLr, totalSteps: batchesPerEpoch * epochs, warmupSteps: batchesPerEpoch * warmupEpochs)
     }
 
-    /// The loop over these settings.
+    /// The loop over these settings; frozen parameters (EMA teachers) stay out of the optimizer.
     func loop(_ context: RunContext, module: Module, loader: DataLoader, streams: [String: RandomStream] = [:]) -> TrainingLoop {
-        TrainingLoop(context: context, module: module, optimizer: makeOptimizer(module.parameters), loader: loader, epochs: epochs,
-                     schedule: schedule(batchesPerEpoch: loader.batchesPerEpoch), gradientClip: gradientClip.map { Float($0) },
-                     streams: streams)
+        let perEpoch = loader.batchesPerEpoch
+        return TrainingLoop(context: context, module: module, optimizer: makeOptimizer(module.parameters.filter { !$0.isFrozen }), loader: loader,
+                            epochs: epochs, schedule: schedule(batchesPerEpoch: perEpoch), gradientClip: gradientClip.map { Float($0) },
+                            streams: streams,
+                            weightDecaySchedule: weightDecayEnd.map { CosineSchedule(base: weightDecay, final: $0, totalSteps: perEpoch * epochs) })
     }
 }
