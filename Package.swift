@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "StoreTests", dependencies: ["Store", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Data", "NN", "Evaluation", "Encoders", "Store", "TensorCore"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "ObjectiveTests", dependencies: ["Objectives", "Encoders", "NN", "Store", "TensorCore", "TestSupport"],
+        .testTarget(name: "ObjectiveTests", dependencies: ["Objectives", "Data", "Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "TensorCore"]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],

@@ -322,10 +322,13 @@ def dino_vitpytorch_fixture(name, out):
     """vit-pytorch 1.7.14's Dino with its four crops given (global 1, global 2, local 1, local 2),
     distinct student and teacher weights and a non-zero centre; then one update_moving_average."""
     from vit_pytorch.dino import Dino
+    import random
+    random.seed(0)  # the constructor's mock forward draws its augmentations with Python's random
     torch.manual_seed(7)
     vit = ViT(image_size=8, patch_size=4, num_classes=5, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32, channels=3)
     learner = Dino(vit, image_size=8, hidden_layer='to_latent', projection_hidden_size=32, projection_layers=3,
                    num_classes_K=24, student_temp=0.9, teacher_temp=0.04).double()
+    torch.manual_seed(70)  # the constructor's mock forward draws a varying amount (Python-random augmentations)
     init_params(learner.student_encoder)
     init_params(learner.teacher_encoder)
     with torch.no_grad():
@@ -437,10 +440,13 @@ def byol_fixture(name, out):
     spec = importlib.util.spec_from_file_location('byol_module', path)
     byol_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(byol_module)
+    import random
+    random.seed(0)  # the constructor's mock forward (batch-norm statistics) uses Python-random augmentations
     torch.manual_seed(9)
     vit = ViT(image_size=8, patch_size=4, num_classes=5, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32, channels=3)
     learner = byol_module.BYOL(vit, image_size=8, hidden_layer='to_latent', projection_size=12, projection_hidden_size=20,
                                use_simplicial_embeddings=False, moving_average_decay=0.99).double()
+    torch.manual_seed(90)  # as in the Dino fixture: the mock forward's draws vary
     init_params(learner.online_encoder)
     init_params(learner.online_predictor)
     init_params(learner.target_encoder)
@@ -488,4 +494,9 @@ if __name__ == '__main__':
     dino_vitpytorch_fixture('dino_vitpytorch', objectives)
     dino_official_fixture('dino_official', objectives)
     byol_fixture('byol', objectives)
+    # vit-pytorch 1.7.14's CvT, small (28 px -> 7 -> 4 -> 2), batch norm in training mode.
+    from vit_pytorch.cvt import CvT
+    cvt = CvT(num_classes=5, channels=1, s1_emb_dim=8, s1_heads=1, s1_depth=1, s2_emb_dim=12, s2_heads=2, s2_depth=1,
+              s3_emb_dim=16, s3_heads=2, s3_depth=2)
+    module_fixture('cvt', cvt, (3, 1, 28, 28), enc)
     print('torch', torch.__version__, file=sys.stderr)

@@ -126,11 +126,14 @@ public struct EncoderSection: Codable {
     public var dropout = 0.0
     public var embDropout = 0.0
     public var initialization = "pytorch"
+    /// The stages of a `cvt` encoder (vit-pytorch's s1_/s2_/s3_ arguments); nil: CvTConfig's three
+    /// stages for 28-pixel images.
+    public var cvtStages: [CvTStageSection]?
 
-    public static let kinds = ["vit", "simple-vit"]
+    public static let kinds = ["vit", "simple-vit", "cvt"]
     /// The encoders that are PatchTokenEncoders (what the masked objectives need).
     public static let patchEncoders = ["vit", "simple-vit"]
-    static let keys = ["kind", "patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim", "pool", "dropout", "emb_dropout", "init"]
+    static let keys = ["kind", "patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim", "pool", "dropout", "emb_dropout", "init", "cvt_stages"]
 
     public init() {}
 
@@ -153,6 +156,11 @@ public struct EncoderSection: Codable {
         try c.check((0..<1).contains(dropout), "dropout", "must be in [0, 1)")
         try c.check((0..<1).contains(embDropout), "emb_dropout", "must be in [0, 1)")
         initialization = try c.choice("init", ["pytorch", "official"], initialization)
+        cvtStages = try c.optional("cvt_stages")
+        if cvtStages != nil && kind != "cvt" {
+            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["cvt_stages"], message: "cvt_stages applies to kind: cvt only (encoder.kind is \(kind))")
+        }
+        try c.check(cvtStages.map { !$0.isEmpty } ?? true, "cvt_stages", "give at least one stage")
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -166,10 +174,18 @@ public struct EncoderSection: Codable {
                             "pool": pool,
                             "dropout": dropout,
                             "emb_dropout": embDropout,
-                            "init": initialization])
+                            "init": initialization,
+                            "cvt_stages": kind == "cvt" ? cvtConfig(data: DataSection()).stages.map(CvTStageSection.init) : nil])
     }
 
     func check(against data: DataSection) throws {
+        if kind == "cvt" {
+            let config = cvtConfig(data: data)
+            if config.mapSide(after: config.stages.count - 1, imageSize: data.imageSize) < 1 {
+                throw RecipeIssue(path: ["encoder", "cvt_stages"], message: "the stages' strides shrink \(data.imageSize)-pixel images to nothing; use fewer stages or smaller strides")
+            }
+            return
+        }
         if data.imageSize % patchSize != 0 {
             let divisors = (2...data.imageSize).filter { data.imageSize % $0 == 0 && $0 < data.imageSize }
             throw RecipeIssue(path: ["encoder", "patch_size"],
@@ -197,7 +213,19 @@ public struct EncoderSection: Codable {
     public var initScheme: InitScheme { initialization == "official" ? .official : .pytorch }
 
     /// The hidden layers this encoder exposes.
-    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + (0..<depth).map { "blocks.\($0)" } }
+    public var hiddenLayerNames: [String] {
+        kind == "cvt" ? ["tokens", "pooled", "logits"] + cvtConfig(data: DataSection()).stages.indices.map { "stages.\($0)" }
+            : ["tokens", "pooled", "logits"] + (0..<depth).map { "blocks.\($0)" }
+    }
+
+    /// The CvT hyperparameters for images of `data` (dim_head and dropout from this section).
+    public func cvtConfig(data: DataSection) -> CvTConfig {
+        var config = CvTConfig()
+        (config.imageSize, config.channels, config.numClasses) = (data.imageSize, data.channels, data.classCount)
+        (config.dimHead, config.dropout) = (dimHead, Float(dropout))
+        if let cvtStages { config.stages = cvtStages.map(\.stage) }
+        return config
+    }
 }
 
 /// `checkpoint`: how often training stages save a resumable checkpoint.
@@ -291,5 +319,32 @@ struct EmptyMappingDecoder: Decoder {
         }
         func superDecoder() throws -> Decoder { EmptyMappingDecoder(codingPath: codingPath) }
         func superDecoder(forKey key: Key) throws -> Decoder { EmptyMappingDecoder(codingPath: codingPath + [key]) }
+    }
+}
+
+/// One entry of `encoder.cvt_stages` (vit-pytorch's CvT arguments of one stage, without the prefix).
+public struct CvTStageSection: Codable {
+    public var stage: CvTStage
+
+    init(_ stage: CvTStage) { self.stage = stage }
+
+    static let keys = ["emb_dim", "emb_kernel", "emb_stride", "proj_kernel", "kv_proj_stride", "heads", "depth", "mlp_mult"]
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.section(Self.keys)
+        stage = CvTStage(embDim: try c.required("emb_dim"), embKernel: try c.value("emb_kernel", 3), embStride: try c.value("emb_stride", 2),
+                         heads: try c.value("heads", 1), depth: try c.value("depth", 1))
+        stage.projKernel = try c.value("proj_kernel", stage.projKernel)
+        stage.kvProjStride = try c.value("kv_proj_stride", stage.kvProjStride)
+        stage.mlpMult = try c.value("mlp_mult", stage.mlpMult)
+        for (key, value) in [("emb_dim", stage.embDim), ("emb_kernel", stage.embKernel), ("emb_stride", stage.embStride), ("proj_kernel", stage.projKernel),
+                             ("kv_proj_stride", stage.kvProjStride), ("heads", stage.heads), ("depth", stage.depth), ("mlp_mult", stage.mlpMult)] {
+            try c.check(value > 0, key, "must be positive, got \(value)")
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(["emb_dim": stage.embDim, "emb_kernel": stage.embKernel, "emb_stride": stage.embStride, "proj_kernel": stage.projKernel,
+                            "kv_proj_stride": stage.kvProjStride, "heads": stage.heads, "depth": stage.depth, "mlp_mult": stage.mlpMult])
     }
 }

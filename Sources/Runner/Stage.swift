@@ -169,6 +169,7 @@ public enum EncoderFactory {
         let config = section.vitConfig(data: data)
         switch section.kind {
         case "simple-vit": return (SimpleViT(config, initializer: initializer), initializer)
+        case "cvt": return (CvT(section.cvtConfig(data: data), initializer: initializer), initializer)
         default: return (ViT(config, initializer: initializer), initializer)
         }
     }

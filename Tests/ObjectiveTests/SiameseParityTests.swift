@@ -1,3 +1,4 @@
+import Data
 import Encoders
 import Foundation
 import NN
@@ -144,5 +145,65 @@ final class SiameseParityTests: XCTestCase {
         let down = bicubicResizeMatrix(from: (7, 7), to: (3, 3))
         XCTAssertEqual(down.shape, [9, 49])
         for r in 0..<9 { XCTAssertEqual(down.scalars[(r * 49)..<(r * 49 + 49)].reduce(0, +), 1, accuracy: 1e-5) }
+    }
+}
+
+/// BYOL and DINO train through the HiddenLayerEncoder protocol alone: a few steps with every
+/// encoder, with augmented views from the Data layer, give finite losses and move the teacher.
+final class SiamesePairingTests: XCTestCase {
+    static func encoders() -> [(String, () -> any HiddenLayerEncoder)] {
+        var c = ViTConfig()
+        (c.imageHeight, c.imageWidth, c.patchHeight, c.patchWidth, c.channels) = (12, 12, 4, 4, 1)
+        (c.dim, c.depth, c.heads, c.dimHead, c.mlpDim, c.numClasses) = (16, 1, 2, 8, 32, 5)
+        var seed: UInt64 = 0
+        func next() -> Initializer { seed += 1; return Initializer(seed: seed) }
+        var simple = c
+        simple.pool = .mean
+        var cvt = CvTConfig()
+        (cvt.imageSize, cvt.channels, cvt.dimHead) = (12, 1, 8)
+        cvt.stages = [CvTStage(embDim: 8, embKernel: 3, embStride: 2, heads: 1, depth: 1), CvTStage(embDim: 12, embKernel: 3, embStride: 2, heads: 2, depth: 1)]
+        return [("vit", { ViT(c, initializer: next()) }), ("simple-vit", { SimpleViT(simple, initializer: next()) }),
+                ("cvt", { CvT(cvt, initializer: next()) })]
+    }
+
+    func train(_ objective: any Objective, teacher: Module, pipeline: ViewPipeline, steps: Int = 3) -> [Float] {
+        let optimizer = AdamW(objective.parameters.filter { !$0.isFrozen }, learningRate: 1e-3)
+        let before = teacher.parameters.map { $0.value.scalars }
+        let rng = RandomStream(seed: 5, purpose: "images")
+        var losses: [Float] = []
+        for step in 0..<steps {
+            let images = (0..<6).map { _ in AugmentImage(channels: 1, height: 12, width: 12, pixels: (0..<144).map { _ in rng.nextFloat() }) }
+            let views = pipeline.makeViews(images: images, mean: [0.5], std: [0.3], rng: rng)
+            objective.willStep(step, of: steps, stepsPerEpoch: 1)
+            let loss = objective.loss(views: views).loss
+            losses.append(loss.item)
+            loss.backward()
+            optimizer.step()
+            optimizer.zeroGrad()
+            objective.afterStep(step, of: steps)
+        }
+        let after = teacher.parameters.map { $0.value.scalars }
+        XCTAssertNotEqual(before, after, "the teacher moved")
+        XCTAssertTrue(teacher.parameters.allSatisfy { $0.grad == nil }, "the teacher never got a gradient")
+        return losses
+    }
+
+    func testEachObjectiveTrainsEachEncoder() {
+        for (name, make) in Self.encoders() {
+            var global = ViewAugmentation(size: 12, scale: (0.4, 1))
+            global.jitter = ColorJitter(probability: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1)
+            let local = ViewAugmentation(size: 8, scale: (0.05, 0.4))
+            var dinoConfig = DINO.Config()
+            (dinoConfig.outDim, dinoConfig.hiddenDim, dinoConfig.bottleneckDim, dinoConfig.freezeLastLayerEpochs) = (32, 24, 8, 1)
+            let dino = DINO(student: make(), teacher: make(), imageShape: [1, 12, 12], config: dinoConfig, initializer: Initializer(seed: 9))
+            let dinoLosses = train(dino, teacher: dino.teacher, pipeline: ViewPipeline(views: [global, global, local, local]))
+            XCTAssertTrue(dinoLosses.allSatisfy(\.isFinite), "dino on \(name): \(dinoLosses)")
+
+            var byolConfig = BYOL.Config()
+            (byolConfig.projectionSize, byolConfig.projectionHiddenSize) = (8, 24)
+            let byol = BYOL(online: make(), target: make(), imageShape: [1, 12, 12], config: byolConfig, initializer: Initializer(seed: 9))
+            let byolLosses = train(byol, teacher: byol.target, pipeline: ViewPipeline(views: [global, global]))
+            XCTAssertTrue(byolLosses.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 8 }, "byol on \(name): \(byolLosses)")
+        }
     }
 }

@@ -101,7 +101,8 @@ public struct AugmentSection: Codable, Equatable {
 
     /// Sizes must split into the encoder's patches and be large enough for the blur.
     func validate(_ recipe: Recipe) throws {
-        let patch = recipe.encoder.patchSize
+        // Patch encoders need whole patches; a CvT takes any size its strides do not shrink to nothing.
+        let patch = recipe.encoder.kind == "cvt" ? 1 : recipe.encoder.patchSize
         let global = globalSize ?? recipe.data.imageSize
         for (key, size) in [("global_size", global), ("local_size", localSize ?? global)] where key == "global_size" || localCrops > 0 {
             if size % patch != 0 {

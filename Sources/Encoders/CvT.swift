@@ -1,0 +1,222 @@
+import NN
+import TensorCore
+
+/// One stage of a CvT (vit-pytorch's `s1_...`, `s2_...`, `s3_...` arguments).
+public struct CvTStage: Codable, Equatable, Sendable {
+    public var embDim: Int
+    public var embKernel: Int
+    public var embStride: Int
+    public var projKernel = 3
+    public var kvProjStride = 2
+    public var heads: Int
+    public var depth: Int
+    public var mlpMult = 4
+
+    public init(embDim: Int, embKernel: Int, embStride: Int, heads: Int, depth: Int) {
+        (self.embDim, self.embKernel, self.embStride, self.heads, self.depth) = (embDim, embKernel, embStride, heads, depth)
+    }
+}
+
+/// Hyperparameters of a CvT.
+public struct CvTConfig: Codable, Equatable, Sendable {
+    public var imageSize = 28
+    public var channels = 1
+    public var numClasses = 10
+    public var dimHead = 64
+    public var dropout: Float = 0
+    /// Three stages by default, sized for 28-pixel images: 28 -> 7 -> 4 -> 2.
+    public var stages = [CvTStage(embDim: 64, embKernel: 7, embStride: 4, heads: 1, depth: 1),
+                         CvTStage(embDim: 128, embKernel: 3, embStride: 2, heads: 2, depth: 2),
+                         CvTStage(embDim: 192, embKernel: 3, embStride: 2, heads: 3, depth: 2)]
+
+    public init() {}
+
+    /// The side of stage `i`'s token map for images of `size` pixels.
+    public func mapSide(after i: Int, imageSize size: Int) -> Int {
+        var side = size
+        for s in stages[0...i] { side = (side + 2 * (s.embKernel / 2) - s.embKernel) / s.embStride + 1 }
+        return side
+    }
+}
+
+/// A 2-D convolution layer (torch's nn.Conv2d; PyTorch's default initialisation).
+public final class Conv2d: Module, Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int, padding: Int, groups: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, groups: Int = 1, bias: Bool = true,
+                initializer: Initializer) {
+        let fanIn = inChannels / groups * kernel * kernel
+        let (w, b) = initializer.linear(inFeatures: fanIn, outFeatures: outChannels)
+        weight = Parameter(w.reshaped([outChannels, inChannels / groups, kernel, kernel]))
+        self.bias = bias ? Parameter(b) : nil
+        (self.stride, self.padding, self.groups) = (stride, padding, groups)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.conv2d(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, groups: groups)
+    }
+}
+
+/// vit-pytorch's CvT LayerNorm: normalises (B, C, H, W) over the channels at each position,
+/// (x - mean) / sqrt(var + eps) * g + b with g, b shaped (1, C, 1, 1).
+public final class ChannelLayerNorm: Module, Layer {
+    public let g: Parameter
+    public let b: Parameter
+
+    public init(_ channels: Int) {
+        g = Parameter(.ones([1, channels, 1, 1]))
+        b = Parameter(.zeros([1, channels, 1, 1]))
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let c = x.shape[1]
+        return x.permuted([0, 2, 3, 1]).layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5).permuted([0, 3, 1, 2])
+    }
+}
+
+/// vit-pytorch's CvT attention: channel LayerNorm, queries from a depthwise-separable convolution
+/// (depthwise k x k, BatchNorm, pointwise) at stride 1, keys and values from another at
+/// `kvProjStride`, multi-head softmax attention over the token map, pointwise output convolution.
+public final class CvTAttention: Module {
+    public let norm: ChannelLayerNorm
+    public let toQ: Sequential
+    public let toKV: Sequential
+    public let toOut: Sequential
+    let heads: Int, dimHead: Int
+
+    static func depthwiseSeparable(_ dimIn: Int, _ dimOut: Int, kernel: Int, stride: Int, initializer: Initializer) -> Sequential {
+        Sequential([Conv2d(dimIn, dimIn, kernel: kernel, stride: stride, padding: kernel / 2, groups: dimIn, bias: false, initializer: initializer),
+                    BatchNorm(dimIn),
+                    Conv2d(dimIn, dimOut, kernel: 1, bias: false, initializer: initializer)])
+    }
+
+    init(dim: Int, projKernel: Int, kvProjStride: Int, heads: Int, dimHead: Int, dropout: Float, initializer: Initializer) {
+        let inner = heads * dimHead
+        norm = ChannelLayerNorm(dim)
+        toQ = Self.depthwiseSeparable(dim, inner, kernel: projKernel, stride: 1, initializer: initializer)
+        toKV = Self.depthwiseSeparable(dim, 2 * inner, kernel: projKernel, stride: kvProjStride, initializer: initializer)
+        var out: [any Layer] = [Conv2d(inner, dim, kernel: 1, initializer: initializer)]
+        if dropout > 0 { out.append(Dropout(dropout, rng: initializer.dropoutStream)) }
+        toOut = Sequential(out)
+        (self.heads, self.dimHead) = (heads, dimHead)
+    }
+
+    public override var stateNames: [String: String] { ["toQ": "to_q.net", "toKV": "to_kv.net", "toOut": "to_out"] }
+
+    /// 'b (h d) x y -> b h (x y) d'
+    func split(_ t: Tensor) -> Tensor {
+        let (b, side) = (t.shape[0], t.shape[2] * t.shape[3])
+        return t.reshaped([b, heads, dimHead, side]).transposed(2, 3)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let (b, h, w) = (x.shape[0], x.shape[2], x.shape[3])
+        let normed = norm(x)
+        let kv = toKV(normed).chunked(2, axis: 1)
+        let out = Tensor.scaledDotProductAttention(query: split(toQ(normed)), key: split(kv[0]), value: split(kv[1])).output
+        return toOut(out.transposed(2, 3).reshaped([b, heads * dimHead, h, w]))
+    }
+}
+
+/// vit-pytorch's CvT feed-forward: channel LayerNorm, pointwise conv to dim * mult, GELU, pointwise back.
+public final class CvTFeedForward: Module {
+    public let net: Sequential
+
+    init(dim: Int, mult: Int, dropout: Float, initializer: Initializer) {
+        // Indices as PyTorch's Sequential: 0 norm, 1 conv, 2 GELU, 3 dropout, 4 conv, 5 dropout.
+        let drop: any Layer = dropout > 0 ? Dropout(dropout, rng: initializer.dropoutStream) : Identity()
+        net = Sequential([ChannelLayerNorm(dim), Conv2d(dim, dim * mult, kernel: 1, initializer: initializer), GELU(), drop,
+                          Conv2d(dim * mult, dim, kernel: 1, initializer: initializer), drop])
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { net(x) }
+}
+
+/// A parameter-free placeholder that keeps PyTorch's Sequential indices.
+public final class Identity: Module, Layer {
+    public override init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { x }
+}
+
+/// One CvT block pair: x = attn(x) + x; x = ff(x) + x.
+public final class CvTBlock: Module {
+    public let attention: CvTAttention
+    public let feedForward: CvTFeedForward
+    init(attention: CvTAttention, feedForward: CvTFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
+    public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = attention(x) + x
+        return feedForward(y) + y
+    }
+}
+
+/// One CvT stage: a convolutional token embedding (k x k, stride s, padding k/2), the channel
+/// LayerNorm, then `depth` blocks over the token map.
+public final class CvTStageModule: Module {
+    public let embedding: Conv2d
+    public let norm: ChannelLayerNorm
+    public let blocks: [CvTBlock]
+
+    init(_ stage: CvTStage, inChannels: Int, dimHead: Int, dropout: Float, initializer: Initializer) {
+        embedding = Conv2d(inChannels, stage.embDim, kernel: stage.embKernel, stride: stage.embStride, padding: stage.embKernel / 2,
+                           initializer: initializer)
+        norm = ChannelLayerNorm(stage.embDim)
+        blocks = (0..<stage.depth).map { _ in
+            CvTBlock(attention: CvTAttention(dim: stage.embDim, projKernel: stage.projKernel, kvProjStride: stage.kvProjStride,
+                                             heads: stage.heads, dimHead: dimHead, dropout: dropout, initializer: initializer),
+                     feedForward: CvTFeedForward(dim: stage.embDim, mult: stage.mlpMult, dropout: dropout, initializer: initializer))
+        }
+    }
+
+    public override var stateNames: [String: String] { ["embedding": "0", "norm": "1", "blocks": "2.layers"] }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { blocks.reduce(norm(embedding(x))) { $1($0) } }
+}
+
+/// CvT, the Convolutional vision Transformer (Wu et al. 2021), as vit-pytorch 1.7.14 defines it:
+/// three stages of convolutional token embedding and transformer blocks whose query, key and
+/// value projections are depthwise-separable convolutions, then global average pooling and a
+/// linear head. Not patch-based, so it conforms to HiddenLayerEncoder only. Hidden layers:
+/// "stages.i" (B, C_i, H_i, W_i), "tokens" (B, H * W, C) the last stage's token map (EsViT's
+/// regions), "pooled" (B, C) its spatial mean, and "logits". Names equal vit-pytorch's state_dict.
+public final class CvT: Module, HiddenLayerEncoder {
+    public let config: CvTConfig
+    public let stages: [CvTStageModule]
+    public let head: Linear
+
+    public init(_ config: CvTConfig, initializer: Initializer) {
+        self.config = config
+        var channels = config.channels
+        stages = config.stages.map { stage in
+            defer { channels = stage.embDim }
+            return CvTStageModule(stage, inChannels: channels, dimHead: config.dimHead, dropout: config.dropout, initializer: initializer)
+        }
+        head = Linear(channels, config.numClasses, initializer: initializer)
+    }
+
+    public override var stateNames: [String: String] { ["stages": "layers", "head": "to_logits.2"] }
+
+    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + stages.indices.map { "stages.\($0)" } }
+
+    public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        var x = images
+        for (i, stage) in stages.enumerated() {
+            x = stage(x)
+            if layers.contains("stages.\(i)") { out["stages.\(i)"] = x }
+        }
+        let (b, c, side) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        if layers.contains("tokens") { out["tokens"] = x.reshaped([b, c, side]).transposed(1, 2) }
+        if layers.contains("pooled") || layers.contains("logits") {
+            let pooled = x.reshaped([b, c, side]).mean(axis: 2)
+            out["pooled"] = pooled
+            if layers.contains("logits") { out["logits"] = head(pooled) }
+        }
+        return out
+    }
+
+    /// Class logits (B, numClasses).
+    public func callAsFunction(_ images: Tensor) -> Tensor { hiddenOutputs(images, layers: ["logits"])["logits"]! }
+}
