@@ -461,6 +461,114 @@ def byol_fixture(name, out):
     save(name, saved, out)
 
 
+def small_cvt(channels):
+    from vit_pytorch.cvt import CvT
+    return CvT(num_classes=5, channels=channels, s1_emb_dim=8, s1_heads=1, s1_depth=1, s2_emb_dim=12, s2_heads=2, s2_depth=1,
+               s3_emb_dim=16, s3_heads=2, s3_depth=1)
+
+
+def esvit_vitpytorch_fixture(name, out):
+    """vit-pytorch 1.7.14's EsViTTrainer on a small CvT (regions: the last stage's 2x2 map), its four
+    crops given, distinct student and teacher weights, non-zero centres; then one update."""
+    from vit_pytorch.es_vit import EsViTTrainer
+    import random
+    random.seed(0)
+    torch.manual_seed(11)
+    learner = EsViTTrainer(small_cvt(3), image_size=28, hidden_layer='layers', projection_hidden_size=20, projection_layers=3,
+                           num_classes_K=24, student_temp=0.9, teacher_temp=0.04).double()
+    torch.manual_seed(110)
+    init_params(learner.student_encoder)
+    init_params(learner.teacher_encoder)
+    with torch.no_grad():
+        learner.teacher_view_centers.copy_(f32(1, 24, scale=0.5))
+        learner.teacher_region_centers.copy_(f32(1, 24, scale=0.5))
+    # Region matching is an argmax: draw views whose best teacher region wins by a clear margin, so
+    # that float32 rounding cannot pick another match than float64 does.
+    def margin(student_view, teacher_view):
+        with torch.no_grad():
+            st = learner.student_encoder.net.layers(student_view).flatten(2).transpose(1, 2)
+            tt = learner.teacher_encoder.net.layers(teacher_view).flatten(2).transpose(1, 2)
+            sim = torch.einsum('bid,bjd->bij', st, tt)
+            top = sim.topk(2, dim=-1).values
+            return ((top[..., 0] - top[..., 1]) / sim.abs().amax(dim=-1)).min().item()
+    while True:
+        views = [f32(3, 3, 28, 28) for _ in range(4)]
+        if min(margin(views[3], views[0]), margin(views[2], views[1])) > 0.02:
+            break
+    learner.augment1, learner.augment2 = nn.Identity(), nn.Identity()
+    learner.global_crop, learner.local_crop = Feed(views[:2]), Feed(views[2:])
+    loss = learner(torch.zeros(3, 3, 28, 28, dtype=torch.float64))
+    loss.backward()
+    saved = {**named_tensors(learner.student_encoder, 'student_encoder.'), **named_tensors(learner.teacher_encoder, 'teacher_encoder.'),
+             'teacher_view_centers': learner.teacher_view_centers.clone(), 'teacher_region_centers': learner.teacher_region_centers.clone(),
+             'loss': loss.reshape(1)}
+    saved.update({f'view{i}': v for i, v in enumerate(views)})
+    learner.update_moving_average()
+    saved.update({'after.' + k: v for k, v in named_tensors(learner.teacher_encoder, 'teacher_encoder.').items() if not k.startswith('grad.')})
+    saved['after.teacher_view_centers'] = learner.teacher_view_centers.clone()
+    saved['after.teacher_region_centers'] = learner.teacher_region_centers.clone()
+    save(name, saved, out)
+
+
+def esvit_official_fixture(name, out):
+    """The official EsViT loss (view + region, regions matched by cosine similarity of the
+    backbone features) over 2 global crops (28 px) and 2 local crops (12 px) of a small CvT, with
+    DINO heads; the student runs each crop size as one batch (batch norm statistics per size)."""
+    import torch.nn.functional as F
+    torch.manual_seed(12)
+    student, teacher = small_cvt(1).double(), small_cvt(1).double()
+    heads = {k: DINOHeadRef(16, 24, 20, 10, 3).double() for k in ('sv', 'sr', 'tv', 'tr')}
+    for m in [student, teacher, *heads.values()]:
+        init_params(m)
+    with torch.no_grad():
+        for h in heads.values():
+            h.weight_g.fill_(1)
+    view_center, region_center = f32(1, 24, scale=0.5), f32(1, 24, scale=0.5)
+    views = [f32(3, 1, 28, 28) for _ in range(2)] + [f32(3, 1, 12, 12) for _ in range(2)]
+    def run(net, vh, rh, xs):
+        fmap = net.layers(torch.cat(xs))
+        tokens = fmap.flatten(2).transpose(1, 2)  # b (h w) c
+        b, n, c = tokens.shape
+        k = len(xs)
+        v, r = vh(tokens.mean(dim=1)), rh(tokens.reshape(b * n, c)).reshape(b, n, -1)
+        return [(v.chunk(k)[i], r.chunk(k)[i], tokens.chunk(k)[i]) for i in range(k)]
+    s_out = run(student, heads['sv'], heads['sr'], views[:2]) + run(student, heads['sv'], heads['sr'], views[2:])
+    with torch.no_grad():
+        t_out = run(teacher, heads['tv'], heads['tr'], views[:2])
+    student_temp, temp = 0.1, 0.04
+    view_loss, region_loss, n = 0, 0, 0
+    for iq, (tv, tr, tf) in enumerate(t_out):
+        q = F.softmax((tv - view_center) / temp, dim=-1)
+        qr = F.softmax((tr - region_center) / temp, dim=-1)
+        for v, (sv, sr, sf) in enumerate(s_out):
+            if v == iq:
+                continue
+            sim = torch.matmul(F.normalize(sf, p=2, dim=-1), F.normalize(tf, p=2, dim=-1).permute(0, 2, 1))
+            ind = sim.max(dim=2)[1]
+            t_indexed = torch.gather(qr, 1, ind.unsqueeze(2).expand(-1, -1, qr.size(2)))
+            region_loss = region_loss + 0.5 * torch.sum(-t_indexed * F.log_softmax(sr / student_temp, dim=-1), dim=-1).mean(-1).mean()
+            view_loss = view_loss + 0.5 * torch.sum(-q * F.log_softmax(sv / student_temp, dim=-1), dim=-1).mean()
+            n += 1
+    loss = view_loss / n + region_loss / n
+    loss.backward()
+    def head_tensors(head, prefix):
+        d = {f'{prefix}mlp.{k}': v for k, v in head.mlp.state_dict().items()}
+        d[prefix + 'last_layer.weight_g'] = head.weight_g
+        d[prefix + 'last_layer.weight_v'] = head.weight_v
+        for k, p in head.mlp.named_parameters():
+            if p.grad is not None:
+                d[f'grad.{prefix}mlp.{k}'] = p.grad
+        if head.weight_v.grad is not None:
+            d[f'grad.{prefix}last_layer.weight_v'] = head.weight_v.grad
+        return d
+    saved = {**named_tensors(student, 'student_encoder.net.'), **named_tensors(teacher, 'teacher_encoder.net.'),
+             **head_tensors(heads['sv'], 'student_encoder.view_projector.'), **head_tensors(heads['sr'], 'student_encoder.region_projector.'),
+             **head_tensors(heads['tv'], 'teacher_encoder.view_projector.'), **head_tensors(heads['tr'], 'teacher_encoder.region_projector.'),
+             'teacher_view_centers': view_center, 'teacher_region_centers': region_center, 'loss': loss.reshape(1)}
+    saved.update({f'view{i}': v for i, v in enumerate(views)})
+    save(name, saved, out)
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -499,4 +607,6 @@ if __name__ == '__main__':
     cvt = CvT(num_classes=5, channels=1, s1_emb_dim=8, s1_heads=1, s1_depth=1, s2_emb_dim=12, s2_heads=2, s2_depth=1,
               s3_emb_dim=16, s3_heads=2, s3_depth=2)
     module_fixture('cvt', cvt, (3, 1, 28, 28), enc)
+    esvit_vitpytorch_fixture('esvit_vitpytorch', objectives)
+    esvit_official_fixture('esvit_official', objectives)
     print('torch', torch.__version__, file=sys.stderr)

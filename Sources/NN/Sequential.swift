@@ -17,11 +17,16 @@ public final class ReLU: Module, Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor { x.relu() }
 }
 
-/// Divides each row by its L2 norm, floored at `eps` (torch's F.normalize(x, dim=-1, eps=eps)).
+/// Divides each vector along `axis` by its L2 norm, floored at `eps` (torch's
+/// F.normalize(x, dim=axis, eps=eps); the last axis by default).
 public final class L2Norm: Module, Layer {
     public let eps: Float
-    public init(eps: Float = 1e-12) { self.eps = eps }
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.l2Normalized(eps: eps) }
+    public let axis: Int
+    public init(eps: Float = 1e-12, axis: Int = -1) { (self.eps, self.axis) = (eps, axis) }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let a = x.axis(axis)
+        return a == x.rank - 1 ? x.l2Normalized(eps: eps) : x.transposed(a, -1).l2Normalized(eps: eps).transposed(a, -1)
+    }
 }
 
 /// Layers applied in order, named by position as torch's nn.Sequential ("0.weight", "2.bias", ...),

@@ -15,8 +15,10 @@ public final class DINOHead: Module {
     /// Official: `layers` linear layers in the MLP (hidden width `hiddenDim`, last one to
     /// `bottleneckDim`). vit-pytorch: `layers - 1` Linear+GELU pairs of width `hiddenDim`, then the
     /// output Linear (its `projection_layers`).
+    /// `normAxis`: the axis vit-pytorch's L2Norm normalises (its `dim=1`, which for EsViT's
+    /// region tokens (B, n, hidden) is the token axis).
     public init(inputDim: Int, outDim: Int, hiddenDim: Int, bottleneckDim: Int, layers: Int, normLastLayer: Bool,
-                vitPytorch: Bool, initializer: Initializer) {
+                vitPytorch: Bool, normAxis: Int = -1, initializer: Initializer) {
         precondition(layers >= 2, "a DINO head needs at least 2 layers")
         self.vitPytorch = vitPytorch
         var seq: [any Layer] = []
@@ -26,7 +28,7 @@ public final class DINOHead: Module {
                 seq += [headLinear(width, hiddenDim, official: false, initializer: initializer), GELU()]
                 width = hiddenDim
             }
-            seq += [L2Norm(eps: 1e-6), headLinear(hiddenDim, outDim, official: false, initializer: initializer)]
+            seq += [L2Norm(eps: 1e-6, axis: normAxis), headLinear(hiddenDim, outDim, official: false, initializer: initializer)]
             lastLayer = nil
         } else {
             var width = inputDim

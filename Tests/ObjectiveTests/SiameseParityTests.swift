@@ -43,7 +43,8 @@ final class SiameseParityTests: XCTestCase {
             if expected.scalars.allSatisfy({ Swift.abs($0) < 1e-12 }) {
                 // Structurally zero (a bias before a batch norm, a shift the norm removes): float32
                 // leaves rounding noise far below the model's gradient scale.
-                XCTAssertLessThan(actual.scalars.map { Swift.abs($0) }.max()!, 1e-6, "\(name): \(key) must be zero")
+                let scale = f.filter { $0.key.hasPrefix("grad.") }.values.flatMap { $0.scalars.map { Swift.abs($0) } }.max()!
+                XCTAssertLessThan(actual.scalars.map { Swift.abs($0) }.max()!, 1e-5 * scale, "\(name): \(key) must be zero")
                 continue
             }
             assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4)
@@ -62,7 +63,8 @@ final class SiameseParityTests: XCTestCase {
             compared += 1
         }
         for (key, expected) in also {
-            assertClose("\(name) after \(key)", state[key]!.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-5)
+            // Centres average the teacher's outputs, whose float32 error grows through a deep encoder.
+            assertClose("\(name) after \(key)", state[key]!.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4)
         }
         XCTAssertGreaterThan(compared, 10)
     }
@@ -128,6 +130,40 @@ final class SiameseParityTests: XCTestCase {
         try check("byol", byol, f) { byol.loss(views: [f["view0"]!, f["view1"]!]).loss }
         byol.afterStep(0, of: 10)
         checkAfterUpdate("byol", byol, f, prefix: "target_encoder.")
+    }
+
+    static func smallCvT(channels: Int) -> CvT {
+        var c = CvTConfig()
+        (c.imageSize, c.channels, c.numClasses, c.dimHead) = (28, channels, 5, 64)
+        c.stages = [CvTStage(embDim: 8, embKernel: 7, embStride: 4, heads: 1, depth: 1), CvTStage(embDim: 12, embKernel: 3, embStride: 2, heads: 2, depth: 1),
+                    CvTStage(embDim: 16, embKernel: 3, embStride: 2, heads: 2, depth: 1)]
+        return CvT(c, initializer: Initializer(seed: 0))
+    }
+
+    func testEsViTMatchesVitPytorchOnACvT() throws {
+        let f = try fixture("esvit_vitpytorch")
+        var config = EsViT.Config.vitPytorchDefaults
+        (config.dino.outDim, config.dino.hiddenDim, config.dino.headLayers) = (24, 20, 3)
+        let esvit = EsViT(student: Self.smallCvT(channels: 3), teacher: Self.smallCvT(channels: 3), imageShape: [3, 28, 28], config: config,
+                          initializer: Initializer(seed: 1))
+        let views = (0..<4).map { f["view\($0)"]! }
+        try check("esvit (vit-pytorch)", esvit, f) { esvit.loss(views: views).loss }
+        esvit.afterStep(0, of: 10)
+        checkAfterUpdate("esvit (vit-pytorch)", esvit, f, prefix: "teacher_encoder.",
+                         also: ["teacher_view_centers": f["after.teacher_view_centers"]!, "teacher_region_centers": f["after.teacher_region_centers"]!])
+    }
+
+    func testEsViTOfficialLossMatchesTheReference() throws {
+        let f = try fixture("esvit_official")
+        var config = EsViT.Config()
+        (config.dino.outDim, config.dino.hiddenDim, config.dino.bottleneckDim, config.dino.headLayers) = (24, 20, 10, 3)
+        (config.dino.studentTemperature, config.dino.teacherTemperature, config.dino.warmupTeacherTemperatureEpochs) = (0.1, 0.04, 0)
+        config.dino.freezeLastLayerEpochs = 0
+        let esvit = EsViT(student: Self.smallCvT(channels: 1), teacher: Self.smallCvT(channels: 1), imageShape: [1, 28, 28], config: config,
+                          initializer: Initializer(seed: 1))
+        // Two 28-pixel global crops (2x2 regions) and two 12-pixel local ones (1 region).
+        let views = (0..<4).map { f["view\($0)"]! }
+        try check("esvit (official)", esvit, f) { esvit.loss(views: views).loss }
     }
 
     func testMomentumFollowsAHalfCosineToOne() {
@@ -204,6 +240,12 @@ final class SiamesePairingTests: XCTestCase {
             let byol = BYOL(online: make(), target: make(), imageShape: [1, 12, 12], config: byolConfig, initializer: Initializer(seed: 9))
             let byolLosses = train(byol, teacher: byol.target, pipeline: ViewPipeline(views: [global, global]))
             XCTAssertTrue(byolLosses.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 8 }, "byol on \(name): \(byolLosses)")
+
+            var esvitConfig = EsViT.Config()
+            esvitConfig.dino = dinoConfig
+            let esvit = EsViT(student: make(), teacher: make(), imageShape: [1, 12, 12], config: esvitConfig, initializer: Initializer(seed: 9))
+            let esvitLosses = train(esvit, teacher: esvit.teacher, pipeline: ViewPipeline(views: [global, global, local, local]))
+            XCTAssertTrue(esvitLosses.allSatisfy(\.isFinite), "esvit on \(name): \(esvitLosses)")
         }
     }
 }
