@@ -86,7 +86,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertTrue(objective.contains("unknown stage 'dinosaur'"), objective)
         XCTAssertTrue(objective.contains("Stages: pretrain, supervised, linear_probe, knn, finetune, extract."), objective)
         let encoder = error(valid.replacingOccurrences(of: "kind: vit", with: "kind: vitt"))
-        XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit; did you mean 'vit'?"), encoder)
+        XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit, cvt; did you mean 'vit'?"), encoder)
     }
 
     func testPretrainNamesItsObjective() throws {
@@ -106,6 +106,39 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(stage.training.epochs, 2)
         let square = error(pretrain.replacingOccurrences(of: "kind: mea", with: "kind: simmim\n        mask_patch_size: 6"))
         XCTAssertTrue(square.contains("mask_patch_size: the mask square (6 pixels) must be a multiple of encoder.patch_size (4)"), square)
+    }
+
+    func testSiameseObjectivesAndTheirViews() throws {
+        let pretrain = valid.replacingOccurrences(of: "  - supervised:\n      epochs: 2", with: "  - pretrain:\n      objective:\n        kind: dino\n      epochs: 2")
+        let recipe = try RecipeLoader.parse(pretrain, file: "r.yaml", overrides: ["stages.0.pretrain.objective.augment.local_crops=4"])
+        let stage = try XCTUnwrap(recipe.stages[0].settings as? PretrainStage)
+        let dino = try XCTUnwrap(stage.objective as? DINOSettings)
+        XCTAssertEqual(dino.views(recipe)?.views.map(\.size), [28, 28, 12, 12, 12, 12], "2 global crops and the local ones")
+        XCTAssertEqual(stage.training.weightDecayEnd, 0.4, "DINO's weight-decay schedule")
+        XCTAssertEqual(stage.training.gradientClip, 3.0)
+        let vitPytorch = try RecipeLoader.parse(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: dino\n        mode: vit-pytorch"), file: "r.yaml")
+        let mode = try XCTUnwrap((vitPytorch.stages[0].settings as? PretrainStage)?.objective as? DINOSettings)
+        XCTAssertEqual(mode.views(vitPytorch)?.views.map(\.size), [28, 28, 28, 28], "vit-pytorch: 2 global and 2 full-size local crops")
+        XCTAssertEqual(mode.config.studentTemperature, 0.9)
+        // Local crops must split into patches; a token-shaped layer cannot take two crop sizes.
+        let size = error(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: dino\n        augment: {local_size: 10}"))
+        XCTAssertTrue(size.contains("objective.augment.local_size: 10 pixels do not split into the encoder's 4-pixel patches"), size)
+        let layer = error(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: dino\n        hidden_layer: tokens"))
+        XCTAssertTrue(layer.contains("objective.hidden_layer: 'tokens' has a different width for 12-pixel local crops"), layer)
+        let probability = error(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: byol\n        augment: {blur: [1.0, 0.1]}"))
+        XCTAssertTrue(probability.contains("augment.blur: give three probabilities"), probability)
+        let byolLocal = error(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: byol\n        augment: {local_crops: 2}"))
+        XCTAssertTrue(byolLocal.contains("BYOL trains on two views"), byolLocal)
+        let esvit = error(pretrain.replacingOccurrences(of: "kind: dino", with: "kind: esvit\n        hidden_layer: pooled"))
+        XCTAssertTrue(esvit.contains("name the token map with region_layer"), esvit)
+        // A CvT is not patch-based: the masked objectives say so; the siamese ones take it.
+        let cvt = pretrain.replacingOccurrences(of: "kind: vit", with: "kind: cvt")
+        let masked = error(cvt.replacingOccurrences(of: "kind: dino", with: "kind: mae"))
+        XCTAssertTrue(masked.contains("mae masks patches, so it needs a patch-based encoder"), masked)
+        XCTAssertTrue(masked.contains("encoder.kind is cvt"), masked)
+        XCTAssertNoThrow(try RecipeLoader.parse(cvt.replacingOccurrences(of: "kind: dino", with: "kind: esvit"), file: "r.yaml"))
+        let stages = error(valid.replacingOccurrences(of: "dim: 32", with: "dim: 32\n  cvt_stages: [{emb_dim: 8}]"))
+        XCTAssertTrue(stages.contains("cvt_stages applies to kind: cvt only"), stages)
     }
 
     func testPatchSizeMustDivideTheImage() {

@@ -33,7 +33,7 @@ extension ObjectiveSettings {
 /// The objectives a pretrain stage may name.
 public enum ObjectiveRegistry {
     public static let kinds: [any ObjectiveSettings.Type] = [MAESettings.self, SimMIMSettings.self, MPPSettings.self, MP3Settings.self,
-                                                             BYOLSettings.self, DINOSettings.self]
+                                                             BYOLSettings.self, DINOSettings.self, EsViTSettings.self]
 }
 
 /// `pretrain`: trains the encoder with a self-supervised objective; the stages after it use the
@@ -152,7 +152,7 @@ public struct PretrainStage: Stage {
 /// Masked objectives need a PatchTokenEncoder; says so, naming the encoder, when it is not.
 func requirePatchEncoder(_ objective: String, _ recipe: Recipe) throws {
     guard EncoderSection.patchEncoders.contains(recipe.encoder.kind) else {
-        throw RecipeIssue(path: ["kind"], message: "\(objective) masks patches, so it needs a patch-based encoder (a PatchTokenEncoder: \(EncoderSection.patchEncoders.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind), which is not. Use encoder.kind: vit, or an objective that reads views (byol, dino).")
+        throw RecipeIssue(path: ["kind"], message: "\(objective) masks patches, so it needs a patch-based encoder (a PatchTokenEncoder: \(EncoderSection.patchEncoders.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind), which is not. Use encoder.kind: vit, or an objective that reads views (byol, dino, esvit).")
     }
 }
 

@@ -222,9 +222,12 @@ public struct DINOSettings: ObjectiveSettings {
         (config.hiddenDim, config.outDim, config.warmupTeacherTemperatureEpochs) = (2048, 4096, 1)
     }
 
-    public init(from decoder: Decoder) throws {
+    public init(from decoder: Decoder) throws { try self.init(from: decoder, extraKeys: []) }
+
+    /// Reads the DINO keys (and accepts `extraKeys`, which EsViT adds).
+    init(from decoder: Decoder, extraKeys: [String]) throws {
         self.init()
-        let c = try decoder.section(Self.keys)
+        let c = try decoder.section(Self.keys + extraKeys)
         let mode = try c.choice("mode", ["official", "vit-pytorch"], "official")
         if mode == "vit-pytorch" {
             config = DINO.Config.vitPytorchDefaults
@@ -263,15 +266,16 @@ public struct DINOSettings: ObjectiveSettings {
         }
     }
 
-    public func encode(to encoder: Encoder) throws {
-        try encoder.fields(["kind": Self.kind, "mode": config.vitPytorch ? "vit-pytorch" : "official", "hidden_layer": config.hiddenLayer,
-                            "out_dim": config.outDim, "hidden_dim": config.hiddenDim, "bottleneck_dim": config.bottleneckDim,
-                            "head_layers": config.headLayers, "norm_last_layer": config.normLastLayer,
-                            "student_temp": config.studentTemperature, "teacher_temp": config.teacherTemperature,
-                            "warmup_teacher_temp": config.warmupTeacherTemperature,
-                            "warmup_teacher_temp_epochs": config.warmupTeacherTemperatureEpochs, "center_momentum": config.centerMomentum,
-                            "teacher_momentum": config.teacherMomentum, "momentum_schedule": config.momentumSchedule.rawValue,
-                            "freeze_last_layer_epochs": config.freezeLastLayerEpochs, "augment": augment])
+    public func encode(to encoder: Encoder) throws { try encoder.fields(fields(kind: Self.kind)) }
+
+    func fields(kind: String) -> [(String, any Encodable)] {
+        [("kind", kind), ("mode", config.vitPytorch ? "vit-pytorch" : "official"), ("hidden_layer", config.hiddenLayer),
+         ("out_dim", config.outDim), ("hidden_dim", config.hiddenDim), ("bottleneck_dim", config.bottleneckDim),
+         ("head_layers", config.headLayers), ("norm_last_layer", config.normLastLayer), ("student_temp", config.studentTemperature),
+         ("teacher_temp", config.teacherTemperature), ("warmup_teacher_temp", config.warmupTeacherTemperature),
+         ("warmup_teacher_temp_epochs", config.warmupTeacherTemperatureEpochs), ("center_momentum", config.centerMomentum),
+         ("teacher_momentum", config.teacherMomentum), ("momentum_schedule", config.momentumSchedule.rawValue),
+         ("freeze_last_layer_epochs", config.freezeLastLayerEpochs), ("augment", augment)]
     }
 
     public func validate(_ recipe: Recipe) throws {
@@ -290,5 +294,53 @@ public struct DINOSettings: ObjectiveSettings {
                      seed: UInt64) -> (any Objective)? {
         DINO(student: encoder, teacher: newEncoder(), imageShape: [recipe.data.channels, recipe.data.imageSize, recipe.data.imageSize],
              config: config, initializer: initializer)
+    }
+}
+
+/// `objective: {kind: esvit}`: EsViT (Li et al. 2021): DINO's keys and defaults for the view-level
+/// loss, plus the region-level loss on `region_layer`, the encoder's token map (a CvT's last
+/// stage by default); `pooled` must be that map's mean, as it is for a CvT. `mode: vit-pytorch`
+/// reproduces vit-pytorch 1.7.14's EsViTTrainer.
+public struct EsViTSettings: ObjectiveSettings {
+    public static let kind = "esvit"
+    public static let summary = "EsViT: DINO's view loss plus a region loss matching student to teacher region tokens (Li et al. 2021)"
+    public static var trainingDefaults: TrainingSettings { DINOSettings.trainingDefaults }
+
+    public var dino = DINOSettings()
+    public var regionLayer = "tokens"
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        dino = try DINOSettings(from: decoder, extraKeys: ["region_layer"])
+        let c = try decoder.container(keyedBy: RecipeKey.self)
+        regionLayer = try c.value("region_layer", regionLayer)
+        try c.check(!c.contains(RecipeKey("hidden_layer")), "hidden_layer",
+                    "EsViT's view feature is the mean of its region tokens; name the token map with region_layer instead")
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields(dino.fields(kind: Self.kind).filter { $0.0 != "hidden_layer" } + [("region_layer", regionLayer)])
+    }
+
+    public func validate(_ recipe: Recipe) throws {
+        do { try checkHiddenLayer(regionLayer, recipe) } catch let issue as RecipeIssue {
+            throw RecipeIssue(path: ["region_layer"], message: issue.message)
+        }
+        if regionLayer != "tokens" && !regionLayer.hasPrefix("blocks.") {
+            throw RecipeIssue(path: ["region_layer"], message: "EsViT's regions are a token map (B, n, C): use tokens (a CvT's last stage) or blocks.i")
+        }
+        try dino.augment.validate(recipe)
+    }
+
+    public func views(_ recipe: Recipe) -> ViewPipeline? { dino.augment.pipeline(imageSize: recipe.data.imageSize) }
+
+    public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
+                     seed: UInt64) -> (any Objective)? {
+        var config = EsViT.Config()
+        config.dino = dino.config
+        config.regionLayer = regionLayer
+        return EsViT(student: encoder, teacher: newEncoder(), imageShape: [recipe.data.channels, recipe.data.imageSize, recipe.data.imageSize],
+                     config: config, initializer: initializer)
     }
 }
