@@ -385,6 +385,19 @@ class DINOHeadRef(nn.Module):
         return x @ w.t()
 
 
+def head_tensors(head, prefix):
+    """A DINOHeadRef's tensors and gradients under the workbench's names (mlp.i, last_layer.weight_g/v)."""
+    d = {f'{prefix}mlp.{k}': v for k, v in head.mlp.state_dict().items()}
+    d[prefix + 'last_layer.weight_g'] = head.weight_g
+    d[prefix + 'last_layer.weight_v'] = head.weight_v
+    for k, p in head.mlp.named_parameters():
+        if p.grad is not None:
+            d[f'grad.{prefix}mlp.{k}'] = p.grad
+    if head.weight_v.grad is not None:
+        d[f'grad.{prefix}last_layer.weight_v'] = head.weight_v.grad
+    return d
+
+
 def dino_official_fixture(name, out):
     """The official DINO loss (DINOLoss.forward) over 2 global crops (12 px) and 3 local crops
     (8 px, positions resized), with its head; the student runs each crop size as one batch."""
@@ -414,16 +427,6 @@ def dino_official_fixture(name, out):
                 n += 1
     loss = total / n
     loss.backward()
-    def head_tensors(head, prefix):
-        d = {f'{prefix}mlp.{k}': v for k, v in head.mlp.state_dict().items()}
-        d[prefix + 'last_layer.weight_g'] = head.weight_g
-        d[prefix + 'last_layer.weight_v'] = head.weight_v
-        for k, p in head.mlp.named_parameters():
-            if p.grad is not None:
-                d[f'grad.{prefix}mlp.{k}'] = p.grad
-        if head.weight_v.grad is not None:
-            d[f'grad.{prefix}last_layer.weight_v'] = head.weight_v.grad
-        return d
     saved = {**named_tensors(student, 'student_encoder.net.'), **named_tensors(teacher, 'teacher_encoder.net.'),
              **head_tensors(shead, 'student_encoder.projector.'), **head_tensors(thead, 'teacher_encoder.projector.'),
              'teacher_centers': center, 'loss': loss.reshape(1),
@@ -551,16 +554,6 @@ def esvit_official_fixture(name, out):
             n += 1
     loss = view_loss / n + region_loss / n
     loss.backward()
-    def head_tensors(head, prefix):
-        d = {f'{prefix}mlp.{k}': v for k, v in head.mlp.state_dict().items()}
-        d[prefix + 'last_layer.weight_g'] = head.weight_g
-        d[prefix + 'last_layer.weight_v'] = head.weight_v
-        for k, p in head.mlp.named_parameters():
-            if p.grad is not None:
-                d[f'grad.{prefix}mlp.{k}'] = p.grad
-        if head.weight_v.grad is not None:
-            d[f'grad.{prefix}last_layer.weight_v'] = head.weight_v.grad
-        return d
     saved = {**named_tensors(student, 'student_encoder.net.'), **named_tensors(teacher, 'teacher_encoder.net.'),
              **head_tensors(heads['sv'], 'student_encoder.view_projector.'), **head_tensors(heads['sr'], 'student_encoder.region_projector.'),
              **head_tensors(heads['tv'], 'teacher_encoder.view_projector.'), **head_tensors(heads['tr'], 'teacher_encoder.region_projector.'),

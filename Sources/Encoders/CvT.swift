@@ -134,7 +134,8 @@ public final class CvTFeedForward: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor { net(x) }
 }
 
-/// A parameter-free placeholder that keeps PyTorch's Sequential indices.
+/// The identity as a layer (torch's nn.Identity): stands where a PyTorch Sequential has a
+/// parameter-free layer that does nothing here (a dropout of 0), so the indices after it match.
 public final class Identity: Module, Layer {
     public override init() {}
     public func callAsFunction(_ x: Tensor) -> Tensor { x }

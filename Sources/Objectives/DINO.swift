@@ -199,8 +199,7 @@ public final class DINO: Module, Objective {
         Teacher.update(teacher, from: student, momentum: Float(m))
         Teacher.update(teacherHead, from: studentHead, momentum: Float(m))
         if let batchCenter = pendingCenter {
-            let c = center.value.base, n = Float(config.centerMomentum)
-            for k in 0..<center.value.count { c[k] = c[k] * n + batchCenter.base[k] * (1 - n) }
+            Teacher.movingAverage(center.value, toward: batchCenter, momentum: Float(config.centerMomentum))
             pendingCenter = nil
         }
     }

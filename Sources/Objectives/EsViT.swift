@@ -44,13 +44,9 @@ public final class EsViT: Module, Objective {
         self.config = config
         self.student = student
         self.teacher = teacher
-        let probe = Autograd.noGrad { () -> Tensor in
-            student.eval()
-            defer { student.train() }
-            return student.hidden(.zeros([2] + imageShape), layer: config.regionLayer)
-        }
-        precondition(probe.rank == 3, "EsViT needs a token map (B, n, C) as its region layer, '\(config.regionLayer)' is \(probe.shape)")
-        let width = probe.shape[2]
+        let shape = hiddenShape(student, layer: config.regionLayer, imageShape: imageShape)
+        precondition(shape.count == 3, "EsViT needs a token map (B, n, C) as its region layer, '\(config.regionLayer)' is \(shape)")
+        let width = shape[2]
         let d = config.dino
         func head(_ axis: Int) -> DINOHead {
             DINOHead(inputDim: width, outDim: d.outDim, hiddenDim: d.hiddenDim, bottleneckDim: d.bottleneckDim, layers: d.headLayers,
@@ -106,16 +102,10 @@ public final class EsViT: Module, Objective {
     func outputs(_ views: [Tensor], student isStudent: Bool) -> [Outputs] {
         let (encoder, viewHead, regionHead) = isStudent ? (student, studentViewHead, studentRegionHead) : (teacher, teacherViewHead, teacherRegionHead)
         if config.dino.vitPytorch { return views.map { outputs(encoder, viewHead, regionHead, $0) } }
-        var result: [Outputs] = []
-        var start = 0
-        while start < views.count {
-            var end = start + 1
-            while end < views.count && views[end].shape == views[start].shape { end += 1 }
-            let group = outputs(encoder, viewHead, regionHead, end - start == 1 ? views[start] : Tensor.concat(Array(views[start..<end]), axis: 0))
-            result += (0..<(end - start)).map { group.crop($0, of: end - start) }
-            start = end
+        return sizeGroups(views).flatMap { range in
+            let group = outputs(encoder, viewHead, regionHead, batch(views, range))
+            return (0..<range.count).map { group.crop($0, of: range.count) }
         }
-        return result
     }
 
     /// The teacher region probabilities (b, nt, K) gathered at each student region's best match
@@ -194,10 +184,8 @@ public final class EsViT: Module, Objective {
         Teacher.update(teacherViewHead, from: studentViewHead, momentum: m)
         Teacher.update(teacherRegionHead, from: studentRegionHead, momentum: m)
         if let (view, region) = pendingCenters {
-            let n = Float(config.dino.centerMomentum)
-            for (center, batch) in [(viewCenter.value, view), (regionCenter.value, region)] {
-                for k in 0..<center.count { center.base[k] = center.base[k] * n + batch.base[k] * (1 - n) }
-            }
+            Teacher.movingAverage(viewCenter.value, toward: view, momentum: Float(config.dino.centerMomentum))
+            Teacher.movingAverage(regionCenter.value, toward: region, momentum: Float(config.dino.centerMomentum))
             pendingCenters = nil
         }
     }

@@ -18,12 +18,16 @@ public enum Teacher {
     /// teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter (buffers,
     /// such as batch-norm statistics, stay the teacher's own, as in the reference code).
     public static func update(_ teacher: Module, from student: Module, momentum: Float) {
-        for (t, s) in matched(teacher, student) {
-            let tp = t.value.base, sp = s.value.base
-            let keep = momentum, take = 1 - momentum
-            Parallel.forChunks(t.value.count, grain: 16384) { r in
-                for k in r { tp[k] = keep * tp[k] + take * sp[k] }
-            }
+        for (t, s) in matched(teacher, student) { movingAverage(t.value, toward: s.value, momentum: momentum) }
+    }
+
+    /// target = momentum * target + (1 - momentum) * source, in place (teachers and centres).
+    public static func movingAverage(_ target: Tensor, toward source: Tensor, momentum: Float) {
+        precondition(target.count == source.count, "moving average of \(target.shape) toward \(source.shape)")
+        let tp = target.base, sp = source.base
+        let keep = momentum, take = 1 - momentum
+        Parallel.forChunks(target.count, grain: 16384) { r in
+            for k in r { tp[k] = keep * tp[k] + take * sp[k] }
         }
     }
 
@@ -60,24 +64,39 @@ func flatFeatures(_ hidden: Tensor) -> Tensor {
 }
 
 func hiddenWidth(_ encoder: any HiddenLayerEncoder, layer: String, imageShape: [Int]) -> Int {
+    hiddenShape(encoder, layer: layer, imageShape: imageShape).dropFirst().reduce(1, *)
+}
+
+/// The shape of `layer`'s output for a batch of 2 images of `imageShape`, probed in evaluation mode.
+func hiddenShape(_ encoder: any HiddenLayerEncoder, layer: String, imageShape: [Int]) -> [Int] {
     let wasTraining = encoder.isTraining
     encoder.eval()
     defer { encoder.train(wasTraining) }
-    let probe = Autograd.noGrad { encoder.hidden(.zeros([2] + imageShape), layer: layer) }
-    return probe.count / 2
+    return Autograd.noGrad { encoder.hidden(.zeros([2] + imageShape), layer: layer) }.shape
 }
 
-/// Groups consecutive views of one size, so each size runs through the encoder as one batch (the
-/// official DINO's MultiCropWrapper), and returns the outputs in view order, concatenated.
-func forwardBySize(_ views: [Tensor], _ body: (Tensor) -> Tensor) -> Tensor {
-    var outputs: [Tensor] = []
+/// The runs of consecutive views of one size, so each size runs through the encoder as one batch
+/// (the official DINO's MultiCropWrapper).
+func sizeGroups(_ views: [Tensor]) -> [Range<Int>] {
+    var groups: [Range<Int>] = []
     var start = 0
     while start < views.count {
         var end = start + 1
         while end < views.count && Array(views[end].shape.dropFirst()) == Array(views[start].shape.dropFirst()) { end += 1 }
-        outputs.append(body(end - start == 1 ? views[start] : Tensor.concat(Array(views[start..<end]), axis: 0)))
+        groups.append(start..<end)
         start = end
     }
+    return groups
+}
+
+/// One batch of the views in `range` (no copy for a single view).
+func batch(_ views: [Tensor], _ range: Range<Int>) -> Tensor {
+    range.count == 1 ? views[range.lowerBound] : Tensor.concat(Array(views[range]), axis: 0)
+}
+
+/// `body` over each size group, the outputs concatenated in view order.
+func forwardBySize(_ views: [Tensor], _ body: (Tensor) -> Tensor) -> Tensor {
+    let outputs = sizeGroups(views).map { body(batch(views, $0)) }
     return outputs.count == 1 ? outputs[0] : Tensor.concat(outputs, axis: 0)
 }
 

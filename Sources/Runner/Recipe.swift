@@ -111,6 +111,9 @@ public struct DataSection: Codable {
     }
 
     public var classCount: Int { 10 }
+
+    /// (channels, height, width) of one image.
+    public var imageShape: [Int] { [channels, imageSize, imageSize] }
 }
 
 /// `encoder`: which encoder and its hyperparameters (vit-pytorch's names).

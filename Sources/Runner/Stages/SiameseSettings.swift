@@ -174,7 +174,7 @@ public struct BYOLSettings: ObjectiveSettings {
 
     public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
                      seed: UInt64) -> (any Objective)? {
-        BYOL(online: encoder, target: newEncoder(), imageShape: [recipe.data.channels, recipe.data.imageSize, recipe.data.imageSize],
+        BYOL(online: encoder, target: newEncoder(), imageShape: recipe.data.imageShape,
              config: config, initializer: initializer)
     }
 }
@@ -292,7 +292,7 @@ public struct DINOSettings: ObjectiveSettings {
 
     public func make(encoder: any HiddenLayerEncoder, newEncoder: () -> any HiddenLayerEncoder, recipe: Recipe, initializer: Initializer,
                      seed: UInt64) -> (any Objective)? {
-        DINO(student: encoder, teacher: newEncoder(), imageShape: [recipe.data.channels, recipe.data.imageSize, recipe.data.imageSize],
+        DINO(student: encoder, teacher: newEncoder(), imageShape: recipe.data.imageShape,
              config: config, initializer: initializer)
     }
 }
@@ -340,7 +340,7 @@ public struct EsViTSettings: ObjectiveSettings {
         var config = EsViT.Config()
         config.dino = dino.config
         config.regionLayer = regionLayer
-        return EsViT(student: encoder, teacher: newEncoder(), imageShape: [recipe.data.channels, recipe.data.imageSize, recipe.data.imageSize],
+        return EsViT(student: encoder, teacher: newEncoder(), imageShape: recipe.data.imageShape,
                      config: config, initializer: initializer)
     }
 }
