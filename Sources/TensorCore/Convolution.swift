@@ -4,37 +4,58 @@ public struct Conv2DGeometry {
     public var outH: Int { (height + 2 * padding - kernelH) / stride + 1 }
     public var outW: Int { (width + 2 * padding - kernelW) / stride + 1 }
 
-    /// Visits every (column entry, image element) pair of the unfolded image: `body(col, image)`
-    /// with col indexing (channels * kh * kw, outH * outW) and image indexing (channels, H, W),
-    /// or -1 where the window covers padding.
+    /// The output columns `ox` whose tap at kernel column `kx` reads inside the image.
     @inline(__always)
-    func forEachTap(_ body: (_ col: Int, _ image: Int) -> Void) {
-        let ohw = outH * outW
-        for c in 0..<channels {
-            for ky in 0..<kernelH {
-                for kx in 0..<kernelW {
-                    let row = ((c * kernelH + ky) * kernelW + kx) * ohw
-                    for oy in 0..<outH {
-                        let iy = oy * stride - padding + ky
-                        let inRows = iy >= 0 && iy < height
-                        for ox in 0..<outW {
-                            let ix = ox * stride - padding + kx
-                            body(row + oy * outW + ox, inRows && ix >= 0 && ix < width ? (c * height + iy) * width + ix : -1)
-                        }
-                    }
+    func validColumns(_ kx: Int) -> Range<Int> {
+        // ix = ox * stride - padding + kx must lie in 0..<width.
+        let lo = Swift.max(0, (padding - kx + stride - 1) / stride)
+        let last = width - 1 + padding - kx
+        let hi = last < 0 ? 0 : Swift.min(outW, last / stride + 1)
+        return lo..<Swift.max(lo, hi)
+    }
+
+    /// Visits every row of the unfolded image: `body(row, c, ky, kx)` with row = (c * kh + ky) * kw + kx.
+    @inline(__always)
+    func forEachRow(_ body: (_ row: Int, _ c: Int, _ ky: Int, _ kx: Int) -> Void) {
+        for c in 0..<channels { for ky in 0..<kernelH { for kx in 0..<kernelW { body((c * kernelH + ky) * kernelW + kx, c, ky, kx) } } }
+    }
+
+    /// Writes one image x (channels, H, W) unfolded into col: row r = (c, ky, kx) at col + r * ld,
+    /// position oy * outW + ox within it; zero where the window covers padding.
+    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, ld: Int) {
+        let oh = outH, ow = outW
+        forEachRow { row, c, ky, kx in
+            let dst = col + row * ld, cols = validColumns(kx), plane = x + c * height * width
+            for oy in 0..<oh {
+                let d = dst + oy * ow, iy = oy * stride - padding + ky
+                guard iy >= 0 && iy < height, !cols.isEmpty else {
+                    d.update(repeating: 0, count: ow)
+                    continue
                 }
+                for ox in 0..<cols.lowerBound { d[ox] = 0 }
+                let src = plane + iy * width - padding + kx
+                if stride == 1 {
+                    (d + cols.lowerBound).update(from: src + cols.lowerBound, count: cols.count)
+                } else {
+                    for ox in cols { d[ox] = src[ox * stride] }
+                }
+                for ox in cols.upperBound..<ow { d[ox] = 0 }
             }
         }
     }
 
-    /// col (channels * kh * kw, outH * outW) from one image x (channels, H, W); zero padding.
-    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
-        forEachTap { k, i in col[k] = i >= 0 ? x[i] : 0 }
-    }
-
-    /// dx (channels, H, W) += the columns scattered back (the adjoint of im2col).
-    func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
-        forEachTap { k, i in if i >= 0 { dx[i] += col[k] } }
+    /// dx (channels, H, W) += the columns of one image scattered back (the adjoint of im2col).
+    func col2im(_ col: UnsafePointer<Float>, ld: Int, _ dx: UnsafeMutablePointer<Float>) {
+        let oh = outH, ow = outW
+        forEachRow { row, c, ky, kx in
+            let s = col + row * ld, cols = validColumns(kx), plane = dx + c * height * width
+            for oy in 0..<oh {
+                let iy = oy * stride - padding + ky
+                guard iy >= 0 && iy < height else { continue }
+                let dst = plane + iy * width - padding + kx, srow = s + oy * ow
+                for ox in cols { dst[ox * stride] += srow[ox] }
+            }
+        }
     }
 }
 
@@ -43,32 +64,44 @@ extension Tensor {
     /// weight (O, C/groups, kh, kw) and optional bias (O). `groups == C == O` is depthwise.
     public func conv2d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1) -> Tensor {
         precondition(rank == 4 && weight.rank == 4, "conv2d expects x (N, C, H, W) and weight (O, C/groups, kh, kw)")
-        let batch = shape[0], c = shape[1], h = shape[2], w = shape[3]
+        let c = shape[1], h = shape[2], w = shape[3]
         let o = weight.shape[0], cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
         precondition(groups > 0 && c % groups == 0 && o % groups == 0 && cg == c / groups,
                      "conv2d: \(c) input channels, weight \(weight.shape) and groups \(groups) do not fit")
         if let bias { precondition(bias.shape == [o], "conv2d: bias must be [\(o)]") }
         let geo = Conv2DGeometry(channels: cg, height: h, width: w, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
-        let oh = geo.outH, ow = geo.outW, ohw = oh * ow
-        precondition(oh > 0 && ow > 0, "conv2d: kernel \(kh)x\(kw) larger than padded input \(h)x\(w)")
-        let og = o / groups, kdim = cg * kh * kw
+        precondition(geo.outH > 0 && geo.outW > 0, "conv2d: kernel \(kh)x\(kw) larger than padded input \(h)x\(w)")
+        if groups == c && o == c { return depthwiseConv2d(weight: weight, bias: bias, geometry: geo) }
+        return unfoldedConv2d(weight: weight, bias: bias, geometry: geo, groups: groups)
+    }
+
+    /// Convolution as products over the whole batch: each group's columns (kdim, N * outH * outW)
+    /// hold every image side by side, so one product per group does the batch, split over the
+    /// cores by `sgemm`. The columns are rebuilt in backward rather than kept on the tape.
+    func unfoldedConv2d(weight: Tensor, bias: Tensor?, geometry geo: Conv2DGeometry, groups: Int) -> Tensor {
+        let batch = shape[0], c = shape[1], h = shape[2], w = shape[3], o = weight.shape[0]
+        let cg = geo.channels, og = o / groups, kdim = cg * geo.kernelH * geo.kernelW
+        let ohw = geo.outH * geo.outW, n = batch * ohw, grain = Swift.max(1, 4096 / Swift.max(1, kdim * ohw))
+        let x = base, wp = weight.base
+        let col = Storage(uninitializedCount: kdim * n)
+        let yt = Storage(uninitializedCount: og * n)
         let out = Storage(uninitializedCount: batch * o * ohw)
-        let x = base, wp = weight.base, y = out.base
-        // Each image in its own thread with its own column buffer; BLAS runs inside.
-        Parallel.forChunks(batch, grain: 1) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: kdim * ohw) { colBuf in
-                let col = colBuf.baseAddress!
+        let y = out.base
+        for g in 0..<groups {
+            Parallel.forChunks(batch, grain: grain) { r in
+                for b in r { geo.im2col(x + (b * c + g * cg) * h * w, col.base + b * ohw, ld: n) }
+            }
+            // Y_g (og, N) = W_g (og, kdim) . col_g (kdim, N), then each image's block to (og, ohw) in y.
+            sgemm(false, false, og, n, kdim, 1, wp + g * og * kdim, kdim, col.base, n, 0, yt.base, n)
+            Parallel.forChunks(batch, grain: Swift.max(1, 4096 / Swift.max(1, og * ohw))) { r in
                 for b in r {
-                    for g in 0..<groups {
-                        geo.im2col(x + (b * c + g * cg) * h * w, col)
-                        // y_g (og, ohw) = W_g (og, kdim) . col (kdim, ohw)
-                        sgemm(false, false, og, ohw, kdim, 1, wp + g * og * kdim, kdim, col, ohw, 0,
-                              y + (b * o + g * og) * ohw, ohw)
-                    }
-                    if let bias {
-                        for oc in 0..<o {
-                            let bv = bias.base[oc], row = y + (b * o + oc) * ohw
-                            for i in 0..<ohw { row[i] += bv }
+                    for oc in 0..<og {
+                        let dst = y + (b * o + g * og + oc) * ohw, src = yt.base + oc * n + b * ohw
+                        if let bias {
+                            let bv = bias.base[g * og + oc]
+                            for i in 0..<ohw { dst[i] = src[i] + bv }
+                        } else {
+                            dst.update(from: src, count: ohw)
                         }
                     }
                 }
@@ -77,32 +110,111 @@ extension Tensor {
         let input = self
         var inputs = [self, weight]
         if let bias { inputs.append(bias) }
-        return makeResult(shape: [batch, o, oh, ow], storage: out, inputs: inputs) {
+        return makeResult(shape: [batch, o, geo.outH, geo.outW], storage: out, inputs: inputs) {
             { g in
                 let gp = g.base
                 let gx = input.node?.accumulator()
                 let gw = weight.node?.accumulator()
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: kdim * ohw) { colBuf in
-                    let col = colBuf.baseAddress!
-                    for b in 0..<batch {
-                        for grp in 0..<groups {
-                            let gy = gp + (b * o + grp * og) * ohw
-                            if let gw {
-                                geo.im2col(x + (b * c + grp * cg) * h * w, col)
-                                // dW_g (og, kdim) += dy_g (og, ohw) . col^T
-                                sgemm(false, true, og, kdim, ohw, 1, gy, ohw, col, ohw, 1, gw + grp * og * kdim, kdim)
+                let gb = bias?.node?.accumulator()
+                let cols = Storage(uninitializedCount: kdim * n), gyt = Storage(uninitializedCount: og * n)
+                for grp in 0..<groups {
+                    // dY_g (og, N) gathered from the images' (og, ohw) blocks.
+                    Parallel.forChunks(batch, grain: Swift.max(1, 4096 / Swift.max(1, og * ohw))) { r in
+                        for b in r {
+                            for oc in 0..<og {
+                                (gyt.base + oc * n + b * ohw).update(from: gp + (b * o + grp * og + oc) * ohw, count: ohw)
                             }
-                            if let gx {
-                                // dcol (kdim, ohw) = W_g^T (kdim, og) . dy_g
-                                sgemm(true, false, kdim, ohw, og, 1, wp + grp * og * kdim, kdim, gy, ohw, 0, col, ohw)
-                                geo.col2im(col, gx + (b * c + grp * cg) * h * w)
+                        }
+                    }
+                    if let gb { for oc in 0..<og { gb[grp * og + oc] += vsum(gyt.base + oc * n, n) } }
+                    if let gw {
+                        Parallel.forChunks(batch, grain: grain) { r in
+                            for b in r { geo.im2col(x + (b * c + grp * cg) * h * w, cols.base + b * ohw, ld: n) }
+                        }
+                        // dW_g (og, kdim) += dY_g (og, N) . col_g^T
+                        sgemm(false, true, og, kdim, n, 1, gyt.base, n, cols.base, n, 1, gw + grp * og * kdim, kdim)
+                    }
+                    if let gx {
+                        // dcol (kdim, N) = W_g^T (kdim, og) . dY_g, scattered back image by image.
+                        sgemm(true, false, kdim, n, og, 1, wp + grp * og * kdim, kdim, gyt.base, n, 0, cols.base, n)
+                        Parallel.forChunks(batch, grain: grain) { r in
+                            for b in r { geo.col2im(cols.base + b * ohw, ld: n, gx + (b * c + grp * cg) * h * w) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Depthwise convolution (one k x k filter per channel): direct loops, each (image, channel)
+    /// plane on its own; the filter gradient sums over the batch inside one channel's task, so the
+    /// result does not depend on the split.
+    func depthwiseConv2d(weight: Tensor, bias: Tensor?, geometry geo: Conv2DGeometry) -> Tensor {
+        let batch = shape[0], c = shape[1], h = geo.height, w = geo.width
+        let kh = geo.kernelH, kw = geo.kernelW, s = geo.stride, p = geo.padding
+        let oh = geo.outH, ow = geo.outW, ohw = oh * ow, hw = h * w, kk = kh * kw
+        let planes = batch * c, grain = Swift.max(1, 2048 / Swift.max(1, ohw * kk))
+        let out = Storage(uninitializedCount: planes * ohw)
+        let x = base, wp = weight.base, y = out.base
+        /// Calls body(outputRow, inputRow, kernelTap, valid ox) for every in-image row pair.
+        @inline(__always) func taps(_ body: (Int, Int, Int, Range<Int>) -> Void) {
+            for ky in 0..<kh {
+                for kx in 0..<kw {
+                    let cols = geo.validColumns(kx)
+                    if cols.isEmpty { continue }
+                    for oy in 0..<oh {
+                        let iy = oy * s - p + ky
+                        if iy < 0 || iy >= h { continue }
+                        body(oy * ow, iy * w - p + kx, ky * kw + kx, cols)
+                    }
+                }
+            }
+        }
+        Parallel.forChunks(planes, grain: grain) { r in
+            for plane in r {
+                let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
+                dst.update(repeating: bias?.base[ch] ?? 0, count: ohw)
+                taps { yo, xo, k, cols in
+                    let wv = f[k], d = dst + yo, sx = src + xo
+                    for ox in cols { d[ox] += wv * sx[ox * s] }
+                }
+            }
+        }
+        let input = self
+        var inputs = [self, weight]
+        if let bias { inputs.append(bias) }
+        return makeResult(shape: [batch, c, oh, ow], storage: out, inputs: inputs) {
+            { g in
+                let gp = g.base
+                if let gx = input.node?.accumulator() {
+                    Parallel.forChunks(planes, grain: grain) { r in
+                        for plane in r {
+                            let gy = gp + plane * ohw, dx = gx + plane * hw, f = wp + (plane % c) * kk
+                            taps { yo, xo, k, cols in
+                                let wv = f[k], gyr = gy + yo, d = dx + xo
+                                for ox in cols { d[ox * s] += wv * gyr[ox] }
                             }
                         }
                     }
                 }
-                if let bias, let nb = bias.node {
-                    let gb = nb.accumulator()
-                    for b in 0..<batch { for oc in 0..<o { gb[oc] += vsum(gp + (b * o + oc) * ohw, ohw) } }
+                let gw = weight.node?.accumulator(), gb = bias?.node?.accumulator()
+                if gw == nil && gb == nil { return }
+                Parallel.forChunks(c, grain: Swift.max(1, grain / Swift.max(1, batch))) { r in
+                    for ch in r {
+                        for b in 0..<batch {
+                            let plane = b * c + ch, gy = gp + plane * ohw, src = x + plane * hw
+                            if let gb { gb[ch] += vsum(gy, ohw) }
+                            if let gw {
+                                let f = gw + ch * kk
+                                taps { yo, xo, k, cols in
+                                    let gyr = gy + yo, sx = src + xo
+                                    var acc: Float = 0
+                                    for ox in cols { acc += gyr[ox] * sx[ox * s] }
+                                    f[k] += acc
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
