@@ -82,23 +82,23 @@ extension Tensor {
         let batch = shape[0], c = shape[1], h = shape[2], w = shape[3], o = weight.shape[0]
         let cg = geo.channels, og = o / groups, kdim = cg * geo.kernelH * geo.kernelW
         let ohw = geo.outH * geo.outW, n = batch * ohw, grain = Swift.max(1, 4096 / Swift.max(1, kdim * ohw))
-        let x = base, wp = weight.base
-        let col = Storage(uninitializedCount: kdim * n)
-        let yt = Storage(uninitializedCount: og * n)
+        let x = base, wp = weight.base, bp = bias?.base
+        let colStorage = Storage(uninitializedCount: kdim * n), ytStorage = Storage(uninitializedCount: og * n)
+        let col = colStorage.base, yt = ytStorage.base
         let out = Storage(uninitializedCount: batch * o * ohw)
         let y = out.base
         for g in 0..<groups {
             Parallel.forChunks(batch, grain: grain) { r in
-                for b in r { geo.im2col(x + (b * c + g * cg) * h * w, col.base + b * ohw, ld: n) }
+                for b in r { geo.im2col(x + (b * c + g * cg) * h * w, col + b * ohw, ld: n) }
             }
             // Y_g (og, N) = W_g (og, kdim) . col_g (kdim, N), then each image's block to (og, ohw) in y.
-            sgemm(false, false, og, n, kdim, 1, wp + g * og * kdim, kdim, col.base, n, 0, yt.base, n)
+            sgemm(false, false, og, n, kdim, 1, wp + g * og * kdim, kdim, col, n, 0, yt, n)
             Parallel.forChunks(batch, grain: Swift.max(1, 4096 / Swift.max(1, og * ohw))) { r in
                 for b in r {
                     for oc in 0..<og {
-                        let dst = y + (b * o + g * og + oc) * ohw, src = yt.base + oc * n + b * ohw
-                        if let bias {
-                            let bv = bias.base[g * og + oc]
+                        let dst = y + (b * o + g * og + oc) * ohw, src = yt + oc * n + b * ohw
+                        if let bp {
+                            let bv = bp[g * og + oc]
                             for i in 0..<ohw { dst[i] = src[i] + bv }
                         } else {
                             dst.update(from: src, count: ohw)
@@ -107,6 +107,7 @@ extension Tensor {
                 }
             }
         }
+        withExtendedLifetime((colStorage, ytStorage)) {}
         let input = self
         var inputs = [self, weight]
         if let bias { inputs.append(bias) }
@@ -116,32 +117,34 @@ extension Tensor {
                 let gx = input.node?.accumulator()
                 let gw = weight.node?.accumulator()
                 let gb = bias?.node?.accumulator()
-                let cols = Storage(uninitializedCount: kdim * n), gyt = Storage(uninitializedCount: og * n)
+                let colStorage = Storage(uninitializedCount: kdim * n), gytStorage = Storage(uninitializedCount: og * n)
+                let cols = colStorage.base, gyt = gytStorage.base
                 for grp in 0..<groups {
                     // dY_g (og, N) gathered from the images' (og, ohw) blocks.
                     Parallel.forChunks(batch, grain: Swift.max(1, 4096 / Swift.max(1, og * ohw))) { r in
                         for b in r {
                             for oc in 0..<og {
-                                (gyt.base + oc * n + b * ohw).update(from: gp + (b * o + grp * og + oc) * ohw, count: ohw)
+                                (gyt + oc * n + b * ohw).update(from: gp + (b * o + grp * og + oc) * ohw, count: ohw)
                             }
                         }
                     }
-                    if let gb { for oc in 0..<og { gb[grp * og + oc] += vsum(gyt.base + oc * n, n) } }
+                    if let gb { for oc in 0..<og { gb[grp * og + oc] += vsum(gyt + oc * n, n) } }
                     if let gw {
                         Parallel.forChunks(batch, grain: grain) { r in
-                            for b in r { geo.im2col(x + (b * c + grp * cg) * h * w, cols.base + b * ohw, ld: n) }
+                            for b in r { geo.im2col(x + (b * c + grp * cg) * h * w, cols + b * ohw, ld: n) }
                         }
                         // dW_g (og, kdim) += dY_g (og, N) . col_g^T
-                        sgemm(false, true, og, kdim, n, 1, gyt.base, n, cols.base, n, 1, gw + grp * og * kdim, kdim)
+                        sgemm(false, true, og, kdim, n, 1, gyt, n, cols, n, 1, gw + grp * og * kdim, kdim)
                     }
                     if let gx {
                         // dcol (kdim, N) = W_g^T (kdim, og) . dY_g, scattered back image by image.
-                        sgemm(true, false, kdim, n, og, 1, wp + grp * og * kdim, kdim, gyt.base, n, 0, cols.base, n)
+                        sgemm(true, false, kdim, n, og, 1, wp + grp * og * kdim, kdim, gyt, n, 0, cols, n)
                         Parallel.forChunks(batch, grain: grain) { r in
-                            for b in r { geo.col2im(cols.base + b * ohw, ld: n, gx + (b * c + grp * cg) * h * w) }
+                            for b in r { geo.col2im(cols + b * ohw, ld: n, gx + (b * c + grp * cg) * h * w) }
                         }
                     }
                 }
+                withExtendedLifetime((colStorage, gytStorage)) {}
             }
         }
     }
@@ -155,7 +158,7 @@ extension Tensor {
         let oh = geo.outH, ow = geo.outW, ohw = oh * ow, hw = h * w, kk = kh * kw
         let planes = batch * c, grain = Swift.max(1, 2048 / Swift.max(1, ohw * kk))
         let out = Storage(uninitializedCount: planes * ohw)
-        let x = base, wp = weight.base, y = out.base
+        let x = base, wp = weight.base, y = out.base, bp = bias?.base
         /// Calls body(outputRow, inputRow, kernelTap, valid ox) for every in-image row pair.
         @inline(__always) func taps(_ body: (Int, Int, Int, Range<Int>) -> Void) {
             for ky in 0..<kh {
@@ -173,7 +176,7 @@ extension Tensor {
         Parallel.forChunks(planes, grain: grain) { r in
             for plane in r {
                 let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
-                dst.update(repeating: bias?.base[ch] ?? 0, count: ohw)
+                dst.update(repeating: bp?[ch] ?? 0, count: ohw)
                 taps { yo, xo, k, cols in
                     let wv = f[k], d = dst + yo, sx = src + xo
                     for ox in cols { d[ox] += wv * sx[ox * s] }
