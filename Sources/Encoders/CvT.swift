@@ -71,8 +71,7 @@ public final class ChannelLayerNorm: Module, Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let c = x.shape[1]
-        return x.permuted([0, 2, 3, 1]).layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5).permuted([0, 3, 1, 2])
+        x.channelLayerNorm(weight: g.value, bias: b.value, eps: 1e-5)
     }
 }
 

@@ -24,6 +24,10 @@ public struct Conv2DGeometry {
     /// position oy * outW + ox within it; zero where the window covers padding.
     func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, ld: Int) {
         let oh = outH, ow = outW
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
+            for c in 0..<channels { (col + c * ld).update(from: x + c * height * width, count: height * width) }
+            return
+        }
         forEachRow { row, c, ky, kx in
             let dst = col + row * ld, cols = validColumns(kx), plane = x + c * height * width
             for oy in 0..<oh {
@@ -47,6 +51,13 @@ public struct Conv2DGeometry {
     /// dx (channels, H, W) += the columns of one image scattered back (the adjoint of im2col).
     func col2im(_ col: UnsafePointer<Float>, ld: Int, _ dx: UnsafeMutablePointer<Float>) {
         let oh = outH, ow = outW
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
+            for c in 0..<channels {
+                let s = col + c * ld, d = dx + c * height * width
+                for i in 0..<height * width { d[i] += s[i] }
+            }
+            return
+        }
         forEachRow { row, c, ky, kx in
             let s = col + row * ld, cols = validColumns(kx), plane = dx + c * height * width
             for oy in 0..<oh {

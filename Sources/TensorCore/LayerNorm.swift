@@ -113,3 +113,80 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// Layer normalisation over the channel axis of (N, C, ...) at every position, with weight and
+    /// bias (C): vit-pytorch CvT's LayerNorm, done in place on the channel-first layout (no
+    /// transposes). Statistics per (image, position); images in parallel.
+    public func channelLayerNorm(weight: Tensor, bias: Tensor, eps: Float = 1e-5) -> Tensor {
+        precondition(rank >= 2, "channelLayerNorm expects (N, C, ...), got \(shape)")
+        let batch = shape[0], c = shape[1], s = product(shape[2...])
+        precondition(weight.count == c && bias.count == c, "channelLayerNorm: weight and bias must have \(c) values")
+        let out = Storage(uninitializedCount: count)
+        let meanStorage = Storage(uninitializedCount: batch * s), rstdStorage = Storage(uninitializedCount: batch * s)
+        let x = base, y = out.base, wp = weight.base, bp = bias.base, mean = meanStorage.base, rstd = rstdStorage.base
+        let grain = Swift.max(1, 8192 / Swift.max(1, c * s)), fc = Float(c)
+        Parallel.forChunks(batch, grain: grain) { r in
+            for b in r {
+                let xb = x + b * c * s, yb = y + b * c * s, m = mean + b * s, v = rstd + b * s
+                m.update(repeating: 0, count: s)
+                v.update(repeating: 0, count: s)
+                for ch in 0..<c { let row = xb + ch * s; for i in 0..<s { m[i] += row[i] } }
+                for i in 0..<s { m[i] /= fc }
+                for ch in 0..<c { let row = xb + ch * s; for i in 0..<s { let d = row[i] - m[i]; v[i] += d * d } }
+                for i in 0..<s { v[i] = 1 / (v[i] / fc + eps).squareRoot() }
+                for ch in 0..<c {
+                    let row = xb + ch * s, dst = yb + ch * s, g = wp[ch], bb = bp[ch]
+                    for i in 0..<s { dst[i] = (row[i] - m[i]) * v[i] * g + bb }
+                }
+            }
+        }
+        let input = self
+        return makeResult(shape: shape, storage: out, inputs: [self, weight, bias]) {
+            { g in
+                let gp = g.base, mean = meanStorage.base, rstd = rstdStorage.base
+                if let gx = input.node?.accumulator() {
+                    Parallel.forChunks(batch, grain: grain) { r in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * s) { tmp in
+                            let sumA = tmp.baseAddress!, sumB = sumA + s
+                            for b in r {
+                                let xb = x + b * c * s, gb = gp + b * c * s, dxb = gx + b * c * s, m = mean + b * s, v = rstd + b * s
+                                sumA.update(repeating: 0, count: 2 * s)
+                                for ch in 0..<c {
+                                    let row = xb + ch * s, gr = gb + ch * s, w = wp[ch]
+                                    for i in 0..<s {
+                                        let dn = gr[i] * w
+                                        sumA[i] += dn
+                                        sumB[i] += dn * (row[i] - m[i]) * v[i]
+                                    }
+                                }
+                                for i in 0..<s { sumA[i] /= fc; sumB[i] /= fc }
+                                for ch in 0..<c {
+                                    let row = xb + ch * s, gr = gb + ch * s, d = dxb + ch * s, w = wp[ch]
+                                    for i in 0..<s {
+                                        let norm = (row[i] - m[i]) * v[i]
+                                        d[i] += v[i] * (gr[i] * w - sumA[i] - norm * sumB[i])
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let gw = weight.node?.accumulator(), gbias = bias.node?.accumulator()
+                if gw == nil && gbias == nil { return }
+                // Per channel over every image and position: each channel's sum in one task.
+                Parallel.forChunks(c, grain: Swift.max(1, 8192 / Swift.max(1, batch * s))) { r in
+                    for ch in r {
+                        var sw: Float = 0, sb: Float = 0
+                        for b in 0..<batch {
+                            let row = x + (b * c + ch) * s, gr = gp + (b * c + ch) * s, m = mean + b * s, v = rstd + b * s
+                            for i in 0..<s { sw += gr[i] * (row[i] - m[i]) * v[i]; sb += gr[i] }
+                        }
+                        gw?[ch] += sw
+                        gbias?[ch] += sb
+                    }
+                }
+            }
+        }
+    }
+}

@@ -54,6 +54,30 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    func testChannelLayerNorm() {
+        // (N, C, H, W) normalised over C at each position; 3 images so the split is uneven.
+        for (c, h, w) in [(5, 2, 3), (16, 1, 1), (3, 3, 3)] {
+            let x = randomTensor([3, c, h, w], seed: UInt64(c), low: -2, high: 3)
+            let g = randomTensor([c], seed: 2, low: 0.5, high: 1.5), b = randomTensor([c], seed: 3)
+            checkGradients("channelLayerNorm c=\(c) \(h)x\(w)", inputs: [x, g, b], engine: { $0[0].channelLayerNorm(weight: $0[1], bias: $0[2]) },
+                           reference: { xs in
+                               var out = xs[0]
+                               let s = h * w
+                               for n in 0..<3 {
+                                   for p in 0..<s {
+                                       let idx = (0..<c).map { (n * c + $0) * s + p }
+                                       let m = idx.map { xs[0].data[$0] }.reduce(0, +) / Double(c)
+                                       let v = idx.map { (xs[0].data[$0] - m) * (xs[0].data[$0] - m) }.reduce(0, +) / Double(c)
+                                       for (ch, i) in idx.enumerated() {
+                                           out.data[i] = (xs[0].data[i] - m) / (v + 1e-5).squareRoot() * xs[1].data[ch] + xs[2].data[ch]
+                                       }
+                                   }
+                               }
+                               return out
+                           })
+        }
+    }
+
     func referenceBatchNorm(_ x: DArray, _ w: DArray, _ b: DArray, mean: [Double]?, variance: [Double]?) -> DArray {
         let c = x.shape[1]
         var out = x
