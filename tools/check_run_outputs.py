@@ -66,6 +66,12 @@ def main(workbench):
             assert f.attrs["status"] == "running" and f.attrs["seed"] == 5
             assert "name: ci-check" in f.attrs["recipe"] and f.attrs["git_commit"] and f.attrs["workbench_version"]
             print(f"killed after 6 s: h5py reads metrics.h5 with steps 0..{len(steps) - 1}")
+        killed = EventAccumulator(folder)
+        killed.Reload()
+        killed_steps = [e.step for e in killed.Scalars("supervised/loss")]
+        # The events are written every 2 seconds too, so the resumed run's restart has duplicates to drop.
+        assert killed_steps and killed_steps == list(range(len(killed_steps))), killed_steps[:5]
+        print(f"killed after 6 s: TensorBoard reads steps 0..{len(killed_steps) - 1}")
 
         subprocess.run([workbench, "run", "--resume", folder], check=True)
         with h5py.File(os.path.join(folder, "metrics.h5"), "r") as f:

@@ -1,4 +1,5 @@
 import Foundation
+import Dispatch
 
 /// Writes TensorBoard event files (`events.out.tfevents.*`) with scalar summaries, readable by
 /// TensorBoard and by `tensorboard.backend.event_processing` without TensorFlow. The format is
@@ -6,11 +7,16 @@ import Foundation
 /// CRC-32C of the data) around hand-encoded `Event`/`Summary` messages.
 public final class TensorBoardWriter {
     public let path: String
+    /// Seconds between the writes that `scalar` makes by itself, so that TensorBoard follows a
+    /// run live and a killed run leaves its events on disk up to the last write.
+    public var flushInterval: Double
     private var pending = Data()
     private let handle: FileHandle
+    private var lastFlush = DispatchTime.now().uptimeNanoseconds
 
     /// Creates a new event file in `directory`.
-    public init(directory: String, clock: Date = Date()) throws {
+    public init(directory: String, clock: Date = Date(), flushInterval: Double = 2) throws {
+        self.flushInterval = flushInterval
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
         path = "\(directory)/events.out.tfevents.\(Int(clock.timeIntervalSince1970)).\(host).\(getpid())"
         guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
@@ -38,6 +44,7 @@ public final class TensorBoardWriter {
         event.varint(2, UInt64(bitPattern: Int64(step)))
         event.bytes(5, summary.data)
         record(event.data)
+        if Double(DispatchTime.now().uptimeNanoseconds - lastFlush) / 1e9 >= flushInterval { try? flush() }
     }
 
     /// A session restart at `step`: TensorBoard then drops the events after `step` that an
@@ -48,7 +55,7 @@ public final class TensorBoardWriter {
         var event = Proto()
         event.double(1, wallTime)
         event.varint(2, UInt64(bitPattern: Int64(step)))
-        event.bytes(6, log.data)
+        event.bytes(7, log.data)  // Event.session_log (field 6 is the deprecated log_message)
         record(event.data)
     }
 
@@ -56,6 +63,7 @@ public final class TensorBoardWriter {
         guard !pending.isEmpty else { return }
         try handle.write(contentsOf: pending)
         pending.removeAll(keepingCapacity: true)
+        lastFlush = DispatchTime.now().uptimeNanoseconds
     }
 
     private func record(_ data: Data) {

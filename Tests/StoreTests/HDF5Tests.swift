@@ -101,9 +101,23 @@ final class HDF5Tests: XCTestCase {
             let body = data.subdata(in: (offset + 12)..<(offset + 12 + length))
             XCTAssertEqual(u32(offset + 12 + length), CRC32C.masked(body))
             if records == 1 { XCTAssertNotNil(body.range(of: Data("supervised/loss".utf8))) }
+            if records == 2 {
+                // Event { step: 2 (field 2), session_log (field 7): SessionLog { status: START (1) } },
+                // which TensorBoard's reader takes as a restart; field 6 would be the deprecated log_message.
+                XCTAssertNotNil(body.range(of: Data([0x10, 0x02])), "step 2")
+                XCTAssertEqual(Array(body.suffix(4)), [0x3A, 0x02, 0x08, 0x01], "session_log START")
+            }
             offset += 16 + length
             records += 1
         }
         XCTAssertEqual(records, 3)
+
+        // Scalars reach the disk by themselves once flushInterval has passed (a killed run keeps them).
+        let liveDirectory = directory + "/live"
+        try FileManager.default.createDirectory(atPath: liveDirectory, withIntermediateDirectories: true)
+        let live = try TensorBoardWriter(directory: liveDirectory, flushInterval: 0)
+        let before = try Data(contentsOf: URL(fileURLWithPath: live.path)).count
+        live.scalar("supervised/loss", 0.25, step: 0)
+        XCTAssertGreaterThan(try Data(contentsOf: URL(fileURLWithPath: live.path)).count, before)
     }
 }
