@@ -13,22 +13,23 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if m == 0 || n == 0 { return }
     _ = BLAS.singleThreaded
+    if ProductRecorder.isRecording { ProductRecorder.record(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k)) }
     let work = m * n * k
     let chunks = work >= 1 << 21 ? Parallel.threads : 1
     if chunks > 1 && (m >= 32 * chunks || n >= 32 * chunks) {
         if m >= n || n < 32 * chunks {
             Parallel.forChunks(m, grain: Swift.max(1, m / chunks)) { r in
-                BLAS.gemm(transA, transB, r.count, n, k, alpha, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda,
+                BLAS.raw(transA, transB, r.count, n, k, alpha, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda,
                           b, ldb, beta, c + r.lowerBound * ldc, ldc)
             }
         } else {
             Parallel.forChunks(n, grain: Swift.max(1, n / chunks)) { r in
-                BLAS.gemm(transA, transB, m, r.count, k, alpha, a, lda, transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb,
+                BLAS.raw(transA, transB, m, r.count, k, alpha, a, lda, transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb,
                           beta, c + r.lowerBound, ldc)
             }
         }
     } else {
-        BLAS.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        BLAS.raw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 }
 
@@ -39,11 +40,21 @@ enum BLAS {
         return true
     }()
 
+    /// One single-threaded product (kernels that split work themselves call this), recorded.
     @inline(__always)
     static func gemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                      _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                      _ b: UnsafePointer<Float>, _ ldb: Int,
                      _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if ProductRecorder.isRecording { ProductRecorder.record(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k)) }
+        raw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
+    @inline(__always)
+    static func raw(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                    _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                    _ b: UnsafePointer<Float>, _ ldb: Int,
+                    _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -180,5 +191,34 @@ func columnSums(_ src: UnsafePointer<Float>, rows: Int, cols: Int, into dst: Uns
     for c in 0..<chunks {
         let acc = pp + c * cols
         for i in 0..<cols { dst[i] += acc[i] }
+    }
+}
+
+/// The shape of one matrix product as `sgemm` received it.
+public struct ProductShape: Hashable, Sendable {
+    public let transA, transB: Bool
+    public let m, n, k: Int
+    public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+}
+
+/// Records every product `sgemm` is asked for while `record` runs (from any thread), for
+/// benchmarks that time the same products alone: the roofline of a step.
+public enum ProductRecorder {
+    nonisolated(unsafe) static var isRecording = false
+    nonisolated(unsafe) static var shapes: [ProductShape: Int] = [:]
+    static let lock = Lock()
+
+    static func record(_ shape: ProductShape) {
+        lock.lock()
+        shapes[shape, default: 0] += 1
+        lock.unlock()
+    }
+
+    /// Runs `body` once and returns each product shape it issued with its number of calls.
+    public static func record(_ body: () -> Void) -> [ProductShape: Int] {
+        lock.lock(); shapes = [:]; isRecording = true; lock.unlock()
+        body()
+        lock.lock(); isRecording = false; let result = shapes; shapes = [:]; lock.unlock()
+        return result
     }
 }

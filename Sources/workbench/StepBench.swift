@@ -13,7 +13,7 @@ import TensorCore
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-step",
-        abstract: "Time a supervised ViT training step against the raw sgemm time of its products.",
+        abstract: "Time a training step (supervised or an objective's) against the raw sgemm time of its products.",
         discussion: "Same shapes as torch_step_bench.py: 28x28x1 images, patch 4, dim 192, depth 6, heads 3, dim_head 64, MLP 768, batch 256.")
 
     @Option(help: "Batch size (torch_step_bench.py's B).") var batch = 256
@@ -34,55 +34,47 @@ struct BenchStep: ParsableCommand {
         let rng = RandomStream(seed: 0, purpose: "bench")
         let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
         let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
-        let step = medianSeconds(repeats: steps, warmups: 2) {
+        func trainStep() {
             let loss = model(x).crossEntropy(.labels(labels))
             optimizer.zeroGrad()
             loss.backward()
             optimizer.step()
         }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
 
-        // The step's products, as the engine issues them: (transA, transB, m, n, k, repeats).
-        let tokens = config.patchCount + 1, rows = batch * tokens, inner = heads * dimHead
-        var products: [(Bool, Bool, Int, Int, Int, Int)] = []
-        func linear(_ r: Int, _ inF: Int, _ outF: Int, inputGrad: Bool = true) {
-            products.append((false, true, r, outF, inF, 1))
-            if inputGrad { products.append((false, false, r, inF, outF, 1)) }
-            products.append((true, false, outF, inF, r, 1))
-        }
-        linear(batch * config.patchCount, config.patchDim, dim, inputGrad: false)
-        for _ in 0..<depth {
-            linear(rows, dim, 3 * inner)
-            let pairs = batch * heads
-            products += [(false, true, tokens, tokens, dimHead, pairs), (false, false, tokens, dimHead, tokens, pairs),
-                         (true, false, tokens, dimHead, tokens, pairs), (false, true, tokens, tokens, dimHead, pairs),
-                         (false, false, tokens, dimHead, tokens, pairs), (true, false, tokens, dimHead, tokens, pairs)]
-            linear(rows, inner, dim)
-            linear(rows, dim, mlpDim)
-            linear(rows, mlpDim, dim)
-        }
-        linear(batch, dim, config.numClasses)
-        let flops = products.reduce(0.0) { $0 + 2 * Double($1.2) * Double($1.3) * Double($1.4) * Double($1.5) }
-        let maxA = products.map { $0.2 * $0.4 }.max()!, maxB = products.map { $0.4 * $0.3 }.max()!, maxC = products.map { $0.2 * $0.3 }.max()!
-        let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng), c = Storage(uninitializedCount: maxC)
-        // Raw: every product once, small per-head ones spread over the pool as the attention kernel does.
-        func rawPass() {
-            for (ta, tb, m, n, k, repeats) in products {
-                if repeats == 1 {
-                    sgemm(ta, tb, m, n, k, 1, a.base, ta ? m : k, b.base, tb ? k : n, 0, c.base, n)
+        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printRoofline(stepSeconds: step, step: trainStep)
+    }
+
+    /// Records the products one step issues, times them alone as raw sgemm at the same shapes
+    /// (products issued many times at one shape, like attention's per-head ones, spread over the
+    /// pool as the kernels do), and prints the step's fraction of that roofline.
+    func printRoofline(stepSeconds step: Double, step body: () -> Void) {
+        let shapes = ProductRecorder.record(body).sorted { ($0.value, $0.key.m, $0.key.n, $0.key.k) > ($1.value, $1.key.m, $1.key.n, $1.key.k) }
+        let flops = shapes.reduce(0.0) { $0 + $1.key.flops * Double($1.value) }
+        let maxA = shapes.map { $0.key.m * $0.key.k }.max() ?? 1, maxB = shapes.map { $0.key.k * $0.key.n }.max() ?? 1
+        let maxC = shapes.map { $0.key.m * $0.key.n }.max() ?? 1
+        let rng = RandomStream(seed: 0, purpose: "roofline")
+        let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng)
+        let raw = medianSeconds(repeats: steps, warmups: 1) {
+            for (p, calls) in shapes {
+                let lda = p.transA ? p.m : p.k, ldb = p.transB ? p.k : p.n
+                if calls == 1 {
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: maxC) { c in
+                        sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n)
+                    }
                 } else {
-                    Parallel.forChunks(repeats, grain: 1) { r in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: m * n) { out in
-                            for _ in r { sgemm(ta, tb, m, n, k, 1, a.base, ta ? m : k, b.base, tb ? k : n, 0, out.baseAddress!, n) }
+                    Parallel.forChunks(calls, grain: 1) { r in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: p.m * p.n) { c in
+                            for _ in r { sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n) }
                         }
                     }
                 }
             }
         }
-        let raw = medianSeconds(repeats: steps, rawPass)
-        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
-        print(String(format: "products: %.1f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",
-                     flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
+        print(String(format: "products: %d calls at %d shapes, %.2f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",
+                     shapes.reduce(0) { $0 + $1.value }, shapes.count, flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
     }
 
     /// An objective's step at torch_step_bench.py's settings (images of uniform noise as there).
@@ -112,14 +104,16 @@ struct BenchStep: ParsableCommand {
         }
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let x = Tensor.uniform([batch, 1, 28, 28], rng: RandomStream(seed: 0, purpose: "bench"))
-        let step = medianSeconds(repeats: steps, warmups: 2) {
+        func trainStep() {
             let loss = model.loss(x).loss
             optimizer.zeroGrad()
             loss.backward()
             optimizer.step()
         }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print("bench-step \(objective): ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printRoofline(stepSeconds: step, step: trainStep)
     }
 
     /// A teacher-student step on views made beforehand (the loader makes them on its own thread),
@@ -162,7 +156,7 @@ struct BenchStep: ParsableCommand {
             views = pipeline.makeViews(images: images, mean: [0.5], std: [0.25], rng: augmentRng)
         }
         var index = 0
-        let step = medianSeconds(repeats: steps, warmups: 2) {
+        func trainStep() {
             model.willStep(index, of: 1000, stepsPerEpoch: 100)
             let loss = model.loss(views: views).loss
             optimizer.zeroGrad()
@@ -171,10 +165,12 @@ struct BenchStep: ParsableCommand {
             model.afterStep(index, of: 1000)
             index += 1
         }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(config.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
         print("views per image: \(pipeline.views.map { "\($0.size)px" }.joined(separator: ", "))")
         print(String(format: "step median %.1f ms  %.1f img/s (forward, backward, AdamW and the EMA teacher update)", step * 1e3, Double(batch) / step))
         print(String(format: "augmentation on one thread: %.1f ms a batch, %.0f img/s (%.1fx the step's consumption)",
                      augment * 1e3, Double(batch) / augment, step / augment))
+        printRoofline(stepSeconds: step, step: trainStep)
     }
 }
