@@ -4,6 +4,32 @@ public struct Conv2DGeometry {
     public var outH: Int { (height + 2 * padding - kernelH) / stride + 1 }
     public var outW: Int { (width + 2 * padding - kernelW) / stride + 1 }
 
+    /// Every in-image tap of every output position, for one-channel windows: output o's taps are
+    /// entries first[o] ..< first[o + 1] of tap (ky * kW + kx) and input (iy * W + ix).
+    func tapList() -> (first: [Int32], tap: [Int32], input: [Int32]) {
+        var first = [Int32](), tap = [Int32](), input = [Int32]()
+        first.reserveCapacity(outH * outW + 1)
+        tap.reserveCapacity(outH * outW * kernelH * kernelW)
+        input.reserveCapacity(outH * outW * kernelH * kernelW)
+        for oy in 0..<outH {
+            for ox in 0..<outW {
+                first.append(Int32(tap.count))
+                for ky in 0..<kernelH {
+                    let iy = oy * stride - padding + ky
+                    if iy < 0 || iy >= height { continue }
+                    for kx in 0..<kernelW {
+                        let ix = ox * stride - padding + kx
+                        if ix < 0 || ix >= width { continue }
+                        tap.append(Int32(ky * kernelW + kx))
+                        input.append(Int32(iy * width + ix))
+                    }
+                }
+            }
+        }
+        first.append(Int32(tap.count))
+        return (first, tap, input)
+    }
+
     /// The output columns `ox` whose tap at kernel column `kx` reads inside the image.
     @inline(__always)
     func validColumns(_ kx: Int) -> Range<Int> {
@@ -162,7 +188,9 @@ extension Tensor {
 
     /// Depthwise convolution (one k x k filter per channel): direct loops, each (image, channel)
     /// plane on its own; the filter gradient sums over the batch inside one channel's task, so the
-    /// result does not depend on the split.
+    /// result does not depend on the split. Narrow maps (a CvT's 7x7 down to 1x1) go through a
+    /// tap list built once per call, (output, filter tap, input) for every in-image tap, so the
+    /// per-plane loops carry no bounds logic; wide maps run tap by tap over whole output rows.
     func depthwiseConv2d(weight: Tensor, bias: Tensor?, geometry geo: Conv2DGeometry) -> Tensor {
         let batch = shape[0], c = shape[1], h = geo.height, w = geo.width
         let kh = geo.kernelH, kw = geo.kernelW, s = geo.stride, p = geo.padding
@@ -184,52 +212,89 @@ extension Tensor {
                 }
             }
         }
-        Parallel.forChunks(planes, grain: grain) { r in
-            for plane in r {
-                let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
-                dst.update(repeating: bp?[ch] ?? 0, count: ohw)
-                taps { yo, xo, k, cols in
-                    let wv = f[k], d = dst + yo, sx = src + xo
-                    for ox in cols { d[ox] += wv * sx[ox * s] }
+        // The tap list of narrow maps: output o's taps are entries first[o] ..< first[o + 1].
+        let narrow = ow < 16
+        let (first, tapOf, inputOf) = narrow ? geo.tapList() : ([], [], [])
+        first.withUnsafeBufferPointer { fb in tapOf.withUnsafeBufferPointer { tb in inputOf.withUnsafeBufferPointer { ib in
+            let fo = fb.baseAddress, to = tb.baseAddress, io = ib.baseAddress
+            Parallel.forChunks(planes, grain: grain) { r in
+                for plane in r {
+                    let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
+                    let b0 = bp?[ch] ?? 0
+                    if narrow, let fo, let to, let io {
+                        for o in 0..<ohw {
+                            var acc = b0
+                            for e in Int(fo[o])..<Int(fo[o + 1]) { acc += f[Int(to[e])] * src[Int(io[e])] }
+                            dst[o] = acc
+                        }
+                        continue
+                    }
+                    dst.update(repeating: b0, count: ohw)
+                    taps { yo, xo, k, cols in
+                        let wv = f[k], d = dst + yo, sx = src + xo
+                        for ox in cols { d[ox] += wv * sx[ox * s] }
+                    }
                 }
             }
-        }
+        } } }
         let input = self
         var inputs = [self, weight]
         if let bias { inputs.append(bias) }
         return makeResult(shape: [batch, c, oh, ow], storage: out, inputs: inputs) {
             { g in
                 let gp = g.base
-                if let gx = input.node?.accumulator() {
-                    Parallel.forChunks(planes, grain: grain) { r in
-                        for plane in r {
-                            let gy = gp + plane * ohw, dx = gx + plane * hw, f = wp + (plane % c) * kk
-                            taps { yo, xo, k, cols in
-                                let wv = f[k], gyr = gy + yo, d = dx + xo
-                                for ox in cols { d[ox * s] += wv * gyr[ox] }
-                            }
-                        }
-                    }
-                }
-                let gw = weight.node?.accumulator(), gb = bias?.node?.accumulator()
-                if gw == nil && gb == nil { return }
-                Parallel.forChunks(c, grain: Swift.max(1, grain / Swift.max(1, batch))) { r in
-                    for ch in r {
-                        for b in 0..<batch {
-                            let plane = b * c + ch, gy = gp + plane * ohw, src = x + plane * hw
-                            if let gb { gb[ch] += vsum(gy, ohw) }
-                            if let gw {
-                                let f = gw + ch * kk
+                first.withUnsafeBufferPointer { fb in tapOf.withUnsafeBufferPointer { tb in inputOf.withUnsafeBufferPointer { ib in
+                    let fo = fb.baseAddress, to = tb.baseAddress, io = ib.baseAddress
+                    if let gx = input.node?.accumulator() {
+                        Parallel.forChunks(planes, grain: grain) { r in
+                            for plane in r {
+                                let gy = gp + plane * ohw, dx = gx + plane * hw, f = wp + (plane % c) * kk
+                                if narrow, let fo, let to, let io {
+                                    for o in 0..<ohw {
+                                        let gv = gy[o]
+                                        for e in Int(fo[o])..<Int(fo[o + 1]) { dx[Int(io[e])] += f[Int(to[e])] * gv }
+                                    }
+                                    continue
+                                }
                                 taps { yo, xo, k, cols in
-                                    let gyr = gy + yo, sx = src + xo
-                                    var acc: Float = 0
-                                    for ox in cols { acc += gyr[ox] * sx[ox * s] }
-                                    f[k] += acc
+                                    let wv = f[k], gyr = gy + yo, d = dx + xo
+                                    for ox in cols { d[ox * s] += wv * gyr[ox] }
                                 }
                             }
                         }
                     }
-                }
+                    let gw = weight.node?.accumulator(), gb = bias?.node?.accumulator()
+                    if gw == nil && gb == nil { return }
+                    Parallel.forChunks(c, grain: Swift.max(1, grain / Swift.max(1, batch))) { r in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: kk) { accBuffer in
+                            let acc = accBuffer.baseAddress!
+                            for ch in r {
+                                acc.update(repeating: 0, count: kk)
+                                var biasSum: Float = 0
+                                for b in 0..<batch {
+                                    let plane = b * c + ch, gy = gp + plane * ohw, src = x + plane * hw
+                                    if gb != nil { biasSum += vsum(gy, ohw) }
+                                    guard gw != nil else { continue }
+                                    if narrow, let fo, let to, let io {
+                                        for o in 0..<ohw {
+                                            let gv = gy[o]
+                                            for e in Int(fo[o])..<Int(fo[o + 1]) { acc[Int(to[e])] += gv * src[Int(io[e])] }
+                                        }
+                                        continue
+                                    }
+                                    taps { yo, xo, k, cols in
+                                        let gyr = gy + yo, sx = src + xo
+                                        var t: Float = 0
+                                        for ox in cols { t += gyr[ox] * sx[ox * s] }
+                                        acc[k] += t
+                                    }
+                                }
+                                if let gb { gb[ch] += biasSum }
+                                if let gw { for k in 0..<kk { gw[ch * kk + k] += acc[k] } }
+                            }
+                        }
+                    }
+                } } }
             }
         }
     }

@@ -190,6 +190,17 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// Depthwise maps at least 16 wide take the row-by-row path (narrower ones the tap list above).
+    func testDepthwiseConv2dWideMaps() {
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (5, 2, 2)] {
+            let x = randomTensor([2, 3, 4, 33], seed: 4)
+            let w = randomTensor([3, 1, k, k], seed: 5), b = randomTensor([3], seed: 6)
+            checkGradients("depthwise conv2d wide k\(k) s\(stride)", inputs: [x, w, b], engine: {
+                $0[0].conv2d(weight: $0[1], bias: $0[2], stride: stride, padding: padding, groups: 3)
+            }, reference: { self.referenceConv($0[0], $0[1], $0[2], stride: stride, padding: padding, groups: 3) })
+        }
+    }
+
     func referencePool(_ x: DArray, kernel: Int, stride: Int, padding: Int, max: Bool) -> DArray {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
