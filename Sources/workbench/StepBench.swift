@@ -25,7 +25,10 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
     @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the recipes' view pipelines).") var objective = "supervised"
 
+    @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, views and batch size (--batch, when given, overrides the batch).") var recipe: String?
+
     func run() throws {
+        if let recipe { return try runRecipe(recipe) }
         var config = ViTConfig()
         (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
         if objective != "supervised" { return try runObjective(config) }
@@ -145,10 +148,55 @@ struct BenchStep: ParsableCommand {
                          imageShape: [1, 28, 28], config: settings.config, initializer: initializer)
             pipeline = settings.augment.pipeline(imageSize: 28)
         }
-        let optimizer = AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4)
+        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(config.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
+        timeViews(model, pipeline: pipeline, optimizer: AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4),
+                  batch: batch, channels: config.channels, side: 28)
+    }
+
+    /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,
+    /// its optimizer, and (for the view objectives) its view pipeline, on images of uniform noise.
+    func runRecipe(_ path: String) throws {
+        let recipe: Recipe
+        do { recipe = try RecipeLoader.load(path: RecipeLoader.resolvePath(path) ?? path) } catch { throw ValidationError("\(error)") }
+        guard let stage = recipe.stages.lazy.compactMap({ $0.settings as? PretrainStage }).first else {
+            throw ValidationError("\(path) has no pretrain stage to time")
+        }
+        let seed = recipe.seed
+        let (encoder, _) = EncoderFactory.make(recipe.encoder, data: recipe.data, seed: seed)
+        let initializer = Initializer(scheme: recipe.encoder.initScheme, seed: seed &+ 1)
+        guard let model = stage.objective.make(encoder: encoder, newEncoder: { EncoderFactory.make(recipe.encoder, data: recipe.data, seed: seed &+ 2).0 },
+                                               recipe: recipe, initializer: initializer, seed: seed) else {
+            throw ValidationError("\(type(of: stage.objective).kind) cannot wrap the \(recipe.encoder.kind) encoder")
+        }
+        let batch = CommandLine.arguments.contains("--batch") ? self.batch : stage.training.batchSize
+        let optimizer = stage.training.makeOptimizer(model.parameters.filter { !$0.isFrozen })
+        let shape = recipe.data.imageShape
+        print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(Parallel.threads) threads")
+        if let pipeline = stage.objective.views(recipe) {
+            return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: shape[0], side: shape[1])
+        }
+        let x = Tensor.uniform([batch] + shape, rng: RandomStream(seed: 0, purpose: "bench"))
+        var index = 0
+        func trainStep() {
+            model.willStep(index, of: 1000, stepsPerEpoch: 100)
+            let loss = model.loss(x).loss
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+            model.afterStep(index, of: 1000)
+            index += 1
+        }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printRoofline(stepSeconds: step, step: trainStep)
+    }
+
+    /// A view objective's step on views made beforehand (the loader makes them on its own thread),
+    /// the view pipeline's own throughput on one thread, and the step's roofline.
+    func timeViews(_ model: any Objective, pipeline: ViewPipeline, optimizer: Optimizer, batch: Int, channels: Int, side: Int) {
         let rng = RandomStream(seed: 0, purpose: "bench")
         let images = (0..<batch).map { _ in
-            AugmentImage(channels: config.channels, height: 28, width: 28, pixels: (0..<(config.channels * 784)).map { _ in rng.nextFloat() })
+            AugmentImage(channels: channels, height: side, width: side, pixels: (0..<(channels * side * side)).map { _ in rng.nextFloat() })
         }
         let augmentRng = RandomStream(seed: 0, purpose: "views")
         var views: [Tensor] = []
@@ -166,7 +214,6 @@ struct BenchStep: ParsableCommand {
             index += 1
         }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(config.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
         print("views per image: \(pipeline.views.map { "\($0.size)px" }.joined(separator: ", "))")
         print(String(format: "step median %.1f ms  %.1f img/s (forward, backward, AdamW and the EMA teacher update)", step * 1e3, Double(batch) / step))
         print(String(format: "augmentation on one thread: %.1f ms a batch, %.0f img/s (%.1fx the step's consumption)",
