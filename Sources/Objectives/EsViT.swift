@@ -167,7 +167,8 @@ public final class EsViT: Module, Objective {
                 .mean(axis: 0, keepDims: true))
         }
         let v = viewLoss! * scale, r = regionLoss! * scale
-        return ObjectiveOutput(loss: (v + r) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item)])
+        return ObjectiveOutput(loss: (v + r) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item),
+                                                                       "teacher_temperature": Double(temperature)])
     }
 
     public func willStep(_ step: Int, of totalSteps: Int, stepsPerEpoch: Int) {

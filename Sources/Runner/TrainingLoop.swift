@@ -10,9 +10,13 @@ public struct StepOutput {
     public let loss: Tensor
     /// Correct predictions in the batch, for stages that classify.
     public var correct: Int?
-    public init(loss: Tensor, correct: Int? = nil) {
+    /// The objective's own per-step figures (EsViT's view and region losses, DINO's teacher
+    /// temperature...): extra columns of the steps table and TensorBoard scalars.
+    public var diagnostics: [String: Double]
+    public init(loss: Tensor, correct: Int? = nil, diagnostics: [String: Double] = [:]) {
         self.loss = loss
         self.correct = correct
+        self.diagnostics = diagnostics
     }
 }
 
@@ -120,8 +124,11 @@ public final class TrainingLoop {
                 if let correct = output.correct { progress.sums["correct", default: 0] += Double(correct) }
                 progress.sums["seconds"] = elapsedBefore + Double(now - epochStart) / 1e9
                 let wall = Date().timeIntervalSince1970
-                context.metrics.append("\(stage)/steps", ["step": Double(progress.step), "epoch": Double(progress.epoch), "loss": Double(loss),
-                                                          "lr": lr, "images_per_s": Double(batch.labels.count) / seconds, "wall_time": wall])
+                let extra = output.diagnostics.sorted { $0.key < $1.key }
+                context.metrics.append("\(stage)/steps", columns: ["step", "epoch", "loss", "lr", "images_per_s", "wall_time"] + extra.map(\.key),
+                                       values: [Double(progress.step), Double(progress.epoch), Double(loss), lr, Double(batch.labels.count) / seconds, wall]
+                                           + extra.map(\.value))
+                for (key, value) in extra { context.events.scalar("\(stage)/\(key)", value, step: base + progress.step, wallTime: wall) }
                 context.events.scalar("\(stage)/loss", Double(loss), step: base + progress.step, wallTime: wall)
                 context.events.scalar("\(stage)/lr", lr, step: base + progress.step, wallTime: wall)
                 context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: base + progress.step, wallTime: wall)

@@ -101,7 +101,8 @@ public struct PretrainStage: Stage {
         var lastLoss = 0.0
         let perEpoch = loader.batchesPerEpoch
         let steps = try loop.run(step: { batch in
-            StepOutput(loss: (batch.views.isEmpty ? model.loss(batch.images) : model.loss(views: batch.views)).loss)
+            let output = batch.views.isEmpty ? model.loss(batch.images) : model.loss(views: batch.views)
+            return StepOutput(loss: output.loss, diagnostics: output.diagnostics)
         }, beforeStep: { step in
             model.willStep(step, of: totalSteps, stepsPerEpoch: perEpoch)
         }, afterStep: { step in
