@@ -107,12 +107,7 @@ struct BenchStep: ParsableCommand {
         }
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let x = Tensor.uniform([batch, 1, 28, 28], rng: RandomStream(seed: 0, purpose: "bench"))
-        func trainStep() {
-            let loss = model.loss(x).loss
-            optimizer.zeroGrad()
-            loss.backward()
-            optimizer.step()
-        }
+        let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print("bench-step \(objective): ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
@@ -176,19 +171,24 @@ struct BenchStep: ParsableCommand {
             return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: shape[0], side: shape[1])
         }
         let x = Tensor.uniform([batch] + shape, rng: RandomStream(seed: 0, purpose: "bench"))
+        let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printRoofline(stepSeconds: step, step: trainStep)
+    }
+
+    /// One optimizer step of `model` per call (its schedule hooks around it, as the run calls them).
+    static func stepper(_ model: any Objective, _ optimizer: Optimizer, loss: @escaping () -> Tensor) -> () -> Void {
         var index = 0
-        func trainStep() {
+        return {
             model.willStep(index, of: 1000, stepsPerEpoch: 100)
-            let loss = model.loss(x).loss
+            let value = loss()
             optimizer.zeroGrad()
-            loss.backward()
+            value.backward()
             optimizer.step()
             model.afterStep(index, of: 1000)
             index += 1
         }
-        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
-        printRoofline(stepSeconds: step, step: trainStep)
     }
 
     /// A view objective's step on views made beforehand (the loader makes them on its own thread),
@@ -203,16 +203,7 @@ struct BenchStep: ParsableCommand {
         let augment = medianSeconds(repeats: steps, warmups: 1) {
             views = pipeline.makeViews(images: images, mean: [0.5], std: [0.25], rng: augmentRng)
         }
-        var index = 0
-        func trainStep() {
-            model.willStep(index, of: 1000, stepsPerEpoch: 100)
-            let loss = model.loss(views: views).loss
-            optimizer.zeroGrad()
-            loss.backward()
-            optimizer.step()
-            model.afterStep(index, of: 1000)
-            index += 1
-        }
+        let trainStep = Self.stepper(model, optimizer) { model.loss(views: views).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print("views per image: \(pipeline.views.map { "\($0.size)px" }.joined(separator: ", "))")
         print(String(format: "step median %.1f ms  %.1f img/s (forward, backward, AdamW and the EMA teacher update)", step * 1e3, Double(batch) / step))
