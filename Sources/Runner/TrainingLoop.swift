@@ -87,6 +87,9 @@ public final class TrainingLoop {
         let perEpoch = loader.batchesPerEpoch
         let base = context.globalStepBase
         let batchSize = loader.batchSize
+        let columns = ["step", "epoch", "loss", "lr", "images_per_s", "wall_time"]
+        // The diagnostics the first step reports fix the table's extra columns (a missing one is NaN).
+        var diagnosticKeys: [String]?
         while progress.epoch < epochs {
             module.train()
             let epochStart = DispatchTime.now().uptimeNanoseconds
@@ -124,11 +127,13 @@ public final class TrainingLoop {
                 if let correct = output.correct { progress.sums["correct", default: 0] += Double(correct) }
                 progress.sums["seconds"] = elapsedBefore + Double(now - epochStart) / 1e9
                 let wall = Date().timeIntervalSince1970
-                let extra = output.diagnostics.sorted { $0.key < $1.key }
-                context.metrics.append("\(stage)/steps", columns: ["step", "epoch", "loss", "lr", "images_per_s", "wall_time"] + extra.map(\.key),
+                let keys = diagnosticKeys ?? output.diagnostics.keys.filter { !columns.contains($0) }.sorted()
+                diagnosticKeys = keys
+                let extra = keys.map { output.diagnostics[$0] ?? .nan }
+                context.metrics.append("\(stage)/steps", columns: columns + keys,
                                        values: [Double(progress.step), Double(progress.epoch), Double(loss), lr, Double(batch.labels.count) / seconds, wall]
-                                           + extra.map(\.value))
-                for (key, value) in extra { context.events.scalar("\(stage)/\(key)", value, step: base + progress.step, wallTime: wall) }
+                                           + extra)
+                for (key, value) in zip(keys, extra) { context.events.scalar("\(stage)/\(key)", value, step: base + progress.step, wallTime: wall) }
                 context.events.scalar("\(stage)/loss", Double(loss), step: base + progress.step, wallTime: wall)
                 context.events.scalar("\(stage)/lr", lr, step: base + progress.step, wallTime: wall)
                 context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: base + progress.step, wallTime: wall)

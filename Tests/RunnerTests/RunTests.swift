@@ -204,6 +204,46 @@ final class RunTests: XCTestCase {
         return actual
     }
 
+    /// An objective's diagnostics (EsViT: view and region loss, teacher temperature) become
+    /// columns of the steps table beside the loss, as long as it.
+    func testObjectiveDiagnosticsAreStepColumns() throws {
+        let recipe = root + "/tiny-esvit.yaml"
+        try """
+            name: tiny
+            seed: 1
+            data:
+              train_subset: 256
+              test_subset: 100
+            encoder:
+              kind: cvt
+              dim_head: 8
+              cvt_stages:
+                - {emb_dim: 8, emb_kernel: 7, emb_stride: 4, heads: 1, depth: 1}
+                - {emb_dim: 16, emb_kernel: 3, emb_stride: 2, heads: 2, depth: 1}
+            stages:
+              - pretrain:
+                  objective:
+                    kind: esvit
+                    out_dim: 64
+                    hidden_dim: 32
+                    bottleneck_dim: 16
+                    augment: {local_crops: 2, local_size: 12}
+                  epochs: 1
+                  batch_size: 64
+            """.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let run = try workbench(["run", recipe, "--runs-dir", "esvit"])
+        XCTAssertEqual(run.status, 0, run.output + run.error)
+        let metrics = try HDF5File(path: try runFolder("esvit") + "/metrics.h5", mode: .readOnly)
+        let loss = try metrics.root.dataset("pretrain/steps/loss").read(as: Double.self)
+        XCTAssertEqual(loss.count, 4)
+        let view = try metrics.root.dataset("pretrain/steps/view_loss").read(as: Double.self)
+        let region = try metrics.root.dataset("pretrain/steps/region_loss").read(as: Double.self)
+        let temperature = try metrics.root.dataset("pretrain/steps/teacher_temperature").read(as: Double.self)
+        XCTAssertEqual([view.count, region.count, temperature.count], [4, 4, 4])
+        for i in 0..<4 { XCTAssertEqual(loss[i], (view[i] + region[i]) / 2, accuracy: 1e-4 * loss[i]) }
+        XCTAssertEqual(temperature[0], 0.04, accuracy: 1e-7)
+    }
+
     func testNaNLossStopsWithAClearMessageAndKeepsTheMetrics() throws {
         let recipe = try writeRecipe()
         let outcome = try workbench(["run", recipe, "--runs-dir", "nan", "--set", "stages.0.supervised.lr=1.0e30",
