@@ -192,7 +192,7 @@ public final class TrainingLoop {
         context.log.table(["epoch"] + names.map { $0.replacingOccurrences(of: "_", with: " ") }, rows)
     }
 
-    static let columnOrder = ["loss": 0, "train_top1": 1, "test_top1": 2, "test_top5": 3, "seconds": 8, "images_per_s": 9]
+    static let columnOrder = ["loss": 0, "knn_top1": 1, "train_top1": 1, "test_top1": 2, "test_top5": 3, "seconds": 8, "images_per_s": 9]
 }
 
 func progressBar(_ fraction: Double, width: Int = 20) -> String {

@@ -205,7 +205,8 @@ final class RunTests: XCTestCase {
     }
 
     /// An objective's diagnostics (EsViT: view and region loss, teacher temperature) become
-    /// columns of the steps table beside the loss, as long as it.
+    /// columns of the steps table beside the loss, as long as it; the kNN monitor fills the
+    /// epochs table's knn_top1 at the epochs it runs.
     func testObjectiveDiagnosticsAreStepColumns() throws {
         let recipe = root + "/tiny-esvit.yaml"
         try """
@@ -228,19 +229,26 @@ final class RunTests: XCTestCase {
                     hidden_dim: 32
                     bottleneck_dim: 16
                     augment: {local_crops: 2, local_size: 12}
-                  epochs: 1
+                  epochs: 2
                   batch_size: 64
+                  knn_monitor: 2
+                  knn_monitor_images: 128
             """.write(toFile: recipe, atomically: true, encoding: .utf8)
         let run = try workbench(["run", recipe, "--runs-dir", "esvit"])
         XCTAssertEqual(run.status, 0, run.output + run.error)
         let metrics = try HDF5File(path: try runFolder("esvit") + "/metrics.h5", mode: .readOnly)
         let loss = try metrics.root.dataset("pretrain/steps/loss").read(as: Double.self)
-        XCTAssertEqual(loss.count, 4)
+        XCTAssertEqual(loss.count, 8)
+        // The kNN monitor ran at the end of epoch 2 only (every 2 epochs).
+        let knn = try metrics.root.dataset("pretrain/epochs/knn_top1").read(as: Double.self)
+        XCTAssertEqual(knn.count, 2)
+        XCTAssertTrue(knn[0].isNaN && knn[1] > 0.1 && knn[1] <= 1, "\(knn)")
+        XCTAssertTrue(run.output.contains("pretrain: epoch 2/2") && run.output.contains("kNN top-1 "), run.output)
         let view = try metrics.root.dataset("pretrain/steps/view_loss").read(as: Double.self)
         let region = try metrics.root.dataset("pretrain/steps/region_loss").read(as: Double.self)
         let temperature = try metrics.root.dataset("pretrain/steps/teacher_temperature").read(as: Double.self)
-        XCTAssertEqual([view.count, region.count, temperature.count], [4, 4, 4])
-        for i in 0..<4 { XCTAssertEqual(loss[i], (view[i] + region[i]) / 2, accuracy: 1e-4 * loss[i]) }
+        XCTAssertEqual([view.count, region.count, temperature.count], [8, 8, 8])
+        for i in 0..<8 { XCTAssertEqual(loss[i], (view[i] + region[i]) / 2, accuracy: 1e-4 * loss[i]) }
         XCTAssertEqual(temperature[0], 0.04, accuracy: 1e-7)
     }
 

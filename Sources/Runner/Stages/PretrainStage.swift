@@ -1,5 +1,6 @@
 import Data
 import Encoders
+import Evaluation
 import Foundation
 import NN
 import Objectives
@@ -45,6 +46,14 @@ public struct PretrainStage: Stage {
 
     public var objective: any ObjectiveSettings
     public var training: TrainingSettings
+    /// kNN top-1 of the trained encoder (DINO's teacher) every `knnMonitor` epochs (0: never),
+    /// with the first `knnMonitorImages` training images as the neighbours and every test image
+    /// as queries: the `knn_top1` column of the epochs table (NaN in the epochs between).
+    public var knnMonitor = 0
+    public var knnMonitorImages = 10000
+    public var knnMonitorLayer = "pooled"
+
+    static let monitorKeys = ["knn_monitor", "knn_monitor_images", "knn_monitor_layer"]
 
     public init(objective: any ObjectiveSettings) {
         self.objective = objective
@@ -52,7 +61,7 @@ public struct PretrainStage: Stage {
     }
 
     public init(from decoder: Decoder) throws {
-        let c = try decoder.section(["objective"] + TrainingSettings.keys)
+        let c = try decoder.section(["objective"] + TrainingSettings.keys + Self.monitorKeys)
         let kinds = ObjectiveRegistry.kinds.map { $0.kind }
         let objectiveDecoder = try c.superDecoder(forKey: RecipeKey("objective"))
         let kinded = try objectiveDecoder.container(keyedBy: RecipeKey.self)
@@ -68,14 +77,25 @@ public struct PretrainStage: Stage {
         }
         objective = try type.init(from: objectiveDecoder)
         training = try TrainingSettings(c, defaults: type.trainingDefaults)
+        knnMonitor = try c.value("knn_monitor", knnMonitor)
+        try c.check(knnMonitor >= 0, "knn_monitor", "is a number of epochs between kNN evaluations (0: none), got \(knnMonitor)")
+        knnMonitorImages = try c.value("knn_monitor_images", knnMonitorImages)
+        try c.check(knnMonitorImages > 0, "knn_monitor_images", "must be positive, got \(knnMonitorImages)")
+        knnMonitorLayer = try c.value("knn_monitor_layer", knnMonitorLayer)
     }
 
     public func encode(to encoder: Encoder) throws {
-        try encoder.fields([("objective", objective)] + training.fields)
+        try encoder.fields([("objective", objective)] + training.fields
+                           + [("knn_monitor", knnMonitor), ("knn_monitor_images", knnMonitorImages), ("knn_monitor_layer", knnMonitorLayer)])
     }
 
     public func validate(_ recipe: Recipe) throws {
         try training.validate(recipe)
+        if knnMonitor > 0 {
+            do { try checkHiddenLayer(knnMonitorLayer, recipe) } catch let issue as RecipeIssue {
+                throw RecipeIssue(path: ["knn_monitor_layer"], message: issue.message)
+            }
+        }
         do { try objective.validate(recipe) } catch let issue as RecipeIssue {
             throw RecipeIssue(path: ["objective"] + issue.path, message: issue.message)
         }
@@ -112,9 +132,13 @@ public struct PretrainStage: Stage {
             let seconds = sums["seconds", default: 0]
             let rate = sums["seen", default: 0] / Swift.max(seconds, 1e-9)
             lastLoss = loss
-            return EpochReport(columns: ["loss": loss, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false,
-                               line: String(format: "%@: epoch %d/%d  loss %.4f  %.1f s  %.0f img/s", context.stageName, epoch + 1,
-                                            training.epochs, loss, seconds, rate))
+            let line = String(format: "%@: epoch %d/%d  loss %.4f  %.1f s  %.0f img/s", context.stageName, epoch + 1, training.epochs, loss, seconds, rate)
+            guard knnMonitor > 0 else {
+                return EpochReport(columns: ["loss": loss, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false, line: line)
+            }
+            let knn = (epoch + 1) % knnMonitor == 0 ? monitorKNN(model.trainedEncoder, context) : .nan
+            return EpochReport(columns: ["loss": loss, "knn_top1": knn, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false,
+                               line: line + (knn.isNaN ? "" : String(format: "  kNN top-1 %.2f%%", 100 * knn)))
         })
         // Objectives that evaluate another network than the one they were handed (DINO's teacher)
         // leave its weights in the run's encoder for the stages after this one.
@@ -125,6 +149,17 @@ public struct PretrainStage: Stage {
         try writeReconstructions(model, context)
         try context.metrics.results(context.stageName, scalars: ["final_loss": lastLoss])
         return ["final_loss": lastLoss, "steps": Double(steps)]
+    }
+
+    /// kNN top-1 (k 20, T 0.07, as the knn stage) of `encoder`'s monitor layer: the first
+    /// knn_monitor_images training images against the whole test split.
+    func monitorKNN(_ encoder: any HiddenLayerEncoder, _ context: RunContext) -> Double {
+        let data = context.data
+        let bank = Subset(first: Swift.min(knnMonitorImages, data.train.count), of: data.train)
+        let train = extractFeatures(encoder, layer: knnMonitorLayer, dataset: bank, mean: data.mean, std: data.std)
+        let test = extractFeatures(encoder, layer: knnMonitorLayer, dataset: data.test, mean: data.mean, std: data.std)
+        let scores = knnClassify(train: train, trainLabels: (0..<bank.count).map { bank.label(at: $0) }, test: test, classes: data.classNames.count)
+        return topAccuracy(scores, labels: (0..<data.test.count).map { data.test.label(at: $0) }).top1
     }
 
     /// For objectives that reconstruct pixels: the first 8 test images, their masked version and
