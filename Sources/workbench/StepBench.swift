@@ -16,7 +16,8 @@ struct BenchStep: ParsableCommand {
         abstract: "Time a training step (supervised or an objective's) against the raw sgemm time of its products.",
         discussion: "Same shapes as torch_step_bench.py: 28x28x1 images, patch 4, dim 192, depth 6, heads 3, dim_head 64, MLP 768, batch 256.")
 
-    @Option(help: "Batch size (torch_step_bench.py's B).") var batch = 256
+    @Option(name: .customLong("batch"), help: "Batch size (torch_step_bench.py's B; default 256, or the recipe's with --recipe).") var batchOption: Int?
+    var batch: Int { batchOption ?? 256 }
     @Option var dim = 192
     @Option var depth = 6
     @Option var heads = 3
@@ -25,7 +26,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
     @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the recipes' view pipelines).") var objective = "supervised"
 
-    @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, views and batch size (--batch, when given, overrides the batch).") var recipe: String?
+    @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
 
     func run() throws {
         if let recipe { return try runRecipe(recipe) }
@@ -163,7 +164,7 @@ struct BenchStep: ParsableCommand {
                                                recipe: recipe, initializer: initializer, seed: seed) else {
             throw ValidationError("\(type(of: stage.objective).kind) cannot wrap the \(recipe.encoder.kind) encoder")
         }
-        let batch = CommandLine.arguments.contains("--batch") ? self.batch : stage.training.batchSize
+        let batch = batchOption ?? stage.training.batchSize
         let optimizer = stage.training.makeOptimizer(model.parameters.filter { !$0.isFrozen })
         let shape = recipe.data.imageShape
         print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(Parallel.threads) threads")
