@@ -319,55 +319,46 @@ extension Tensor {
         let out = Storage(uninitializedCount: planes * oh * ow)
         var argmax = [Int32](repeating: -1, count: isMax ? planes * oh * ow : 0)
         let x = base, y = out.base
-        let area = Float(kernel * kernel)
-        argmax.withUnsafeMutableBufferPointer { ab in
-            let am = ab.baseAddress
+        let area = Float(kernel * kernel), ohw = oh * ow, hw = h * w
+        // Each output's in-image taps (padding never wins a max and adds 0 to an average).
+        let (first, _, inputOf) = geo.tapList()
+        argmax.withUnsafeMutableBufferPointer { ab in first.withUnsafeBufferPointer { fb in inputOf.withUnsafeBufferPointer { ib in
+            let am = ab.baseAddress, fo = fb.baseAddress!, io = ib.baseAddress
             Parallel.forChunks(planes, grain: 1) { r in
                 for p in r {
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            var best = -Float.infinity, bestIndex: Int32 = -1, total: Float = 0
-                            for ky in 0..<kernel {
-                                let iy = oy * stride - padding + ky
-                                if iy < 0 || iy >= h { continue }
-                                for kx in 0..<kernel {
-                                    let ix = ox * stride - padding + kx
-                                    if ix < 0 || ix >= w { continue }
-                                    let v = x[(p * h + iy) * w + ix]
-                                    total += v
-                                    if v > best || bestIndex < 0 { best = v; bestIndex = Int32(iy * w + ix) }
-                                }
-                            }
-                            let k = (p * oh + oy) * ow + ox
-                            if isMax { y[k] = best; am![k] = bestIndex } else { y[k] = total / area }
+                    let src = x + p * hw
+                    for o in 0..<ohw {
+                        var best = -Float.infinity, bestIndex: Int32 = -1, total: Float = 0
+                        for e in Int(fo[o])..<Int(fo[o + 1]) {
+                            let v = src[Int(io![e])]
+                            total += v
+                            if v > best || bestIndex < 0 { best = v; bestIndex = io![e] }
                         }
+                        let k = p * ohw + o
+                        if isMax { y[k] = best; am![k] = bestIndex } else { y[k] = total / area }
                     }
                 }
             }
-        }
+        } } }
         let input = self
         return makeResult(shape: [shape[0], shape[1], oh, ow], storage: out, inputs: [self]) {
             { g in
                 let gx = input.node!.accumulator(), gp = g.base
-                for p in 0..<planes {
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            let k = (p * oh + oy) * ow + ox
+                argmax.withUnsafeBufferPointer { ab in first.withUnsafeBufferPointer { fb in inputOf.withUnsafeBufferPointer { ib in
+                    let am = ab.baseAddress, fo = fb.baseAddress!, io = ib.baseAddress
+                    for p in 0..<planes {
+                        let dx = gx + p * hw
+                        for o in 0..<ohw {
+                            let k = p * ohw + o
                             if isMax {
-                                gx[p * h * w + Int(argmax[k])] += gp[k]
+                                dx[Int(am![k])] += gp[k]
                                 continue
                             }
-                            for ky in 0..<kernel {
-                                let iy = oy * stride - padding + ky
-                                if iy < 0 || iy >= h { continue }
-                                for kx in 0..<kernel {
-                                    let ix = ox * stride - padding + kx
-                                    if ix >= 0 && ix < w { gx[(p * h + iy) * w + ix] += gp[k] / area }
-                                }
-                            }
+                            let share = gp[k] / area
+                            for e in Int(fo[o])..<Int(fo[o + 1]) { dx[Int(io![e])] += share }
                         }
                     }
-                }
+                } } }
             }
         }
     }
