@@ -4,31 +4,8 @@ public struct Conv2DGeometry {
     public var outH: Int { (height + 2 * padding - kernelH) / stride + 1 }
     public var outW: Int { (width + 2 * padding - kernelW) / stride + 1 }
 
-    /// Every in-image tap of every output position, for one-channel windows: output o's taps are
-    /// entries first[o] ..< first[o + 1] of tap (ky * kW + kx) and input (iy * W + ix).
-    func tapList() -> (first: [Int32], tap: [Int32], input: [Int32]) {
-        var first = [Int32](), tap = [Int32](), input = [Int32]()
-        first.reserveCapacity(outH * outW + 1)
-        tap.reserveCapacity(outH * outW * kernelH * kernelW)
-        input.reserveCapacity(outH * outW * kernelH * kernelW)
-        for oy in 0..<outH {
-            for ox in 0..<outW {
-                first.append(Int32(tap.count))
-                for ky in 0..<kernelH {
-                    let iy = oy * stride - padding + ky
-                    if iy < 0 || iy >= height { continue }
-                    for kx in 0..<kernelW {
-                        let ix = ox * stride - padding + kx
-                        if ix < 0 || ix >= width { continue }
-                        tap.append(Int32(ky * kernelW + kx))
-                        input.append(Int32(iy * width + ix))
-                    }
-                }
-            }
-        }
-        first.append(Int32(tap.count))
-        return (first, tap, input)
-    }
+    /// Every in-image tap of every output position, for one-channel windows.
+    func tapList() -> TapList { TapList(self) }
 
     /// The output columns `ox` whose tap at kernel column `kx` reads inside the image.
     @inline(__always)
@@ -94,6 +71,43 @@ public struct Conv2DGeometry {
             }
         }
     }
+}
+
+/// A window's in-image taps, built once per call and read through raw pointers: output o's taps
+/// are entries first[o] ..< first[o + 1], each a filter tap (ky * kW + kx) and an input position
+/// (iy * W + ix). Padding taps are left out (they read zeros, or never win a max).
+final class TapList {
+    let first: UnsafeMutablePointer<Int32>, tap: UnsafeMutablePointer<Int32>, input: UnsafeMutablePointer<Int32>
+
+    init(_ geo: Conv2DGeometry) {
+        let outputs = geo.outH * geo.outW, most = outputs * geo.kernelH * geo.kernelW
+        first = .allocate(capacity: outputs + 1)
+        tap = .allocate(capacity: Swift.max(most, 1))
+        input = .allocate(capacity: Swift.max(most, 1))
+        var count = 0
+        for oy in 0..<geo.outH {
+            for ox in 0..<geo.outW {
+                first[oy * geo.outW + ox] = Int32(count)
+                for ky in 0..<geo.kernelH {
+                    let iy = oy * geo.stride - geo.padding + ky
+                    if iy < 0 || iy >= geo.height { continue }
+                    for kx in 0..<geo.kernelW {
+                        let ix = ox * geo.stride - geo.padding + kx
+                        if ix < 0 || ix >= geo.width { continue }
+                        tap[count] = Int32(ky * geo.kernelW + kx)
+                        input[count] = Int32(iy * geo.width + ix)
+                        count += 1
+                    }
+                }
+            }
+        }
+        first[outputs] = Int32(count)
+    }
+
+    deinit { first.deallocate(); tap.deallocate(); input.deallocate() }
+
+    /// The entries of output `o`.
+    @inline(__always) func entries(_ o: Int) -> Range<Int> { Int(first[o])..<Int(first[o + 1]) }
 }
 
 extension Tensor {
@@ -212,89 +226,85 @@ extension Tensor {
                 }
             }
         }
-        // The tap list of narrow maps: output o's taps are entries first[o] ..< first[o + 1].
-        let narrow = ow < 16
-        let (first, tapOf, inputOf) = narrow ? geo.tapList() : ([], [], [])
-        first.withUnsafeBufferPointer { fb in tapOf.withUnsafeBufferPointer { tb in inputOf.withUnsafeBufferPointer { ib in
-            let fo = fb.baseAddress, to = tb.baseAddress, io = ib.baseAddress
-            Parallel.forChunks(planes, grain: grain) { r in
-                for plane in r {
-                    let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
-                    let b0 = bp?[ch] ?? 0
-                    if narrow, let fo, let to, let io {
-                        for o in 0..<ohw {
-                            var acc = b0
-                            for e in Int(fo[o])..<Int(fo[o + 1]) { acc += f[Int(to[e])] * src[Int(io[e])] }
-                            dst[o] = acc
-                        }
-                        continue
+        // Narrow maps read their taps from a list; wide ones go row by row.
+        let list = ow < 16 ? geo.tapList() : nil
+        Parallel.forChunks(planes, grain: grain) { r in
+            for plane in r {
+                let ch = plane % c, dst = y + plane * ohw, src = x + plane * hw, f = wp + ch * kk
+                let b0 = bp?[ch] ?? 0
+                if let list {
+                    let tap = list.tap, input = list.input
+                    for o in 0..<ohw {
+                        var acc = b0
+                        for e in list.entries(o) { acc += f[Int(tap[e])] * src[Int(input[e])] }
+                        dst[o] = acc
                     }
-                    dst.update(repeating: b0, count: ohw)
-                    taps { yo, xo, k, cols in
-                        let wv = f[k], d = dst + yo, sx = src + xo
-                        for ox in cols { d[ox] += wv * sx[ox * s] }
-                    }
+                    continue
+                }
+                dst.update(repeating: b0, count: ohw)
+                taps { yo, xo, k, cols in
+                    let wv = f[k], d = dst + yo, sx = src + xo
+                    for ox in cols { d[ox] += wv * sx[ox * s] }
                 }
             }
-        } } }
+        }
         let input = self
         var inputs = [self, weight]
         if let bias { inputs.append(bias) }
         return makeResult(shape: [batch, c, oh, ow], storage: out, inputs: inputs) {
             { g in
                 let gp = g.base
-                first.withUnsafeBufferPointer { fb in tapOf.withUnsafeBufferPointer { tb in inputOf.withUnsafeBufferPointer { ib in
-                    let fo = fb.baseAddress, to = tb.baseAddress, io = ib.baseAddress
-                    if let gx = input.node?.accumulator() {
-                        Parallel.forChunks(planes, grain: grain) { r in
-                            for plane in r {
-                                let gy = gp + plane * ohw, dx = gx + plane * hw, f = wp + (plane % c) * kk
-                                if narrow, let fo, let to, let io {
+                if let gx = input.node?.accumulator() {
+                    Parallel.forChunks(planes, grain: grain) { r in
+                        for plane in r {
+                            let gy = gp + plane * ohw, dx = gx + plane * hw, f = wp + (plane % c) * kk
+                            if let list {
+                                let tap = list.tap, input = list.input
+                                for o in 0..<ohw {
+                                    let gv = gy[o]
+                                    for e in list.entries(o) { dx[Int(input[e])] += f[Int(tap[e])] * gv }
+                                }
+                                continue
+                            }
+                            taps { yo, xo, k, cols in
+                                let wv = f[k], gyr = gy + yo, d = dx + xo
+                                for ox in cols { d[ox * s] += wv * gyr[ox] }
+                            }
+                        }
+                    }
+                }
+                let gw = weight.node?.accumulator(), gb = bias?.node?.accumulator()
+                if gw == nil && gb == nil { return }
+                Parallel.forChunks(c, grain: Swift.max(1, grain / Swift.max(1, batch))) { r in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: kk) { accBuffer in
+                        let acc = accBuffer.baseAddress!
+                        for ch in r {
+                            acc.update(repeating: 0, count: kk)
+                            var biasSum: Float = 0
+                            for b in 0..<batch {
+                                let plane = b * c + ch, gy = gp + plane * ohw, src = x + plane * hw
+                                if gb != nil { biasSum += vsum(gy, ohw) }
+                                guard gw != nil else { continue }
+                                if let list {
+                                    let tap = list.tap, input = list.input
                                     for o in 0..<ohw {
                                         let gv = gy[o]
-                                        for e in Int(fo[o])..<Int(fo[o + 1]) { dx[Int(io[e])] += f[Int(to[e])] * gv }
+                                        for e in list.entries(o) { acc[Int(tap[e])] += gv * src[Int(input[e])] }
                                     }
                                     continue
                                 }
                                 taps { yo, xo, k, cols in
-                                    let wv = f[k], gyr = gy + yo, d = dx + xo
-                                    for ox in cols { d[ox * s] += wv * gyr[ox] }
+                                    let gyr = gy + yo, sx = src + xo
+                                    var t: Float = 0
+                                    for ox in cols { t += gyr[ox] * sx[ox * s] }
+                                    acc[k] += t
                                 }
                             }
+                            if let gb { gb[ch] += biasSum }
+                            if let gw { for k in 0..<kk { gw[ch * kk + k] += acc[k] } }
                         }
                     }
-                    let gw = weight.node?.accumulator(), gb = bias?.node?.accumulator()
-                    if gw == nil && gb == nil { return }
-                    Parallel.forChunks(c, grain: Swift.max(1, grain / Swift.max(1, batch))) { r in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: kk) { accBuffer in
-                            let acc = accBuffer.baseAddress!
-                            for ch in r {
-                                acc.update(repeating: 0, count: kk)
-                                var biasSum: Float = 0
-                                for b in 0..<batch {
-                                    let plane = b * c + ch, gy = gp + plane * ohw, src = x + plane * hw
-                                    if gb != nil { biasSum += vsum(gy, ohw) }
-                                    guard gw != nil else { continue }
-                                    if narrow, let fo, let to, let io {
-                                        for o in 0..<ohw {
-                                            let gv = gy[o]
-                                            for e in Int(fo[o])..<Int(fo[o + 1]) { acc[Int(to[e])] += gv * src[Int(io[e])] }
-                                        }
-                                        continue
-                                    }
-                                    taps { yo, xo, k, cols in
-                                        let gyr = gy + yo, sx = src + xo
-                                        var t: Float = 0
-                                        for ox in cols { t += gyr[ox] * sx[ox * s] }
-                                        acc[k] += t
-                                    }
-                                }
-                                if let gb { gb[ch] += biasSum }
-                                if let gw { for k in 0..<kk { gw[ch * kk + k] += acc[k] } }
-                            }
-                        }
-                    }
-                } } }
+                }
             }
         }
     }
@@ -321,31 +331,31 @@ extension Tensor {
         let x = base, y = out.base
         let area = Float(kernel * kernel), ohw = oh * ow, hw = h * w
         // Each output's in-image taps (padding never wins a max and adds 0 to an average).
-        let (first, _, inputOf) = geo.tapList()
-        argmax.withUnsafeMutableBufferPointer { ab in first.withUnsafeBufferPointer { fb in inputOf.withUnsafeBufferPointer { ib in
-            let am = ab.baseAddress, fo = fb.baseAddress!, io = ib.baseAddress
+        let list = geo.tapList()
+        argmax.withUnsafeMutableBufferPointer { ab in
+            let am = ab.baseAddress, input = list.input
             Parallel.forChunks(planes, grain: 1) { r in
                 for p in r {
                     let src = x + p * hw
                     for o in 0..<ohw {
                         var best = -Float.infinity, bestIndex: Int32 = -1, total: Float = 0
-                        for e in Int(fo[o])..<Int(fo[o + 1]) {
-                            let v = src[Int(io![e])]
+                        for e in list.entries(o) {
+                            let v = src[Int(input[e])]
                             total += v
-                            if v > best || bestIndex < 0 { best = v; bestIndex = io![e] }
+                            if v > best || bestIndex < 0 { best = v; bestIndex = input[e] }
                         }
                         let k = p * ohw + o
                         if isMax { y[k] = best; am![k] = bestIndex } else { y[k] = total / area }
                     }
                 }
             }
-        } } }
+        }
         let input = self
         return makeResult(shape: [shape[0], shape[1], oh, ow], storage: out, inputs: [self]) {
             { g in
                 let gx = input.node!.accumulator(), gp = g.base
-                argmax.withUnsafeBufferPointer { ab in first.withUnsafeBufferPointer { fb in inputOf.withUnsafeBufferPointer { ib in
-                    let am = ab.baseAddress, fo = fb.baseAddress!, io = ib.baseAddress
+                argmax.withUnsafeBufferPointer { ab in
+                    let am = ab.baseAddress, input = list.input
                     for p in 0..<planes {
                         let dx = gx + p * hw
                         for o in 0..<ohw {
@@ -355,10 +365,10 @@ extension Tensor {
                                 continue
                             }
                             let share = gp[k] / area
-                            for e in Int(fo[o])..<Int(fo[o + 1]) { dx[Int(io![e])] += share }
+                            for e in list.entries(o) { dx[Int(input[e])] += share }
                         }
                     }
-                } } }
+                }
             }
         }
     }
