@@ -60,14 +60,12 @@ struct BenchStep: ParsableCommand {
         let maxA = shapes.map { $0.key.m * $0.key.k }.max() ?? 1, maxB = shapes.map { $0.key.k * $0.key.n }.max() ?? 1
         let maxC = shapes.map { $0.key.m * $0.key.n }.max() ?? 1
         let rng = RandomStream(seed: 0, purpose: "roofline")
-        let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng)
+        let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng), c = Storage(uninitializedCount: maxC)
         let raw = medianSeconds(repeats: steps, warmups: 1) {
             for (p, calls) in shapes {
                 let lda = p.transA ? p.m : p.k, ldb = p.transB ? p.k : p.n
                 if calls == 1 {
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: maxC) { c in
-                        sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n)
-                    }
+                    sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.base, p.n)
                 } else {
                     Parallel.forChunks(calls, grain: 1) { r in
                         withUnsafeTemporaryAllocation(of: Float.self, capacity: p.m * p.n) { c in
