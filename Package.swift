@@ -17,7 +17,7 @@ let vectorSettings: [SwiftSetting] = {
     #endif
 }()
 
-// Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS;
+// Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS (and CSpin);
 // Data and Store sit on TensorCore (and CZlib / CHDF5).
 // See docs/ARCHITECTURE.md.
 let package = Package(
@@ -38,7 +38,8 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: vectorSettings),
+        .target(name: "CSpin"),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CSpin"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
         .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TensorCore
 
 @main
 struct Workbench: ParsableCommand {
@@ -12,6 +13,10 @@ struct Workbench: ParsableCommand {
     /// Line-buffered output, so progress shows as it happens in logs and pipes.
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)
+        if case .failure(let problem)? = Parallel.requestedThreads() {
+            FileHandle.standardError.write(Data("error: \(problem)\n".utf8))
+            Foundation.exit(2)
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
