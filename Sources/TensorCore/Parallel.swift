@@ -5,8 +5,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// Row-split parallel loops. The partition depends only on the problem size, never on thread
-/// scheduling, so reductions that combine per-chunk partials in chunk order are bit-reproducible.
+/// Row-split parallel loops. The partition depends only on the problem size and the thread count,
+/// never on thread scheduling, so reductions that combine per-chunk partials in chunk order are
+/// bit-reproducible.
 public enum Parallel {
     /// Number of threads for element-wise and row-wise loops: the machine's cores, or
     /// WORKBENCH_THREADS when it is set (e.g. to run two experiments side by side on one core each).
