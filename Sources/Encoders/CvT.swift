@@ -24,6 +24,10 @@ public struct CvTConfig: Codable, Equatable, Sendable {
     public var numClasses = 10
     public var dimHead = 64
     public var dropout: Float = 0
+    /// EsViT's CvT (microsoft/esvit, models/cvt_v4_transformer.py): a LayerNorm over the channels
+    /// of the last stage's tokens before they are pooled and handed to the region head. vit-pytorch's
+    /// CvT has none (false, the default).
+    public var finalNorm = false
     /// Three stages by default, sized for 28-pixel images: 28 -> 7 -> 4 -> 2.
     public var stages = [CvTStage(embDim: 64, embKernel: 7, embStride: 4, heads: 1, depth: 1),
                          CvTStage(embDim: 128, embKernel: 3, embStride: 2, heads: 2, depth: 2),
@@ -181,9 +185,13 @@ public final class CvTStageModule: Module {
 /// linear head. Not patch-based, so it conforms to HiddenLayerEncoder only. Hidden layers:
 /// "stages.i" (B, C_i, H_i, W_i), "tokens" (B, H * W, C) the last stage's token map (EsViT's
 /// regions), "pooled" (B, C) its spatial mean, and "logits". Names equal vit-pytorch's state_dict.
+/// With `finalNorm`, "tokens", "pooled" and "logits" come after EsViT's last LayerNorm ("stages.i"
+/// stay before it).
 public final class CvT: Module, HiddenLayerEncoder {
     public let config: CvTConfig
     public let stages: [CvTStageModule]
+    /// The last stage's LayerNorm when `config.finalNorm` (state-dict name `norm`).
+    public let norm: ChannelLayerNorm?
     public let head: Linear
 
     public init(_ config: CvTConfig, initializer: Initializer) {
@@ -193,6 +201,7 @@ public final class CvT: Module, HiddenLayerEncoder {
             defer { channels = stage.embDim }
             return CvTStageModule(stage, inChannels: channels, dimHead: config.dimHead, dropout: config.dropout, initializer: initializer)
         }
+        norm = config.finalNorm ? ChannelLayerNorm(channels) : nil
         head = Linear(channels, config.numClasses, initializer: initializer)
     }
 
@@ -207,6 +216,7 @@ public final class CvT: Module, HiddenLayerEncoder {
             x = stage(x)
             if layers.contains("stages.\(i)") { out["stages.\(i)"] = x }
         }
+        if let norm { x = norm(x) }
         let (b, c, side) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         if layers.contains("tokens") { out["tokens"] = x.reshaped([b, c, side]).transposed(1, 2) }
         if layers.contains("pooled") || layers.contains("logits") {

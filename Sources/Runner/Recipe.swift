@@ -132,11 +132,13 @@ public struct EncoderSection: Codable {
     /// The stages of a `cvt` encoder (vit-pytorch's s1_/s2_/s3_ arguments); nil: CvTConfig's three
     /// stages for 28-pixel images.
     public var cvtStages: [CvTStageSection]?
+    /// A `cvt` encoder's LayerNorm on the last stage's tokens (EsViT's CvT; vit-pytorch's has none).
+    public var finalNorm = false
 
     public static let kinds = ["vit", "simple-vit", "cvt"]
     /// The encoders that are PatchTokenEncoders (what the masked objectives need).
     public static let patchEncoders = ["vit", "simple-vit"]
-    static let keys = ["kind", "patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim", "pool", "dropout", "emb_dropout", "init", "cvt_stages"]
+    static let keys = ["kind", "patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim", "pool", "dropout", "emb_dropout", "init", "cvt_stages", "final_norm"]
 
     public init() {}
 
@@ -164,6 +166,11 @@ public struct EncoderSection: Codable {
             throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["cvt_stages"], message: "cvt_stages applies to kind: cvt only (encoder.kind is \(kind))")
         }
         try c.check(cvtStages.map { !$0.isEmpty } ?? true, "cvt_stages", "give at least one stage")
+        finalNorm = try c.value("final_norm", finalNorm)
+        if finalNorm && kind != "cvt" {
+            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["final_norm"],
+                              message: "final_norm applies to kind: cvt only (encoder.kind is \(kind); a ViT always ends with its LayerNorm)")
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -178,7 +185,8 @@ public struct EncoderSection: Codable {
                             "dropout": dropout,
                             "emb_dropout": embDropout,
                             "init": initialization,
-                            "cvt_stages": kind == "cvt" ? cvtConfig(data: DataSection()).stages.map(CvTStageSection.init) : nil])
+                            "cvt_stages": kind == "cvt" ? cvtConfig(data: DataSection()).stages.map(CvTStageSection.init) : nil,
+                            "final_norm": finalNorm])
     }
 
     func check(against data: DataSection) throws {
@@ -225,7 +233,7 @@ public struct EncoderSection: Codable {
     public func cvtConfig(data: DataSection) -> CvTConfig {
         var config = CvTConfig()
         (config.imageSize, config.channels, config.numClasses) = (data.imageSize, data.channels, data.classCount)
-        (config.dimHead, config.dropout) = (dimHead, Float(dropout))
+        (config.dimHead, config.dropout, config.finalNorm) = (dimHead, Float(dropout), finalNorm)
         if let cvtStages { config.stages = cvtStages.map(\.stage) }
         return config
     }

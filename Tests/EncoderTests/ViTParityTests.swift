@@ -107,6 +107,29 @@ final class ViTParityTests: XCTestCase {
         XCTAssertTrue(cvt.namedParameters().map(\.0).contains("layers.2.2.layers.1.0.to_kv.net.0.weight"))
     }
 
+    /// EsViT's CvT option: a LayerNorm over the last stage's channels before tokens and pooling.
+    func testCvTFinalNorm() {
+        var config = Self.cvtConfig
+        config.finalNorm = true
+        let plain = CvT(Self.cvtConfig, initializer: Initializer(seed: 0))
+        let normed = CvT(config, initializer: Initializer(seed: 0))
+        XCTAssertEqual(normed.namedParameters().map(\.0).filter { $0.hasPrefix("norm.") }, ["norm.g", "norm.b"])
+        XCTAssertFalse(plain.namedParameters().contains { $0.0.hasPrefix("norm.") })
+        let x = Tensor.randn([2, 1, 28, 28], rng: RandomStream(seed: 1))
+        let a = plain.hiddenOutputs(x, layers: ["tokens", "stages.2"]), b = normed.hiddenOutputs(x, layers: ["tokens", "pooled", "stages.2"])
+        assertClose("stages.2", b["stages.2"]!.scalars.map(Double.init), a["stages.2"]!.scalars.map(Double.init), tolerance: 0)
+        // Each region token of the normed CvT is its plain token standardised over the 16 channels.
+        let raw = a["tokens"]!.scalars.map(Double.init), tokens = b["tokens"]!.scalars.map(Double.init)
+        var expected: [Double] = []
+        for t in stride(from: 0, to: raw.count, by: 16) {
+            let row = raw[t..<(t + 16)], mean = row.reduce(0, +) / 16
+            let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 16
+            expected += row.map { ($0 - mean) / (variance + 1e-5).squareRoot() }
+        }
+        assertClose("normed tokens", tokens, expected, tolerance: 1e-5)
+        assertClose("pooled", b["pooled"]!.scalars.map(Double.init), b["tokens"]!.mean(axis: 1).scalars.map(Double.init), tolerance: 1e-6)
+    }
+
     func testViTWithMeanPooling() throws {
         var c = Self.config
         c.pool = .mean

@@ -139,6 +139,11 @@ final class RecipeTests: XCTestCase {
         XCTAssertNoThrow(try RecipeLoader.parse(cvt.replacingOccurrences(of: "kind: dino", with: "kind: esvit"), file: "r.yaml"))
         let stages = error(valid.replacingOccurrences(of: "dim: 32", with: "dim: 32\n  cvt_stages: [{emb_dim: 8}]"))
         XCTAssertTrue(stages.contains("cvt_stages applies to kind: cvt only"), stages)
+        let norm = error(valid.replacingOccurrences(of: "dim: 32", with: "dim: 32\n  final_norm: true"))
+        XCTAssertTrue(norm.contains("encoder.final_norm: final_norm applies to kind: cvt only"), norm)
+        let normed = try RecipeLoader.parse(cvt.replacingOccurrences(of: "kind: cvt", with: "kind: cvt\n  final_norm: true")
+            .replacingOccurrences(of: "kind: dino", with: "kind: esvit"), file: "r.yaml")
+        XCTAssertTrue(normed.encoder.cvtConfig(data: normed.data).finalNorm)
     }
 
     func testPatchSizeMustDivideTheImage() {
