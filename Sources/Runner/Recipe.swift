@@ -162,15 +162,11 @@ public struct EncoderSection: Codable {
         try c.check((0..<1).contains(embDropout), "emb_dropout", "must be in [0, 1)")
         initialization = try c.choice("init", ["pytorch", "official"], initialization)
         cvtStages = try c.optional("cvt_stages")
-        if cvtStages != nil && kind != "cvt" {
-            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["cvt_stages"], message: "cvt_stages applies to kind: cvt only (encoder.kind is \(kind))")
+        finalNorm = try c.value("final_norm", finalNorm)
+        for (key, given) in [("cvt_stages", cvtStages != nil), ("final_norm", finalNorm)] where given && kind != "cvt" {
+            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + [key], message: "\(key) applies to kind: cvt only (encoder.kind is \(kind))")
         }
         try c.check(cvtStages.map { !$0.isEmpty } ?? true, "cvt_stages", "give at least one stage")
-        finalNorm = try c.value("final_norm", finalNorm)
-        if finalNorm && kind != "cvt" {
-            throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + ["final_norm"],
-                              message: "final_norm applies to kind: cvt only (encoder.kind is \(kind); a ViT always ends with its LayerNorm)")
-        }
     }
 
     public func encode(to encoder: Encoder) throws {

@@ -146,6 +146,13 @@ public struct DArray {
         return e.map { $0 / s }
     }
 
+    /// (x - mean) / sqrt(var + eps) over the row, the biased variance: LayerNorm before its affine.
+    public static func standardizedRow(_ x: [Double]) -> [Double] {
+        let m = x.reduce(0, +) / Double(x.count)
+        let v = x.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(x.count)
+        return x.map { ($0 - m) / (v + 1e-5).squareRoot() }
+    }
+
     public static func logSoftmaxRow(_ x: [Double]) -> [Double] {
         let m = x.max() ?? 0
         let lse = m + Foundation.log(x.map { Foundation.exp($0 - m) }.reduce(0, +))
