@@ -35,6 +35,9 @@ public struct CvTConfig: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// The hidden layers a CvT of this configuration exposes.
+    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + stages.indices.map { "stages.\($0)" } }
+
     /// The side of stage `i`'s token map for images of `size` pixels.
     public func mapSide(after i: Int, imageSize size: Int) -> Int {
         var side = size
@@ -207,7 +210,7 @@ public final class CvT: Module, HiddenLayerEncoder {
 
     public override var stateNames: [String: String] { ["stages": "layers", "head": "to_logits.2"] }
 
-    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + stages.indices.map { "stages.\($0)" } }
+    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         var out: [String: Tensor] = [:]

@@ -16,12 +16,15 @@ public struct ViTConfig: Codable, Equatable, Sendable {
     public var dropout: Float = 0
     public var embeddingDropout: Float = 0             // emb_dropout
 
-    public enum Pooling: String, Codable, Sendable { case cls, mean }
+    public enum Pooling: String, Codable, CaseIterable, Sendable { case cls, mean }
 
     public init() {}
 
     public var patchCount: Int { (imageHeight / patchHeight) * (imageWidth / patchWidth) }
     public var patchDim: Int { channels * patchHeight * patchWidth }
+
+    /// The hidden layers a ViT or SimpleViT of this configuration exposes.
+    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + (0..<depth).map { "blocks.\($0)" } }
 
     /// Why this configuration cannot be built, or nil.
     public var problem: String? {
@@ -57,7 +60,7 @@ extension PatchTransformer {
     public var patchDim: Int { config.patchDim }
     public var dim: Int { config.dim }
 
-    public var hiddenLayerNames: [String] { ["tokens", "pooled", "logits"] + (0..<config.depth).map { "blocks.\($0)" } }
+    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
     public func patchify(_ images: Tensor) -> Tensor {
         Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)

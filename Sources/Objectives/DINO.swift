@@ -75,7 +75,9 @@ public final class DINO: Module, Objective {
         public var studentTemperature = 0.1
         public var teacherTemperature = 0.07
         public var warmupTeacherTemperature = 0.04
-        public var warmupTeacherTemperatureEpochs = 0
+        /// One epoch of warmup: main_dino.py defaults to 0 (its help text says 30, for 100-epoch
+        /// runs); the workbench's short runs warm the teacher up over their first epoch.
+        public var warmupTeacherTemperatureEpochs = 1
         public var centerMomentum = 0.9
         public var teacherMomentum = 0.996
         public var momentumSchedule = MomentumSchedule.cosine

@@ -46,7 +46,7 @@ public enum Teacher {
 }
 
 /// How the teacher's EMA momentum moves over training.
-public enum MomentumSchedule: String, Sendable {
+public enum MomentumSchedule: String, CaseIterable, Sendable {
     /// From the base value to 1 on a half cosine (the BYOL and DINO papers).
     case cosine
     /// The base value throughout (vit-pytorch's Dino and byol-pytorch).

@@ -29,7 +29,7 @@ extension Decoder {
     /// nearest valid key as a suggestion).
     public func section(_ known: [String]) throws -> KeyedDecodingContainer<RecipeKey> {
         let container = try container(keyedBy: RecipeKey.self)
-        for key in container.allKeys where !known.contains(key.stringValue) {
+        for key in container.allKeys where !known.contains(key.stringValue) && !isStoredRecipe {
             var message = "unknown key '\(key.stringValue)'"
             if let near = nearest(key.stringValue, in: known) { message += "; did you mean '\(near)'?" }
             message += " Valid keys here: \(known.joined(separator: ", "))."
@@ -66,6 +66,11 @@ extension KeyedDecodingContainer where Key == RecipeKey {
             throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key], message: message)
         }
         return value
+    }
+
+    /// Throws a RecipeIssue at `key` when there is a problem.
+    public func check(_ problem: String?, _ key: String) throws {
+        if let problem { throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key], message: problem) }
     }
 
     /// Throws a RecipeIssue at `key` unless `condition` holds.

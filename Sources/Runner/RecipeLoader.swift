@@ -37,7 +37,9 @@ public enum RecipeLoader {
         return current.hasPrefix("./") ? String(current.dropFirst(2)) : current
     }
 
-    public static func load(path: String, overrides: [String] = []) throws -> Recipe {
+    /// `stored`: the recipe.yaml of a run folder (written by the workbench, perhaps an older
+    /// version): keys of other kinds that it wrote are skipped.
+    public static func load(path: String, overrides: [String] = [], stored: Bool = false) throws -> Recipe {
         guard let resolved = resolvePath(path) else {
             let known = (try? FileManager.default.contentsOfDirectory(atPath: "Recipes"))?.filter { $0.hasSuffix(".yaml") }.sorted() ?? []
             throw RecipeError(file: path, location: nil, keyPath: "",
@@ -46,10 +48,10 @@ public enum RecipeLoader {
         guard let data = FileManager.default.contents(atPath: resolved), let text = String(data: data, encoding: .utf8) else {
             throw RecipeError(file: resolved, location: nil, keyPath: "", message: "cannot read the file (is it UTF-8 text?)")
         }
-        return try parse(text, file: resolved, overrides: overrides)
+        return try parse(text, file: resolved, overrides: overrides, stored: stored)
     }
 
-    public static func parse(_ text: String, file: String, overrides: [String] = []) throws -> Recipe {
+    public static func parse(_ text: String, file: String, overrides: [String] = [], stored: Bool = false) throws -> Recipe {
         let original: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
@@ -77,7 +79,7 @@ public enum RecipeLoader {
             return RecipeError(file: file, location: mark(of: path, in: original)?.description, keyPath: path.joined(separator: "."), message: message)
         }
         do {
-            return try YAMLDecoder().decode(Recipe.self, from: node)
+            return try YAMLDecoder().decode(Recipe.self, from: node, userInfo: stored ? [.storedRecipe: true] : [:])
         } catch let issue as RecipeIssue {
             throw located(issue.path, issue.message)
         } catch let error as DecodingError {
@@ -105,10 +107,11 @@ public enum RecipeLoader {
         (try? YAMLEncoder().encode(recipe)) ?? ""
     }
 
-    /// One section (e.g. the encoder settings stored in a checkpoint) read back from YAML.
+    /// One section the workbench stored (e.g. the encoder settings in a checkpoint's metadata)
+    /// read back from YAML.
     public static func section<T: Decodable>(_ type: T.Type, yaml text: String, file: String) throws -> T {
         do {
-            return try YAMLDecoder().decode(T.self, from: text)
+            return try YAMLDecoder().decode(T.self, from: text, userInfo: [.storedRecipe: true])
         } catch let issue as RecipeIssue {
             throw RecipeError(file: file, location: nil, keyPath: issue.path.joined(separator: "."), message: issue.message)
         } catch {

@@ -242,8 +242,8 @@ public struct Checkpoints {
         let temporary = "\(directory)/.tmp-\(name)"
         try? fm.removeItem(atPath: temporary)
         try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
-        try SafeTensors.write(model, metadata: metadata, to: "\(temporary)/model.safetensors")
-        if !optimizer.isEmpty { try SafeTensors.write(optimizer, to: "\(temporary)/optimizer.safetensors") }
+        try WeightFiles.write(model, metadata: metadata, to: "\(temporary)/model.safetensors")
+        if !optimizer.isEmpty { try WeightFiles.write(optimizer, to: "\(temporary)/optimizer.safetensors") }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(state).write(to: URL(fileURLWithPath: "\(temporary)/state.json"))
@@ -273,6 +273,6 @@ public struct Checkpoints {
 
     /// A weights-only file (best.safetensors, encoder.safetensors), written atomically.
     public func saveWeights(_ file: String, _ tensors: [String: Tensor], metadata: [String: String]) throws {
-        try SafeTensors.write(tensors, metadata: metadata, to: "\(directory)/\(file)")
+        try WeightFiles.write(tensors, metadata: metadata, to: "\(directory)/\(file)")
     }
 }

@@ -51,7 +51,7 @@ public enum RecipeRunner {
         guard FileManager.default.fileExists(atPath: recipeFile) else {
             throw RunError("\(directory) is not a run folder (it has no recipe.yaml); pass the folder `workbench run` printed, runs/NAME/TIMESTAMP")
         }
-        let recipe = try RecipeLoader.load(path: recipeFile)
+        let recipe = try RecipeLoader.load(path: recipeFile, stored: true)
         let checkpoints = Checkpoints(directory: "\(directory)/checkpoints")
         let latest = try checkpoints.latest()
         if let state = latest?.state, state.stageIndex >= recipe.stages.count {
@@ -100,7 +100,7 @@ public enum RecipeRunner {
 
     static func execute(_ recipe: Recipe, directory: String, data: RunData, metrics: MetricsLog, log: RunLog,
                         state: (folder: String, state: RunState)?, resuming: Bool) throws {
-        let (encoder, initializer) = EncoderFactory.make(recipe.encoder, data: recipe.data, seed: recipe.seed)
+        let (encoder, initializer) = recipe.encoder.make(data.encoderInput, seed: recipe.seed)
         let events = try TensorBoardWriter(directory: directory)
         let context = RunContext(recipe: recipe, directory: directory, log: log, metrics: metrics, events: events, data: data,
                                  encoder: encoder, initializer: initializer)
@@ -112,7 +112,7 @@ public enum RecipeRunner {
             if let progress = saved.progress {
                 context.resumePoint = (progress, folder)
             } else {
-                do { try encoder.load(try SafeTensors.read(path: "\(folder)/model.safetensors")) } catch {
+                do { try encoder.load(try WeightFiles.read(path: "\(folder)/model.safetensors")) } catch {
                     throw RunError("cannot resume from \(folder)/model.safetensors: \(error)")
                 }
             }

@@ -11,7 +11,7 @@ import TensorCore
 /// its own settings: decoded from the recipe (rejecting unknown keys), encoded back with every
 /// default, checked against the whole recipe before anything runs, then run with a context that
 /// holds the encoder the earlier stages left.
-public protocol Stage: Codable {
+public protocol Stage: RecipeSection {
     static var kind: String { get }
     /// One line for `workbench list`.
     static var summary: String { get }
@@ -24,12 +24,6 @@ public protocol Stage: Codable {
 
 extension Stage {
     public func validate(_ recipe: Recipe) throws {}
-}
-
-/// The stage kinds a recipe may use. Objectives and evaluation stages register here.
-public enum StageRegistry {
-    public static let kinds: [any Stage.Type] = [PretrainStage.self, SupervisedStage.self, LinearProbeStage.self, KNNStage.self, FinetuneStage.self,
-                                                 ExtractStage.self]
 }
 
 /// What a running stage sees: the recipe, the run folder's writers, the data, the encoder and,
@@ -126,12 +120,11 @@ public struct RunData {
     public let std: [Float]
     public let classNames: [String]
 
-    /// Loads the data set, or throws a RecipeError naming `data.path` and how to install it.
+    /// Loads the data set, or throws a RecipeError naming `data.path` and what to do.
     public static func load(_ section: DataSection, seed: UInt64, recipeFile: String) throws -> RunData {
-        var train: Dataset, test: Dataset
+        var train: Dataset, test: Dataset, classNames: [String]
         do {
-            train = try FashionMNIST.load(.train, directory: section.path)
-            test = try FashionMNIST.load(.test, directory: section.path)
+            (train, test, classNames) = try section.source.load(path: section.path)
         } catch let error as DataError {
             throw RecipeError(file: recipeFile, location: nil, keyPath: "data.path", message: error.description)
         }
@@ -141,37 +134,23 @@ public struct RunData {
         if let n = section.testSubset {
             test = section.subsetMode == "sample" ? Subset(sample: n, of: test, seed: seed &+ 1) : Subset(first: n, of: test)
         }
-        if section.channels > 1 {
+        if section.channels > train.imageShape[0] {
             train = RepeatedChannels(train, channels: section.channels)
             test = RepeatedChannels(test, channels: section.channels)
         }
-        return RunData(train: train, test: test, mean: section.mean.map { Float($0) }, std: section.std.map { Float($0) }, classNames: FashionMNIST.classNames)
+        return RunData(train: train, test: test, mean: section.mean.map { Float($0) }, std: section.std.map { Float($0) }, classNames: classNames)
     }
 
     /// Whether the files exist, without reading them (for `validate`).
     public static func check(_ section: DataSection, recipeFile: String) throws {
-        for file in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
-            let path = "\(section.path)/\(file)"
-            guard FileManager.default.isReadableFile(atPath: path) else {
-                let hint = section.path == FashionMNIST.defaultDirectory
-                    ? "install the data set with `sudo apt-get install dataset-fashion-mnist` (or `make setup`)"
-                    : "point data.path at a folder holding the four Fashion-MNIST IDX files, or remove it to use \(FashionMNIST.defaultDirectory)"
-                throw RecipeError(file: recipeFile, location: nil, keyPath: "data.path", message: "\(path) does not exist; \(hint)")
-            }
+        if let problem = section.source.problem(path: section.path) {
+            throw RecipeError(file: recipeFile, location: nil, keyPath: "data.path", message: problem)
         }
     }
-}
 
-/// Builds the encoder a recipe names, with its initializer (seeded by the recipe's seed).
-public enum EncoderFactory {
-    public static func make(_ section: EncoderSection, data: DataSection, seed: UInt64) -> (any HiddenLayerEncoder, Initializer) {
-        let initializer = Initializer(scheme: section.initScheme, seed: seed)
-        let config = section.vitConfig(data: data)
-        switch section.kind {
-        case "simple-vit": return (SimpleViT(config, initializer: initializer), initializer)
-        case "cvt": return (CvT(section.cvtConfig(data: data), initializer: initializer), initializer)
-        default: return (ViT(config, initializer: initializer), initializer)
-        }
+    /// What the encoder is built for: these images and classes.
+    public var encoderInput: EncoderInput {
+        EncoderInput(imageSize: train.imageShape[1], channels: train.imageShape[0], classes: classNames.count)
     }
 }
 

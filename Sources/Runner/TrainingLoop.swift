@@ -74,9 +74,9 @@ public final class TrainingLoop {
         var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
         if let resume = context.resumePoint {
             progress = resume.progress
-            try module.load(try SafeTensorsLoader.read("\(resume.folder)/model.safetensors"))
+            try module.load(try resumeWeights("\(resume.folder)/model.safetensors"))
             let optimizerFile = "\(resume.folder)/optimizer.safetensors"
-            if FileManager.default.fileExists(atPath: optimizerFile) { try optimizer.loadState(try SafeTensorsLoader.read(optimizerFile)) }
+            if FileManager.default.fileExists(atPath: optimizerFile) { try optimizer.loadState(try resumeWeights(optimizerFile)) }
             for (name, stream) in streams {
                 guard let words = progress.streams[name] else { throw RunError("\(resume.folder)/state.json lacks the '\(name)' random stream") }
                 stream.restore(words)
@@ -200,12 +200,10 @@ func progressBar(_ fraction: Double, width: Int = 20) -> String {
     return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
 }
 
-/// Reads safetensors for resume (a thin seam, so that the loop names the file in errors).
-enum SafeTensorsLoader {
-    static func read(_ path: String) throws -> [String: Tensor] {
-        do { return try SafeTensors.read(path: path) } catch {
-            throw RunError("cannot resume from \(path): \(error)")
-        }
+/// Reads a checkpoint's weights for resume, naming the file in errors.
+func resumeWeights(_ path: String) throws -> [String: Tensor] {
+    do { return try WeightFiles.read(path: path) } catch {
+        throw RunError("cannot resume from \(path): \(error)")
     }
 }
 

@@ -24,7 +24,7 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("dim-head")) var dimHead = 64
     @Option(name: .customLong("mlp-dim")) var mlpDim = 768
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
-    @Option(help: "supervised, or an objective as torch_step_bench.py configures it: mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the recipes' view pipelines).") var objective = "supervised"
+    @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the official view pipelines).") var objective = "supervised"
 
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
 
@@ -79,72 +79,35 @@ struct BenchStep: ParsableCommand {
                      shapes.reduce(0) { $0 + $1.value }, shapes.count, flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
     }
 
-    /// An objective's step at torch_step_bench.py's settings (images of uniform noise as there).
+    /// An objective's step at torch_step_bench.py's settings: the configuration the objective's
+    /// settings declare as a benchmark (`ObjectiveSettings.benchmarks`) on this ViT, built as a
+    /// run builds it (images of uniform noise).
     func runObjective(_ config: ViTConfig) throws {
-        let encoder = ViT(config, initializer: Initializer(seed: 0))
-        let initializer = Initializer(seed: 1)
-        let model: any Objective
-        switch objective {
-        case "mae":
-            var c = MAE.Config()
-            (c.maskingRatio, c.decoderDim, c.decoderDepth, c.decoderHeads, c.decoderDimHead) = (0.75, 128, 2, 8, 64)
-            model = MAE(encoder: encoder, config: c, initializer: initializer, maskSeed: 0)
-        case "simmim":
-            var c = SimMIM.Config()
-            (c.maskingRatio, c.vitPytorchScale) = (0.5, true)
-            model = SimMIM(encoder: encoder, config: c, patchSize: config.patchHeight, imageSize: (28, 28), initializer: initializer, maskSeed: 0)
-        case "mpp":
-            var c = MPP.Config()
-            (c.maskProb, c.randomPatchProb, c.replaceProb) = (0.15, 0.30, 0.50)
-            model = MPP(encoder: encoder, config: c, channels: 1, mean: [0], std: [1], initializer: initializer, seed: 0)
-        case "mp3":
-            model = MP3(encoder: encoder, config: MP3.Config(), initializer: initializer, maskSeed: 0)
-        case "dino", "dino-official", "byol":
-            return try runSiamese(config)
-        default:
-            throw ValidationError("--objective must be supervised, mae, simmim, mpp, mp3, dino, dino-official or byol, not '\(objective)'")
+        let benchmarks = ObjectiveRegistry.kinds.flatMap { $0.anyBenchmarks }
+        guard let benchmark = benchmarks.first(where: { $0.name == objective }) else {
+            throw ValidationError("--objective must be supervised or one of \(benchmarks.map(\.name).joined(separator: ", ")), not '\(objective)'")
         }
-        let optimizer = AdamW(model.parameters, learningRate: 1e-4)
-        let x = Tensor.uniform([batch, 1, 28, 28], rng: RandomStream(seed: 0, purpose: "bench"))
+        var vit = ViTSettings()
+        vit.config = config
+        var recipe = Recipe(name: "bench", stages: [StageEntry(PretrainStage(objective: benchmark.settings))])
+        recipe.encoder = EncoderSection(vit)
+        (recipe.data.channels, recipe.data.mean, recipe.data.std) = (benchmark.channels, benchmark.mean, benchmark.std)
+        let input = recipe.encoderInput
+        let encoder = ViT(vit.config(for: input), initializer: Initializer(seed: 0))
+        guard let model = benchmark.settings.make(encoder: encoder, newEncoder: { ViT(vit.config(for: input), initializer: Initializer(seed: 2)) },
+                                                  recipe: recipe, initializer: Initializer(seed: 1), seed: 0) else {
+            throw ValidationError("\(objective) cannot wrap a ViT")
+        }
+        let optimizer = AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4)
+        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(input.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
+        if let pipeline = benchmark.settings.views(recipe) {
+            return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: input.channels, side: input.imageSize)
+        }
+        let x = Tensor.uniform([batch] + recipe.data.imageShape, rng: RandomStream(seed: 0, purpose: "bench"))
         let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print("bench-step \(objective): ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         printRoofline(stepSeconds: step, step: trainStep)
-    }
-
-    /// A teacher-student step on views made beforehand (the loader makes them on its own thread),
-    /// plus the view pipeline's throughput on one thread for the same batch.
-    func runSiamese(_ base: ViTConfig) throws {
-        var config = base
-        let model: any Objective
-        let pipeline: ViewPipeline
-        let initializer = Initializer(seed: 1)
-        switch objective {
-        case "dino":
-            // torch_step_bench.py: Dino(vit(channels=3), image_size=28, hidden_layer='to_latent',
-            // projection_hidden_size=256, projection_layers=3, num_classes_K=4096, local_upper_crop_scale=0.4,
-            // global_lower_crop_scale=0.5).
-            config.channels = 3
-            var c = DINO.Config.vitPytorchDefaults
-            (c.outDim, c.hiddenDim, c.headLayers) = (4096, 256, 3)
-            model = DINO(student: ViT(config, initializer: Initializer(seed: 0)), teacher: ViT(config, initializer: Initializer(seed: 2)),
-                         imageShape: [3, 28, 28], config: c, initializer: initializer)
-            pipeline = DINOSettings.vitPytorchAugment.pipeline(imageSize: 28)
-        case "dino-official":
-            let settings = DINOSettings()
-            model = DINO(student: ViT(config, initializer: Initializer(seed: 0)), teacher: ViT(config, initializer: Initializer(seed: 2)),
-                         imageShape: [1, 28, 28], config: settings.config, initializer: initializer)
-            pipeline = settings.augment.pipeline(imageSize: 28)
-        default:
-            let settings = BYOLSettings()
-            model = BYOL(online: ViT(config, initializer: Initializer(seed: 0)), target: ViT(config, initializer: Initializer(seed: 2)),
-                         imageShape: [1, 28, 28], config: settings.config, initializer: initializer)
-            pipeline = settings.augment.pipeline(imageSize: 28)
-        }
-        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(config.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
-        timeViews(model, pipeline: pipeline, optimizer: AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4),
-                  batch: batch, channels: config.channels, side: 28)
     }
 
     /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,
@@ -156,9 +119,10 @@ struct BenchStep: ParsableCommand {
             throw ValidationError("\(path) has no pretrain stage to time")
         }
         let seed = recipe.seed
-        let (encoder, _) = EncoderFactory.make(recipe.encoder, data: recipe.data, seed: seed)
+        let input = recipe.encoderInput
+        let (encoder, _) = recipe.encoder.make(input, seed: seed)
         let initializer = Initializer(scheme: recipe.encoder.initScheme, seed: seed &+ 1)
-        guard let model = stage.objective.make(encoder: encoder, newEncoder: { EncoderFactory.make(recipe.encoder, data: recipe.data, seed: seed &+ 2).0 },
+        guard let model = stage.objective.make(encoder: encoder, newEncoder: { recipe.encoder.make(input, seed: seed &+ 2).0 },
                                                recipe: recipe, initializer: initializer, seed: seed) else {
             throw ValidationError("\(type(of: stage.objective).kind) cannot wrap the \(recipe.encoder.kind) encoder")
         }

@@ -7,16 +7,21 @@ import Store
 
 /// `workbench list`: what a recipe can name.
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the stages, objectives, encoders, data sets and recipes available.")
+    static let configuration = CommandConfiguration(abstract: "List the stages, objectives, encoders, data sets, weight formats and recipes available.")
+
+    @Flag(help: "Print the recipe reference (every key of every section, its default and meaning) as the README's Markdown.")
+    var reference = false
 
     func run() throws {
-        for stage in StageRegistry.kinds { print("stage      \(stage.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stage.summary)") }
-        for objective in ObjectiveRegistry.kinds {
-            print("objective  \(objective.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) \(objective.summary)")
+        if reference { return print(RecipeReference.markdown(), terminator: "") }
+        func row(_ what: String, _ name: String, _ summary: String) {
+            print("\(what.padding(toLength: 10, withPad: " ", startingAt: 0)) \(name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(summary)")
         }
-        print("encoder    vit            ViT (vit-pytorch 1.7.14): learned positions, cls or mean pooling")
-        print("encoder    simple-vit     SimpleViT: 2-D sin-cos positions, mean pooling")
-        print("data set   fashion-mnist  Fashion-MNIST, 60k train / 10k test 28x28 gray, from \(FashionMNIST.defaultDirectory)")
+        for stage in StageRegistry.kinds { row("stage", stage.kind, stage.summary) }
+        for objective in ObjectiveRegistry.kinds { row("objective", objective.kind, objective.summary) }
+        for encoder in EncoderRegistry.kinds { row("encoder", encoder.kind, encoder.summary) }
+        for dataset in DataSetRegistry.kinds { row("data set", dataset.kind, "\(dataset.summary), from \(dataset.defaultPath)") }
+        for format in WeightFormatRegistry.formats { row("weights", format.name, format.summary) }
         let folder = RecipeLoader.resolvePath("recipes") ?? "Recipes"
         for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter({ $0.hasSuffix(".yaml") }).sorted() {
             let name = (try? RecipeLoader.load(path: "\(folder)/\(file)")).map { "\($0.stages.map(\.kind).joined(separator: " -> "))" } ?? "(does not validate)"
@@ -68,10 +73,10 @@ struct Inspect: ParsableCommand {
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a hidden layer's features of a checkpoint's encoder to HDF5.",
-        discussion: "The checkpoint is a safetensors file the workbench wrote (checkpoints/encoder.safetensors, best.safetensors); its metadata names the encoder and data settings.")
+        discussion: "The checkpoint is a weights file the workbench wrote (checkpoints/encoder.safetensors, best.safetensors); its metadata names the encoder and data settings.")
 
-    @Option(help: "A safetensors checkpoint written by the workbench.") var checkpoint: String
-    @Option(help: "Folder with the Fashion-MNIST IDX files.") var data = FashionMNIST.defaultDirectory
+    @Option(help: "A checkpoint written by the workbench.") var checkpoint: String
+    @Option(help: "The data set's folder (default: the one in the checkpoint's metadata).") var data: String?
     @Option(name: .customLong("hidden-layer"), help: "pooled, tokens, logits or blocks.i.") var hiddenLayer = "pooled"
     @Option(help: "train, test or both.") var split = "both"
     @Option(help: "The output HDF5 file.") var out: String
@@ -83,22 +88,23 @@ struct Extract: ParsableCommand {
     func run() throws {
         try reportingUserErrors {
             guard ["train", "test", "both"].contains(split) else { throw RunError("--split must be train, test or both, not '\(split)'") }
-            let metadata = try SafeTensors.metadata(path: checkpoint)
+            let metadata = try WeightFiles.metadata(path: checkpoint)
             guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
                 throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
             }
             let encoderSection = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
             var dataSection = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
-            dataSection.path = data
+            if let data { dataSection.path = data }
             (dataSection.trainSubset, dataSection.testSubset) = (nil, nil)
             guard encoderSection.hiddenLayerNames.contains(hiddenLayer) else {
                 throw RunError("the encoder has no hidden layer '\(hiddenLayer)'; its layers: \(encoderSection.hiddenLayerNames.joined(separator: ", "))")
             }
-            let (encoder, _) = EncoderFactory.make(encoderSection, data: dataSection, seed: 0)
+            let loaded = try RunData.load(dataSection, seed: 0, recipeFile: "--data")
+            let (encoder, _) = encoderSection.make(loaded.encoderInput, seed: 0)
             do {
                 // Pretraining checkpoints (best.safetensors, s*-step*/model.safetensors) hold the
                 // objective: its encoder's weights are the ones under "encoder.".
-                var weights = try SafeTensors.read(path: checkpoint)
+                var weights = try WeightFiles.read(path: checkpoint)
                 if weights.keys.contains(where: { $0.hasPrefix("encoder.") }) {
                     weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix("encoder.") }
                         .map { (String($0.key.dropFirst("encoder.".count)), $0.value) })
@@ -107,7 +113,6 @@ struct Extract: ParsableCommand {
             } catch {
                 throw RunError("\(checkpoint) does not fit its encoder: \(error)")
             }
-            let loaded = try RunData.load(dataSection, seed: 0, recipeFile: "--data")
             let splits = split == "both" ? [("train", loaded.train), ("test", loaded.test)] : [(split, split == "train" ? loaded.train : loaded.test)]
             let summary = try Embeddings.extract(encoder, layer: hiddenLayer, splits: splits, mean: loaded.mean, std: loaded.std,
                                                  batchSize: batchSize, classNames: loaded.classNames, to: out,

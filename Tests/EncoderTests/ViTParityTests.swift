@@ -16,10 +16,7 @@ final class ViTParityTests: XCTestCase {
         return c
     }
 
-    func fixture(_ name: String) throws -> [String: Tensor] {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
-        return try SafeTensors.read(path: url.path)
-    }
+    func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
 
     func check(_ model: some HiddenLayerEncoder, fixture name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         var f = try fixture(name)
@@ -211,8 +208,7 @@ final class ViTParityTests: XCTestCase {
 /// steps (lr 1e-3, weight decay 0.05 on every parameter) on a per-step cosine schedule.
 final class TrainingParityTests: XCTestCase {
     func testAdamWStepsMatchTorch() throws {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: "vit_adamw_steps", withExtension: "safetensors", subdirectory: "Fixtures"))
-        let f = try SafeTensors.read(path: url.path)
+        let f = try loadFixture("vit_adamw_steps", from: .module)
         var config = ViTParityTests.config
         config.channels = 1
         let model = ViT(config, initializer: Initializer(seed: 0))

@@ -14,8 +14,7 @@ final class MAEParityTests: XCTestCase {
     static var encoderConfig: ViTConfig { ObjectiveParityTests.encoderConfig }
 
     func check(_ name: String, decoderDim: Int) throws {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
-        let f = try SafeTensors.read(path: url.path)
+        let f = try loadFixture(name, from: .module)
         var config = MAE.Config()
         (config.decoderDim, config.decoderDepth, config.decoderHeads, config.decoderDimHead) = (decoderDim, 1, 2, 8)
         let mae = MAE(encoder: ViT(Self.encoderConfig, initializer: Initializer(seed: 0)), config: config,

@@ -10,10 +10,7 @@ import XCTest
 /// SimMIM and MPP loaded with vit-pytorch 1.7.14's weights and given its masks give vit-pytorch's
 /// loss and gradients (fixtures from tools/make_fixtures.py, computed in float64).
 final class ObjectiveParityTests: XCTestCase {
-    func fixture(_ name: String) throws -> [String: Tensor] {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
-        return try SafeTensors.read(path: url.path)
-    }
+    func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
 
     /// Loads `f` into `objective`, runs `loss` on the fixture's x, and compares the loss and every
     /// gradient (parameters vit-pytorch leaves without one must have none here either).

@@ -12,10 +12,7 @@ import XCTest
 /// reference loss, gradients, EMA teacher and centre (fixtures from tools/make_fixtures.py, float64):
 /// vit-pytorch 1.7.14's Dino, the official DINO loss and head, byol-pytorch 0.9.1's BYOL.
 final class SiameseParityTests: XCTestCase {
-    func fixture(_ name: String) throws -> [String: Tensor] {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
-        return try SafeTensors.read(path: url.path)
-    }
+    func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
 
     static func vit(image: Int, channels: Int) -> ViT {
         var c = ViTConfig()

@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import TestSupport
 import XCTest
 
 /// End-to-end runs of the `workbench` executable: a run killed with SIGKILL mid-epoch and resumed
@@ -14,17 +15,6 @@ final class RunTests: XCTestCase {
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
-
-    /// The workbench executable built beside this test bundle.
-    var executable: URL {
-        get throws {
-            let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("workbench")
-            guard FileManager.default.isExecutableFile(atPath: url.path) else {
-                throw MissingExecutable(path: url.path)
-            }
-            return url
-        }
-    }
 
     /// A small recipe with dropout (so the dropout stream must be restored too): 4 epochs of 16
     /// steps, a checkpoint every 4 steps, then extraction.
@@ -60,51 +50,11 @@ final class RunTests: XCTestCase {
         return path
     }
 
-    /// A failure (never a skip): these tests need the binary that `swift test` builds beside them.
-    struct MissingExecutable: Error, CustomStringConvertible {
-        let path: String
-        var description: String { "\(path) is missing; build it with `swift build -c release --product workbench`" }
-    }
+    typealias Outcome = WorkbenchProcess.Outcome
 
-    struct Outcome {
-        let status: Int32
-        let signaled: Bool
-        let output: String
-        let error: String
-    }
-
-    /// Runs the workbench; `killWhen` is checked on every output line and, once true, the process
-    /// gets SIGKILL at once.
+    /// Runs the workbench in this test's folder.
     func workbench(_ arguments: [String], killWhen: ((String) -> Bool)? = nil) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try executable
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: root)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        var text = ""
-        var pending = Data()
-        let handle = out.fileHandleForReading
-        reading: while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 10) {
-                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...newline)
-                text += line + "\n"
-                if let killWhen, killWhen(line) {
-                    kill(process.processIdentifier, SIGKILL)
-                    break reading
-                }
-            }
-        }
-        text += String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return Outcome(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, output: text, error: errors)
+        try WorkbenchProcess.run(arguments, in: root, killWhen: killWhen)
     }
 
     func runFolder(_ runs: String) throws -> String {
@@ -292,7 +242,7 @@ final class RunTests: XCTestCase {
         let recipe = try writeRecipe()
         let validate = try workbench(["validate", recipe])
         XCTAssertEqual(validate.status, 0, validate.error)
-        XCTAssertTrue(validate.output.contains("weight_decay: 5e-2"), validate.output)
+        XCTAssertTrue(validate.output.contains("weight_decay: 0.05"), validate.output)
         let list = try workbench(["list"])
         XCTAssertTrue(list.output.contains("stage      supervised"), list.output)
         XCTAssertTrue(list.output.contains("encoder    simple-vit"), list.output)

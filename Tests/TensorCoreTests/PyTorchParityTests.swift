@@ -14,10 +14,7 @@ final class PyTorchParityTests: XCTestCase {
         var leaves: [String: Tensor] = [:]
 
         init(_ name: String) throws {
-            guard let url = Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures") else {
-                throw SafeTensorsError.unreadable(path: "Fixtures/\(name).safetensors", reason: "missing from the test bundle")
-            }
-            tensors = try SafeTensors.read(path: url.path)
+            tensors = try loadFixture(name, from: .module)
             for (k, v) in tensors where !k.hasPrefix("grad.") && k != "out" && k != "out_weight" {
                 leaves[k] = v.requiringGrad()
             }

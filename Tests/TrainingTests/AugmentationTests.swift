@@ -2,14 +2,14 @@ import Data
 import Foundation
 import Store
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Each transform against torchvision 0.29's output for the same parameters
 /// (tools/make_fixtures.py, augment.safetensors), and the random draws against their definitions.
 final class AugmentationTests: XCTestCase {
     static let fixture: [String: Tensor] = {
-        let url = Bundle.module.url(forResource: "augment", withExtension: "safetensors", subdirectory: "Fixtures")!
-        return try! SafeTensors.read(path: url.path)
+        return try! loadFixture("augment", from: .module)
     }()
 
     func image(_ key: String) -> AugmentImage {

@@ -15,25 +15,15 @@ public struct ExtractStage: Stage {
     public var splits = ["train", "test"]
     public var batchSize = 1000
 
-    static let keys = ["hidden_layer", "splits", "batch_size"]
-
     public init() {}
 
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.section(Self.keys)
-        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
-        splits = try c.value("splits", splits)
-        try c.check(!splits.isEmpty && splits.allSatisfy { ["train", "test"].contains($0) }, "splits",
-                    "splits are a list of train and/or test, got \(splits)")
-        batchSize = try c.value("batch_size", batchSize)
-        try c.check(batchSize > 0, "batch_size", "must be positive")
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        try encoder.fields(["hidden_layer": hiddenLayer,
-                            "splits": splits,
-                            "batch_size": batchSize])
-    }
+    public static let fields: [Field<ExtractStage>] = [
+        .value("hidden_layer", \.hiddenLayer, "the features written"),
+        .value("splits", \.splits, "train and/or test", .that({ !$0.isEmpty && $0.allSatisfy { ["train", "test"].contains($0) } }) {
+            "splits are a list of train and/or test, got [\($0.joined(separator: ", "))]"
+        }),
+        .value("batch_size", \.batchSize, "images per batch", .positive),
+    ]
 
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 

@@ -27,20 +27,12 @@ public struct LinearProbeStage: Stage {
 
     public init() {}
 
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.section(["hidden_layer", "iterations", "history_size", "batch_size"])
-        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
-        iterations = try c.value("iterations", iterations)
-        try c.check(iterations > 0, "iterations", "must be positive")
-        historySize = try c.value("history_size", historySize)
-        try c.check(historySize > 0, "history_size", "must be positive")
-        batchSize = try c.value("batch_size", batchSize)
-        try c.check(batchSize > 0, "batch_size", "must be positive")
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        try encoder.fields(["hidden_layer": hiddenLayer, "iterations": iterations, "history_size": historySize, "batch_size": batchSize])
-    }
+    public static let fields: [Field<LinearProbeStage>] = [
+        .value("hidden_layer", \.hiddenLayer, "the frozen features: pooled | tokens | logits | blocks.i (the encoder's hidden layers)"),
+        .value("iterations", \.iterations, "full-batch L-BFGS iterations (strong-Wolfe line search, from zero)", .positive),
+        .value("history_size", \.historySize, "L-BFGS history", .positive),
+        .value("batch_size", \.batchSize, "images per feature-extraction batch", .positive),
+    ]
 
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 
@@ -73,20 +65,12 @@ public struct KNNStage: Stage {
 
     public init() {}
 
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.section(["hidden_layer", "k", "temperature", "batch_size"])
-        hiddenLayer = try c.value("hidden_layer", hiddenLayer)
-        k = try c.value("k", k)
-        try c.check(k > 0, "k", "must be positive")
-        temperature = try c.value("temperature", temperature)
-        try c.check(temperature > 0, "temperature", "must be positive")
-        batchSize = try c.value("batch_size", batchSize)
-        try c.check(batchSize > 0, "batch_size", "must be positive")
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        try encoder.fields(["hidden_layer": hiddenLayer, "k": k, "temperature": temperature, "batch_size": batchSize])
-    }
+    public static let fields: [Field<KNNStage>] = [
+        .value("hidden_layer", \.hiddenLayer, "the frozen features (L2-normalised)"),
+        .value("k", \.k, "neighbours", .positive),
+        .value("temperature", \.temperature, "votes weighted by exp(similarity / temperature)", .positive),
+        .value("batch_size", \.batchSize, "images per feature-extraction batch", .positive),
+    ]
 
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 

@@ -15,8 +15,7 @@ public struct SupervisedStage: Stage {
     public var settings = ClassifierTraining(finetune: false)
 
     public init() {}
-    public init(from decoder: Decoder) throws { settings = try ClassifierTraining(from: decoder, defaults: settings) }
-    public func encode(to encoder: Encoder) throws { try encoder.fields(settings.fields) }
+    public static let fields = ClassifierTraining.fields.map { $0.lifted(\SupervisedStage.settings) }
     public func validate(_ recipe: Recipe) throws { try settings.training.validate(recipe) }
     public func run(_ context: RunContext) throws -> [String: Double] { try settings.train(context.encoder, context) }
 }
@@ -34,8 +33,7 @@ public struct FinetuneStage: Stage {
     public var settings = ClassifierTraining(finetune: true)
 
     public init() {}
-    public init(from decoder: Decoder) throws { settings = try ClassifierTraining(from: decoder, defaults: settings) }
-    public func encode(to encoder: Encoder) throws { try encoder.fields(settings.fields) }
+    public static let fields = (ClassifierTraining.fields + ClassifierTraining.finetuneFields).map { $0.lifted(\FinetuneStage.settings) }
     public func validate(_ recipe: Recipe) throws { try settings.training.validate(recipe) }
     public func run(_ context: RunContext) throws -> [String: Double] { try settings.train(context.encoder, context) }
 }
@@ -59,29 +57,16 @@ public struct ClassifierTraining {
         }
     }
 
-    var keys: [String] {
-        TrainingSettings.keys + ["label_smoothing", "eval_batch_size"] + (finetune ? ["layer_decay", "reset_head"] : [])
-    }
+    static let fields: [Field<ClassifierTraining>] = TrainingSettings.fields.map { $0.lifted(\ClassifierTraining.training) } + [
+        .value("label_smoothing", \.labelSmoothing, "cross-entropy label smoothing", .fraction),
+        .value("eval_batch_size", \.evalBatchSize, "images per batch of the per-epoch test evaluation", .positive),
+    ]
 
-    init(from decoder: Decoder, defaults: ClassifierTraining) throws {
-        self = defaults
-        let c = try decoder.section(keys)
-        training = try TrainingSettings(c, defaults: training)
-        labelSmoothing = try c.value("label_smoothing", labelSmoothing)
-        try c.check((0..<1).contains(labelSmoothing), "label_smoothing", "must be in [0, 1)")
-        evalBatchSize = try c.value("eval_batch_size", evalBatchSize)
-        try c.check(evalBatchSize > 0, "eval_batch_size", "must be positive")
-        if finetune {
-            if c.contains(RecipeKey("layer_decay")) { layerDecay = try c.optional("layer_decay") }
-            try c.check((layerDecay ?? 1) > 0 && (layerDecay ?? 1) <= 1, "layer_decay", "must be in (0, 1], or null for none")
-            resetHead = try c.value("reset_head", resetHead)
-        }
-    }
-
-    var fields: [(String, any Encodable)] {
-        training.fields + [("label_smoothing", labelSmoothing), ("eval_batch_size", evalBatchSize)]
-            + (finetune ? [("layer_decay", layerDecay), ("reset_head", resetHead)] : [])
-    }
+    static let finetuneFields: [Field<ClassifierTraining>] = [
+        .nullable("layer_decay", \.layerDecay, "layer-wise lr decay: block i of d learns at decay^(d - i) of the head's rate; null: off",
+                  .that({ $0 > 0 && $0 <= 1 }) { _ in "must be in (0, 1], or null for none" }),
+        .value("reset_head", \.resetHead, "re-initialise the classification head (truncated normal, std 2e-5)"),
+    ]
 
     /// Learning-rate scales per parameter: the patch embedding, positions and class token are
     /// layer 0, block i is layer i + 1, the rest (final norm, head) layer depth + 1.
@@ -105,7 +90,11 @@ public struct ClassifierTraining {
             if let bias = classifier.head.bias { bias.assign(Tensor.zeros(bias.shape)) }
         }
         if let layerDecay {
-            for (p, scale) in Self.layerScales(model, depth: context.recipe.encoder.depth, decay: layerDecay) { p.learningRateScale = scale }
+            if let depth = context.recipe.encoder.settings.layerDecayDepth {
+                for (p, scale) in Self.layerScales(model, depth: depth, decay: layerDecay) { p.learningRateScale = scale }
+            } else {
+                context.log("\(context.stageName): layer_decay does not apply to the \(context.recipe.encoder.kind) encoder (no ViT blocks); every layer learns at the full rate")
+            }
         }
         defer { for p in model.parameters { p.learningRateScale = 1 } }
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)

@@ -4,8 +4,9 @@ import NN
 import TensorCore
 
 /// The optimisation keys every training stage (pretrain, supervised, finetune) shares, read from
-/// the stage's own section: epochs, batch, optimizer, schedule, flips, clipping.
-public struct TrainingSettings {
+/// the stage's own section: epochs, batch, optimizer, schedule, flips, clipping. The values here
+/// are the supervised reference recipe's; objectives and finetune start from their own.
+public struct TrainingSettings: RecipeSection {
     public var epochs = 5
     public var batchSize = 256
     public var optimizer = "adamw"
@@ -21,46 +22,31 @@ public struct TrainingSettings {
     public var horizontalFlip = true
     public var gradientClip: Double?
 
-    public static let keys = ["epochs", "batch_size", "optimizer", "lr", "min_lr", "warmup_epochs", "weight_decay", "weight_decay_end", "betas", "decay_all",
-                              "momentum", "horizontal_flip", "gradient_clip"]
-
     public init() {}
 
-    /// Reads the keys from `c`, with `defaults` for the absent ones.
-    public init(_ c: KeyedDecodingContainer<RecipeKey>, defaults: TrainingSettings) throws {
-        self = defaults
-        epochs = try c.value("epochs", epochs)
-        try c.check(epochs > 0, "epochs", "must be positive, got \(epochs)")
-        batchSize = try c.value("batch_size", batchSize)
-        try c.check(batchSize > 0, "batch_size", "must be positive, got \(batchSize)")
-        optimizer = try c.choice("optimizer", ["adamw", "sgd"], optimizer)
-        lr = try c.value("lr", lr)
-        try c.check(lr > 0 && lr.isFinite, "lr", "must be a positive number, got \(lr)")
-        minLr = try c.value("min_lr", minLr)
-        warmupEpochs = try c.value("warmup_epochs", warmupEpochs)
-        try c.check(warmupEpochs >= 0 && warmupEpochs <= epochs, "warmup_epochs", "must be between 0 and epochs (\(epochs))")
-        weightDecay = try c.value("weight_decay", weightDecay)
-        try c.check(weightDecay >= 0, "weight_decay", "must not be negative")
-        if c.contains(RecipeKey("weight_decay_end")) { weightDecayEnd = try c.optional("weight_decay_end") }  // null: constant
-        try c.check((weightDecayEnd ?? 0) >= 0, "weight_decay_end", "must not be negative (or null for a constant weight decay)")
-        betas = try c.value("betas", betas)
-        try c.check(betas.count == 2 && betas.allSatisfy { (0..<1).contains($0) }, "betas", "give two numbers in [0, 1), e.g. [0.9, 0.999]")
-        decayAll = try c.value("decay_all", decayAll)
-        momentum = try c.value("momentum", momentum)
-        horizontalFlip = try c.value("horizontal_flip", horizontalFlip)
-        if c.contains(RecipeKey("gradient_clip")) { gradientClip = try c.optional("gradient_clip") }  // null: no clipping
-        try c.check((gradientClip ?? 1) > 0, "gradient_clip", "must be positive (or null for none)")
-    }
-
-    public var fields: [(String, any Encodable)] {
-        [("epochs", epochs), ("batch_size", batchSize), ("optimizer", optimizer), ("lr", lr), ("min_lr", minLr),
-         ("warmup_epochs", warmupEpochs), ("weight_decay", weightDecay), ("weight_decay_end", weightDecayEnd), ("betas", betas), ("decay_all", decayAll),
-         ("momentum", momentum), ("horizontal_flip", horizontalFlip), ("gradient_clip", gradientClip)]
-    }
+    public static let fields: [Field<TrainingSettings>] = [
+        .value("epochs", \.epochs, "passes over the training images", .positive),
+        .value("batch_size", \.batchSize, "images a step; the last partial batch is dropped", .positive),
+        .choice("optimizer", \.optimizer, ["adamw", "sgd"], "adamw | sgd"),
+        .value("lr", \.lr, "peak learning rate: per-step linear warmup, then a cosine to min_lr", .positive),
+        .value("min_lr", \.minLr, "where the cosine ends", .nonNegative),
+        .value("warmup_epochs", \.warmupEpochs, "epochs of linear warmup (per step)", where: { value, s in
+            value >= 0 && value <= s.epochs ? nil : "must be between 0 and epochs (\(s.epochs)), got \(value)"
+        }),
+        .value("weight_decay", \.weightDecay, "decoupled weight decay (adamw), L2 (sgd)", .nonNegative),
+        .nullable("weight_decay_end", \.weightDecayEnd, "a cosine weight-decay schedule from weight_decay to this (DINO: 0.4); null: constant",
+                  .nonNegative),
+        .value("betas", \.betas, "adamw's betas", .that({ $0.count == 2 && $0.allSatisfy { (0..<1).contains($0) } }) { _ in
+            "give two numbers in [0, 1), e.g. [0.9, 0.999]"
+        }),
+        .value("decay_all", \.decayAll, "decay every parameter (vit-pytorch recipes); false exempts biases, norms, positions and the class token"),
+        .value("momentum", \.momentum, "sgd's momentum", .fraction),
+        .value("horizontal_flip", \.horizontalFlip, "flip each image with probability 0.5 (seeded)"),
+        .nullable("gradient_clip", \.gradientClip, "the largest global gradient norm; null: no clipping", .positive),
+    ]
 
     public func validate(_ recipe: Recipe) throws {
-        let trainCount = recipe.data.trainSubset ?? 60000
-        if batchSize > trainCount {
+        if let trainCount = recipe.data.trainCount, batchSize > trainCount {
             throw RecipeIssue(path: ["batch_size"], message: "batch size \(batchSize) exceeds the \(trainCount) training images, so an epoch would have no full batch (data.train_subset)")
         }
     }

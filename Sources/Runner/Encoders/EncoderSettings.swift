@@ -1,0 +1,82 @@
+import Encoders
+import NN
+
+/// The settings of one encoder kind (`encoder: {kind: vit, ...}`): a recipe section declared by
+/// its fields, able to build the encoder. One file per encoder in this folder, and one line in
+/// `EncoderRegistry`.
+public protocol EncoderSettings: RecipeSection {
+    static var kind: String { get }
+    static var summary: String { get }
+    /// Whether the encoder is a PatchTokenEncoder (what the masked objectives need).
+    static var isPatchTokenEncoder: Bool { get }
+    /// The side in pixels of the square each token covers, for patch encoders; nil otherwise.
+    var patchSize: Int? { get }
+    /// The number of ViT blocks that layer-wise learning-rate decay spreads over (parameters
+    /// named transformer.layers.i), or nil when the encoder has no such blocks.
+    var layerDecayDepth: Int? { get }
+    /// The names `hidden_layer` may take, from the encoder's own configuration.
+    var hiddenLayerNames: [String] { get }
+    /// A problem with images of this shape, with the key to blame, or nil.
+    func check(_ input: EncoderInput) -> (key: String, problem: String)?
+    func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder
+}
+
+extension EncoderSettings {
+    public var patchSize: Int? { nil }
+    public var layerDecayDepth: Int? { nil }
+    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { nil }
+}
+
+/// What an encoder is built for: the images and the classes of the data set.
+public struct EncoderInput: Equatable {
+    public var imageSize: Int
+    public var channels: Int
+    public var classes: Int
+    public init(imageSize: Int, channels: Int, classes: Int) { (self.imageSize, self.channels, self.classes) = (imageSize, channels, classes) }
+}
+
+/// `encoder`: the kind, its own keys, and the keys every encoder shares (`init`).
+public struct EncoderSection: Codable {
+    public var settings: any EncoderSettings
+    public var initialization = "pytorch"
+
+    public init(_ settings: any EncoderSettings = ViTSettings()) { self.settings = settings }
+
+    public var kind: String { type(of: settings).kind }
+    public var hiddenLayerNames: [String] { settings.hiddenLayerNames }
+    /// The initialisation scheme `init` names.
+    public var initScheme: InitScheme { initialization == "official" ? .official : .pytorch }
+
+    static let sharedKeys = ["kind", "init"]
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: RecipeKey.self)
+        let kinds = EncoderRegistry.kinds.map { $0.kind }
+        let kind = try c.choice("kind", kinds, ViTSettings.kind)
+        let type = EncoderRegistry.kinds.first { $0.kind == kind }!
+        // A key of another kind: say whose it is rather than only "unknown".
+        for key in c.allKeys where !Self.sharedKeys.contains(key.stringValue) && !type.keys.contains(key.stringValue) && !decoder.isStoredRecipe {
+            let owners = EncoderRegistry.kinds.filter { $0.keys.contains(key.stringValue) }.map { $0.kind }
+            if !owners.isEmpty {
+                throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + [key.stringValue],
+                                  message: "\(key.stringValue) applies to kind: \(owners.joined(separator: ", ")) only (encoder.kind is \(kind)); remove it. Keys of \(kind): \((Self.sharedKeys + type.keys).joined(separator: ", ")).")
+            }
+        }
+        settings = try type.decoded(from: decoder, extraKeys: Self.sharedKeys)
+        initialization = try c.choice("init", ["pytorch", "official"], initialization)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        try encoder.fields([("kind", kind)] + settings.encodedFields + [("init", initialization)])
+    }
+
+    /// The help of the shared keys, for the reference.
+    static let sharedHelp = [("kind", "vit", EncoderRegistry.kinds.map { $0.kind }.joined(separator: " | ")),
+                             ("init", "pytorch", "pytorch (vit-pytorch parity) | official (xavier, truncated normal 0.02)")]
+
+    /// Builds the encoder for `input`, with its initializer (seeded by `seed`).
+    public func make(_ input: EncoderInput, seed: UInt64) -> (any HiddenLayerEncoder, Initializer) {
+        let initializer = Initializer(scheme: initScheme, seed: seed)
+        return (settings.make(input, initializer: initializer), initializer)
+    }
+}
