@@ -66,25 +66,24 @@ public enum RecipeReference {
     static func trainingTable(_ out: inout [String]) {
         let columns: [(String, TrainingSettings)] = [("supervised", SupervisedStage().settings.training), ("finetune", FinetuneStage().settings.training)]
             + ObjectiveRegistry.kinds.map { ("pretrain: \($0.kind)", $0.trainingDefaults) }
-        out.append("**Training keys** of `pretrain`, `supervised` and `finetune`, with each one's defaults (a pretrain stage's are its objective's):")
-        out.append("")
-        out.append("| key | " + columns.map(\.0).joined(separator: " | ") + " | meaning |")
-        out.append("|---|" + String(repeating: "---|", count: columns.count + 1))
-        for f in TrainingSettings.fields {
-            out.append("| `\(f.key)` | " + columns.map { defaultCell(f.write($0.1)) }.joined(separator: " | ") + " | \(cell(f.help)) |")
-        }
-        out.append("")
+        columnsTable(&out, "**Training keys** of `pretrain`, `supervised` and `finetune`, with each one's defaults (a pretrain stage's are its objective's):",
+                     TrainingSettings.fields, columns)
     }
 
     /// `augment` with the defaults of each objective that has one.
     static func augmentTable(_ out: inout [String]) {
-        let columns: [(String, AugmentSection)] = [("byol", BYOLSettings().augment), ("dino, esvit", DINOSettings().augment),
-                                                   ("dino mode vit-pytorch", DINOSettings.vitPytorchAugment)]
-        out.append("**`augment`** (inside a byol, dino or esvit objective): the views, made on the loader's thread as torchvision's transforms make them.")
+        columnsTable(&out, "**`augment`** (inside a byol, dino or esvit objective): the views, made on the loader's thread as torchvision's transforms make them.",
+                     AugmentSection.fields, [("byol", BYOLSettings().augment), ("dino, esvit", DINOSettings().augment),
+                                             ("dino mode vit-pytorch", DINOSettings.vitPytorchAugment)])
+    }
+
+    /// A section's keys with one column of defaults per (name, defaults).
+    static func columnsTable<S>(_ out: inout [String], _ title: String, _ fields: [Field<S>], _ columns: [(String, S)]) {
+        out.append(title)
         out.append("")
         out.append("| key | " + columns.map(\.0).joined(separator: " | ") + " | meaning |")
         out.append("|---|" + String(repeating: "---|", count: columns.count + 1))
-        for f in AugmentSection.fields {
+        for f in fields {
             out.append("| `\(f.key)` | " + columns.map { defaultCell(f.write($0.1)) }.joined(separator: " | ") + " | \(cell(f.help)) |")
         }
         out.append("")
