@@ -19,8 +19,8 @@ class RunFolderTests(unittest.TestCase):
 
     def test_training_tables(self):
         steps = self.run.steps("pretrain")
-        self.assertEqual(sorted(steps), ["epoch", "images_per_s", "loss", "lr", "step", "wall_time"])
-        np.testing.assert_array_equal(steps["step"], np.arange(len(steps["step"])))
+        self.assertEqual(sorted(steps), ["epoch", "global_step", "images_per_s", "loss", "lr", "step", "wall_time"])
+        np.testing.assert_array_equal(steps["step"], np.arange(1, len(steps["step"]) + 1))
         self.assertEqual(steps["step"].dtype, np.int64)
         self.assertIn("loss", self.run.epochs("pretrain"))
         self.assertIn("pretrain", self.run.training_stages())

@@ -94,7 +94,8 @@ class Run:
             return {name: f[key][name][:] for name in f[key]}
 
     def steps(self, stage):
-        """Per-step columns of a training stage: step, epoch, loss, lr, images_per_s, wall_time."""
+        """Per-step columns of a training stage: step and epoch (counted from 1), global_step
+        (TensorBoard's step), loss, lr, images_per_s, wall_time."""
         return self._table(stage, "steps")
 
     def epochs(self, stage):

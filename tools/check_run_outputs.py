@@ -59,26 +59,27 @@ def main(workbench):
         with h5py.File(os.path.join(folder, "metrics.h5"), "r") as f:
             steps = f["supervised/steps/step"][:]
             assert len(steps) > 0, "no step was flushed within 6 seconds"
-            assert (steps == np.arange(len(steps))).all(), steps
+            assert (steps == np.arange(1, len(steps) + 1)).all(), steps
+            assert (f["supervised/steps/global_step"][:] == steps).all()
             for column in ("epoch", "loss", "lr", "images_per_s", "wall_time"):
                 assert f[f"supervised/steps/{column}"].shape == steps.shape, column
             assert np.isfinite(f["supervised/steps/loss"][:]).all()
             assert f.attrs["status"] == "running" and f.attrs["seed"] == 5
             assert "name: ci-check" in f.attrs["recipe"] and f.attrs["git_commit"] and f.attrs["workbench_version"]
-            print(f"killed after 6 s: h5py reads metrics.h5 with steps 0..{len(steps) - 1}")
+            print(f"killed after 6 s: h5py reads metrics.h5 with steps 1..{len(steps)}")
         killed = EventAccumulator(folder)
         killed.Reload()
         killed_steps = [e.step for e in killed.Scalars("supervised/loss")]
         # The events are written every 2 seconds too, so the resumed run's restart has duplicates to drop.
-        assert killed_steps and killed_steps == list(range(len(killed_steps))), killed_steps[:5]
-        print(f"killed after 6 s: TensorBoard reads steps 0..{len(killed_steps) - 1}")
+        assert killed_steps and killed_steps == list(range(1, len(killed_steps) + 1)), killed_steps[:5]
+        print(f"killed after 6 s: TensorBoard reads steps 1..{len(killed_steps)}")
 
         subprocess.run([workbench, "run", "--resume", folder], check=True)
         with h5py.File(os.path.join(folder, "metrics.h5"), "r") as f:
             assert f.attrs["status"] == "complete"
             steps = f["supervised/steps/step"][:]
-            assert (steps == np.arange(3 * (4096 // 128))).all(), steps
-            assert list(f["supervised/epochs/epoch"][:]) == [0, 1, 2]
+            assert (steps == np.arange(1, 3 * (4096 // 128) + 1)).all(), steps
+            assert list(f["supervised/epochs/epoch"][:]) == [1, 2, 3]
             top1 = f["supervised"].attrs["test_top1"]
             confusion = f["supervised/confusion"][:]
             assert confusion.shape == (10, 10) and confusion.sum() == 500
@@ -98,7 +99,7 @@ def main(workbench):
         expected = {"supervised/loss", "supervised/lr", "supervised/images_per_s", "supervised/epoch_test_top1", "supervised/epoch_loss"}
         assert expected <= tags, tags
         loss_steps = [e.step for e in events.Scalars("supervised/loss")]
-        assert loss_steps == list(range(96)), f"TensorBoard sees steps {loss_steps[:5]}... ({len(loss_steps)}): the restart should drop the killed run's duplicates"
+        assert loss_steps == list(range(1, 97)), f"TensorBoard sees steps {loss_steps[:5]}... ({len(loss_steps)}): the restart should drop the killed run's duplicates"
         accuracy = events.Scalars("supervised/epoch_test_top1")
         assert len(accuracy) == 3 and abs(accuracy[-1].value - top1) < 1e-6
         print(f"resumed run complete: test top-1 {100 * top1:.2f}%, files read as documented")

@@ -66,6 +66,16 @@ open class Module {
 
     public var parameters: [Parameter] { namedParameters().map(\.1) }
 
+    /// The dotted prefix under which `submodule`'s parameters appear in this module's state_dict
+    /// ("" for the module itself, "teacher_encoder.net." for DINO's teacher), or nil when it is
+    /// not part of this module.
+    public func prefix(of submodule: Module) -> String? {
+        if submodule === self { return "" }
+        guard let (name, first) = submodule.namedParameters().first,
+              let (outer, _) = namedParameters().first(where: { $0.1 === first }), outer.hasSuffix(name) else { return nil }
+        return String(outer.dropLast(name.count))
+    }
+
     public func namedBuffers() -> [(String, Buffer)] {
         if let cachedBuffers { return cachedBuffers }
         var out: [(String, Buffer)] = []

@@ -31,7 +31,7 @@ extension Decoder {
         let container = try container(keyedBy: RecipeKey.self)
         for key in container.allKeys where !known.contains(key.stringValue) && !isStoredRecipe {
             var message = "unknown key '\(key.stringValue)'"
-            if let near = nearest(key.stringValue, in: known) { message += "; did you mean '\(near)'?" }
+            message += nearest(key.stringValue, in: known).map { "; did you mean '\($0)'?" } ?? "."
             message += " Valid keys here: \(known.joined(separator: ", "))."
             throw RecipeIssue(path: codingPath.map(\.pathComponent) + [key.stringValue], message: message)
         }
@@ -91,8 +91,19 @@ extension Encoder {
     }
 }
 
-/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
+/// Names from other tools (timm, PyTorch, DINO's and MAE's argument parsers) for the workbench's
+/// keys: a suggestion when one is typed.
+let synonyms = ["wd": "weight_decay", "num_heads": "heads", "n_heads": "heads", "warmup": "warmup_epochs", "batch": "batch_size",
+                "bs": "batch_size", "patch": "patch_size", "learning_rate": "lr", "embed_dim": "dim", "hidden_dim": "dim",
+                "mlp_ratio": "mlp_dim", "mask_ratio": "masking_ratio", "n_epochs": "epochs", "num_epochs": "epochs",
+                "drop": "dropout", "drop_rate": "dropout", "momentum_teacher": "teacher_momentum", "clip_grad": "gradient_clip",
+                "grad_clip": "gradient_clip", "local_crops_number": "local_crops", "out_dim_k": "out_dim", "layer": "hidden_layer",
+                "seed_value": "seed", "dataset_path": "path", "data_path": "path", "img_size": "image_size", "input_size": "image_size"]
+
+/// The candidate closest to `word`: a known synonym ("wd" for weight_decay), or the nearest by
+/// edit distance when it is close enough to be a likely typo.
 public func nearest(_ word: String, in candidates: [String]) -> String? {
+    if let canonical = synonyms[word.lowercased()], candidates.contains(canonical) { return canonical }
     func distance(_ a: [Character], _ b: [Character]) -> Int {
         var previous = Array(0...b.count)
         for i in 1...Swift.max(a.count, 1) where !a.isEmpty {

@@ -40,15 +40,40 @@ public enum RecipeLoader {
     /// `stored`: the recipe.yaml of a run folder (written by the workbench, perhaps an older
     /// version): keys of other kinds that it wrote are skipped.
     public static func load(path: String, overrides: [String] = [], stored: Bool = false) throws -> Recipe {
-        guard let resolved = resolvePath(path) else {
-            let known = (try? FileManager.default.contentsOfDirectory(atPath: "Recipes"))?.filter { $0.hasSuffix(".yaml") }.sorted() ?? []
-            throw RecipeError(file: path, location: nil, keyPath: "",
-                              message: "no such recipe file" + (known.isEmpty ? "" : "; the recipes here are \(known.map { "recipes/\($0)" }.joined(separator: ", "))"))
+        guard let resolved = find(path) else {
+            let folder = repositoryRoot.map { "\($0)/Recipes" } ?? "Recipes"
+            let known = (try? FileManager.default.contentsOfDirectory(atPath: folder))?.filter { $0.hasSuffix(".yaml") }.sorted() ?? []
+            var message = "no such recipe file; a path is looked up from the current folder (\(FileManager.default.currentDirectoryPath))"
+            if let root = repositoryRoot { message += " and then from the workbench's repository (\(root))" }
+            if !known.isEmpty { message += "; the recipes there are \(known.map { "recipes/\($0)" }.joined(separator: ", ")) in \(folder)" }
+            throw RecipeError(file: path, location: nil, keyPath: "", message: message)
         }
         guard let data = FileManager.default.contents(atPath: resolved), let text = String(data: data, encoding: .utf8) else {
             throw RecipeError(file: resolved, location: nil, keyPath: "", message: "cannot read the file (is it UTF-8 text?)")
         }
         return try parse(text, file: resolved, overrides: overrides, stored: stored)
+    }
+
+    /// The checkout this executable was built in (REPO/.build/<config>/workbench), when it has
+    /// the Recipes folder: relative recipe paths are tried there after the current folder.
+    public static let repositoryRoot: String? = {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var folder = binary.deletingLastPathComponent()
+        for _ in 0..<4 {
+            folder = folder.deletingLastPathComponent()
+            if FileManager.default.fileExists(atPath: folder.path + "/Recipes") && FileManager.default.fileExists(atPath: folder.path + "/Package.swift") {
+                return folder.path
+            }
+        }
+        return nil
+    }()
+
+    /// `path` from the current folder (case-insensitively, see `resolvePath`), else, when
+    /// relative, from the repository root.
+    public static func find(_ path: String) -> String? {
+        if let found = resolvePath(path) { return found }
+        guard !path.hasPrefix("/"), let root = repositoryRoot else { return nil }
+        return resolvePath("\(root)/\(path)")
     }
 
     public static func parse(_ text: String, file: String, overrides: [String] = [], stored: Bool = false) throws -> Recipe {
@@ -69,6 +94,7 @@ public enum RecipeLoader {
         var overridden: [(path: [String], text: String)] = []
         for assignment in overrides {
             let (path, value) = try parseOverride(assignment, file: file)
+            try checkStageKind(path, in: node, assignment: assignment, file: file)
             try set(&node, path: path, value: value, assignment: assignment, file: file)
             overridden.append((path, assignment))
         }
@@ -87,7 +113,9 @@ public enum RecipeLoader {
             case let .typeMismatch(type, context):
                 let path = context.codingPath.map(\.pathComponent)
                 let found = value(at: path, in: node).map { " found \(describe($0))" } ?? ""
-                throw located(path, "expected \(describe(type)),\(found.isEmpty ? " found something else" : found)")
+                var message = "expected \(describe(type)),\(found.isEmpty ? " found something else" : found)"
+                if path.last == "seed" { message += " (the seed starts every random stream: use 0 or a positive whole number)" }
+                throw located(path, message)
             case let .valueNotFound(type, context):
                 throw located(context.codingPath.map(\.pathComponent), "expected \(describe(type)), found nothing (null)")
             case let .keyNotFound(key, context):
@@ -152,6 +180,23 @@ public enum RecipeLoader {
         }
     }
 
+    /// `--set stages.I.KIND.key=...` must name the kind stage I has: say which it is, and where
+    /// a stage of KIND is if the recipe has one.
+    static func checkStageKind(_ path: [String], in root: Node, assignment: String, file: String) throws {
+        guard path.count >= 3, path[0] == "stages", let index = Int(path[1]),
+              case .sequence(let stages)? = root.mapping?["stages"], index >= 0, index < stages.count,
+              case .mapping(let entry) = stages[index], entry.count == 1, let kind = entry.first?.key.string, kind != path[2] else { return }
+        var message = "stage \(index) is \(kind), not \(path[2])"
+        let kinds = stages.map { $0.mapping?.first?.key.string }
+        if let other = kinds.firstIndex(of: path[2]) {
+            message += "; stage \(other) is \(path[2]): --set " + (["stages", String(other)] + path.dropFirst(2)).joined(separator: ".") + "=..."
+        } else {
+            message += "; the stages are " + kinds.enumerated().map { "\($0.offset) \($0.element ?? "?")" }.joined(separator: ", ")
+                + ", so --set stages.\(index).\(kind)." + path.dropFirst(3).joined(separator: ".") + "=... changes stage \(index)"
+        }
+        throw RecipeError(file: file, location: "--set \(assignment)", keyPath: path.prefix(3).joined(separator: "."), message: message)
+    }
+
     /// Sets the value at `path`, creating mappings on the way; list indices must exist.
     static func set(_ node: inout Node, path: [String], value: Node, assignment: String, file: String, depth: Int = 0) throws {
         let key = path[depth]
@@ -170,7 +215,8 @@ public enum RecipeLoader {
             node = .mapping(mapping)
         case .sequence(var sequence):
             guard let index = Int(key), index >= 0, index < sequence.count else {
-                throw fail("'\(key)' is not an index of this list of \(sequence.count) (0...\(sequence.count - 1))")
+                throw fail(sequence.isEmpty ? "'\(key)' is not an index: this list is empty"
+                           : "'\(key)' is not an index of this list of \(sequence.count) (0 to \(sequence.count - 1))")
             }
             if depth == path.count - 1 {
                 sequence[index] = value
@@ -236,16 +282,18 @@ public enum RecipeLoader {
 
     static func describe(_ type: Any.Type) -> String {
         switch type {
-        case is Int.Type, is UInt64.Type, is Int64.Type, is Int32.Type: return "an integer"
+        case is UInt64.Type, is UInt.Type, is UInt32.Type: return "a whole number of 0 or more"
+        case is Int.Type, is Int64.Type, is Int32.Type: return "an integer"
         case is Double.Type, is Float.Type: return "a number"
         case is Bool.Type: return "true or false"
         case is String.Type: return "a string"
         default:
+            // Yams and Swift name what they wanted by protocol or type; say it in YAML's words.
             let name = "\(type)"
             if name == "Scalar" { return "a single value" }
-            if name.hasPrefix("Array") { return "a list" }
-            if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") { return "a mapping" }
-            return "a value of type \(name)"
+            if name.hasPrefix("Array") || name.contains("Sequence") || name.contains("Unkeyed") { return "a list" }
+            if name.hasPrefix("Dictionary") || name.contains("Mapping") || name.contains("Keyed") { return "a mapping" }
+            return "a value of another kind"
         }
     }
 }

@@ -38,6 +38,11 @@ public final class RunLog {
         handle?.write(Data((line + "\n").utf8))
     }
 
+    /// A line for log.txt alone (the terminal gets it another way, e.g. as the error message).
+    public func file(_ line: String) {
+        handle?.write(Data((line + "\n").utf8))
+    }
+
     /// Progress: `bar` redrawn at most 5 times a second on a terminal; `line` written as a plain
     /// line (terminal or not, and to log.txt) at most every 15 seconds.
     public func progress(bar: @autoclosure () -> String, line: @autoclosure () -> String) {
@@ -71,6 +76,9 @@ public final class RunLog {
         for row in rows { self(format(row)) }
     }
 }
+
+/// "1 epoch", "2 epochs": a count with its noun in the right number.
+public func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 
 /// A failure of the run itself (as opposed to a bad recipe), with what to do about it.
 public struct RunError: Error, CustomStringConvertible {
@@ -195,7 +203,7 @@ public final class MetricsLog {
         return columns
     }
 
-    static let integerColumns: Set<String> = ["step", "epoch", "batch"]
+    static let integerColumns: Set<String> = ["step", "epoch", "batch", "global_step"]
 }
 
 /// What a checkpoint records besides tensors: where the run was, enough to continue exactly.

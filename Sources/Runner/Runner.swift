@@ -31,22 +31,47 @@ public enum RecipeRunner {
 
     /// Starts a new run of `recipe` in runsDirectory/NAME/TIMESTAMP and returns that folder.
     @discardableResult
-    public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, log: RunLog = RunLog()) throws -> String {
+    /// `command` is the command line that started the run (recorded in command.txt and metrics.h5).
+    public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, command: [String] = CommandLine.arguments,
+                             log: RunLog = RunLog()) throws -> String {
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: runsDirectory)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
         let directory = try makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
         let resolved = RecipeLoader.yaml(recipe)
         try Data(resolved.utf8).write(to: URL(fileURLWithPath: "\(directory)/recipe.yaml"), options: .atomic)
+        let commandLine = shellQuoted(command)
+        try recordCommand(commandLine, in: directory)
         try log.attach("\(directory)/log.txt")
         log("workbench \(WorkbenchInfo.version) (\(WorkbenchInfo.gitCommit)): recipe \(recipeFile) -> \(directory)")
-        let metrics = try MetricsLog(creating: "\(directory)/metrics.h5", attributes: runAttributes(recipe, resolved: resolved),
+        let metrics = try MetricsLog(creating: "\(directory)/metrics.h5",
+                                     attributes: runAttributes(recipe, resolved: resolved).merging(["command": commandLine]) { $1 },
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
-        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil, resuming: false)
+        try recordingOutcome(metrics: metrics, log: log, directory: directory) {
+            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil, resuming: false)
+        }
         return directory
     }
 
+    /// The command line as a shell would take it back ('--set' values with spaces quoted).
+    static func shellQuoted(_ arguments: [String]) -> String {
+        arguments.map { word in
+            word.allSatisfy { $0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0) } && !word.isEmpty ? word
+                : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+
+    /// Appends the command line to the run folder's command.txt (a resume adds its own line).
+    static func recordCommand(_ line: String, in directory: String) throws {
+        let path = "\(directory)/command.txt"
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw RunError("cannot write \(path); check the permissions of the run folder") }
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data((line + "\n").utf8))
+    }
+
     /// Continues the run in `directory` from its last checkpoint.
-    public static func resume(_ directory: String, log: RunLog = RunLog()) throws {
+    public static func resume(_ directory: String, command: [String] = CommandLine.arguments, log: RunLog = RunLog()) throws {
         let recipeFile = "\(directory)/recipe.yaml"
         guard FileManager.default.fileExists(atPath: recipeFile) else {
             throw RunError("\(directory) is not a run folder (it has no recipe.yaml); pass the folder `workbench run` printed, runs/NAME/TIMESTAMP")
@@ -60,6 +85,7 @@ public enum RecipeRunner {
         }
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: nil)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
+        try recordCommand(shellQuoted(command), in: directory)
         try log.attach("\(directory)/log.txt")
         let metricsPath = "\(directory)/metrics.h5"
         let metrics: MetricsLog
@@ -73,7 +99,36 @@ public enum RecipeRunner {
             metrics = try MetricsLog(creating: metricsPath, attributes: runAttributes(recipe, resolved: RecipeLoader.yaml(recipe)),
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
         }
-        try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest, resuming: true)
+        try recordingOutcome(metrics: metrics, log: log, directory: directory) {
+            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest, resuming: true)
+        }
+    }
+
+    /// Runs `body`; when it throws, metrics.h5 says how the run ended ("interrupted" or "failed",
+    /// with the message under `error`) and log.txt gets the message, before the error goes on.
+    static func recordingOutcome(metrics: MetricsLog, log: RunLog, directory: String, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch var stop as RunInterrupted {
+            // Absolute, so that the printed command works from any folder.
+            stop.directory = URL(fileURLWithPath: directory).standardizedFileURL.path
+            try? mark(metrics, status: "interrupted", message: stop.description)
+            log(stop.description)
+            throw stop
+        } catch {
+            let message = (error as? RecipeError)?.description ?? (error as? RunError)?.description ?? "\(error)"
+            try? mark(metrics, status: "failed", message: message)
+            log.file("error: " + message)
+            throw error
+        }
+    }
+
+    static func mark(_ metrics: MetricsLog, status: String, message: String) throws {
+        try metrics.withFile { file in
+            try file.root.setAttribute("status", status)
+            try file.root.setAttribute("error", message)
+            try file.root.setAttribute("finished", ISO8601DateFormatter().string(from: Date()))
+        }
     }
 
     static func runAttributes(_ recipe: Recipe, resolved: String) -> [String: String] {
@@ -118,10 +173,11 @@ public enum RecipeRunner {
             }
         }
         if resuming {
-            // TensorBoard drops what the interrupted run logged after this step.
-            events.restart(at: context.globalStepBase + (context.resumePoint?.progress.step ?? 0))
+            // TensorBoard drops what the interrupted run logged after the checkpoint's last step
+            // (a restart at step s keeps the events of steps below s).
+            events.restart(at: context.globalStepBase + (context.resumePoint?.progress.step ?? 0) + 1)
         }
-        log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(Parallel.threads) threads")
+        log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(counted(Parallel.threads, "thread"))")
         for index in first..<recipe.stages.count {
             context.stageIndex = index
             let stage = recipe.stages[index].settings
@@ -130,6 +186,7 @@ public enum RecipeRunner {
             context.results.append(results)
             log.table(["\(context.stageName) results", ""], formatted(results).map { [$0.0, $0.1] })
             try context.checkpointStageEnd()
+            if index < recipe.stages.count - 1 { try StopSignal.check(stage: context.stageName, step: nil) }
         }
         try metrics.withFile { file in
             try file.root.setAttribute("status", "complete")

@@ -20,10 +20,13 @@ public protocol Stage: RecipeSection {
     func validate(_ recipe: Recipe) throws
     /// Runs the stage; returns its headline results (for the summary and later stages).
     func run(_ context: RunContext) throws -> [String: Double]
+    /// Whether the stage trains the encoder (its encoder is then kept as encoder-STAGE.safetensors).
+    static var trainsEncoder: Bool { get }
 }
 
 extension Stage {
     public func validate(_ recipe: Recipe) throws {}
+    public static var trainsEncoder: Bool { false }
 }
 
 /// What a running stage sees: the recipe, the run folder's writers, the data, the encoder and,
@@ -86,18 +89,18 @@ public final class RunContext {
     /// Metadata stored in every safetensors file the run writes.
     public var weightsMetadata: [String: String] {
         ["format": "pt", "encoder": RecipeLoader.yamlFragment(recipe.encoder), "data": RecipeLoader.yamlFragment(recipe.data),
-         "recipe": recipe.name, "workbench_version": WorkbenchInfo.version]
+         "recipe": recipe.name, "seed": String(recipe.seed), "workbench_version": WorkbenchInfo.version]
     }
 
     /// Saves a resumable checkpoint of the current stage.
-    public func checkpoint(_ progress: StageProgress, module: Module, optimizer: Optimizer?) throws {
+    public func checkpoint(_ progress: StageProgress, module: Module, optimizer: Optimizer?, metadata extra: [String: String] = [:]) throws {
         try metrics.flush()
         try events.flush()
         let state = RunState(stageIndex: stageIndex, progress: progress, results: results, metricsRows: metrics.rowCounts,
                              dropoutStream: initializer.dropoutStream.stateWords, wallTime: Date().timeIntervalSince1970)
         let name = String(format: "s%d-step%06d", stageIndex, progress.step)
         try checkpoints.save(name: name, model: module.stateDict(), optimizer: optimizer?.stateTensors() ?? [:], state: state,
-                             metadata: weightsMetadata.merging(["stage": stageName, "step": String(progress.step)]) { $1 })
+                             metadata: weightsMetadata.merging(["stage": stageName, "step": String(progress.step)]) { $1 }.merging(extra) { $1 })
     }
 
     /// Saves the state after stage `stageIndex` finished: the encoder, for the stages after it.
@@ -109,6 +112,11 @@ public final class RunContext {
         try checkpoints.save(name: String(format: "s%d-step%06d", stageIndex + 1, 0), model: encoder.stateDict(), optimizer: [:],
                              state: state, metadata: weightsMetadata.merging(["stage": "after \(stageName)"]) { $1 })
         try checkpoints.saveWeights("encoder.safetensors", encoder.stateDict(), metadata: weightsMetadata.merging(["stage": "after \(stageName)"]) { $1 })
+        // The encoder after every training stage stays, so that another recipe can start from it.
+        if type(of: recipe.stages[stageIndex].settings).trainsEncoder {
+            try checkpoints.saveWeights("encoder-\(stageName).safetensors", encoder.stateDict(),
+                                        metadata: weightsMetadata.merging(["stage": stageName, "encoder_prefix": ""]) { $1 })
+        }
     }
 }
 

@@ -49,6 +49,9 @@ public final class TrainingLoop {
     let weightDecaySchedule: CosineSchedule?
     /// Random streams the step draws from (masks, augmentations): saved in checkpoints.
     let streams: [String: RandomStream]
+    /// Where the encoder the later stages use sits in `module`'s state_dict ("" when `module` is
+    /// the encoder): the `encoder_prefix` metadata of every checkpoint, so `extract` finds it.
+    public var encoderPrefix = ""
 
     public init(context: RunContext, module: Module, optimizer: Optimizer, loader: DataLoader, epochs: Int,
                 schedule: CosineSchedule, gradientClip: Float?, learningRateKey: String = "lr", streams: [String: RandomStream] = [:],
@@ -87,7 +90,10 @@ public final class TrainingLoop {
         let perEpoch = loader.batchesPerEpoch
         let base = context.globalStepBase
         let batchSize = loader.batchSize
-        let columns = ["step", "epoch", "loss", "lr", "images_per_s", "wall_time"]
+        // Steps and epochs are counted from 1 everywhere (metrics.h5, TensorBoard, the log,
+        // checkpoints): row `step` is the stage's step-th optimizer step, in epoch `epoch`;
+        // `global_step` (TensorBoard's step) counts the steps of the run's stages before it too.
+        let columns = ["step", "epoch", "global_step", "loss", "lr", "images_per_s", "wall_time"]
         // The diagnostics the first step reports fix the table's extra columns (a missing one is NaN).
         var diagnosticKeys: [String]?
         while progress.epoch < epochs {
@@ -107,7 +113,7 @@ public final class TrainingLoop {
                     Autograd.discardTape()
                     try? context.metrics.flush()
                     throw RunError("""
-                        \(context.stagePath): the loss is \(loss.isNaN ? "NaN" : loss > 0 ? "infinite" : "-infinite") at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch)); training stopped. \
+                        \(context.stagePath): the loss is \(loss.isNaN ? "NaN" : loss > 0 ? "infinite" : "-infinite") at step \(progress.step + 1) (epoch \(progress.epoch + 1), batch \(progress.batch + 1)); training stopped. \
                         Lower \(context.stagePath).\(learningRateKey) (now \(String(format: "%g", schedule.base))) or set \(context.stagePath).gradient_clip. \
                         metrics.h5 holds every step before this one. The run is deterministic, so --resume would meet the same loss: \
                         run the recipe again with the change (for example --set \(context.stagePath).\(learningRateKey)=\(String(format: "%g", schedule.base / 10))).
@@ -130,14 +136,15 @@ public final class TrainingLoop {
                 let keys = diagnosticKeys ?? output.diagnostics.keys.filter { !columns.contains($0) }.sorted()
                 diagnosticKeys = keys
                 let extra = keys.map { output.diagnostics[$0] ?? .nan }
-                context.metrics.append("\(stage)/steps", columns: columns + keys,
-                                       values: [Double(progress.step), Double(progress.epoch), Double(loss), lr, Double(batch.labels.count) / seconds, wall]
-                                           + extra)
-                for (key, value) in zip(keys, extra) { context.events.scalar("\(stage)/\(key)", value, step: base + progress.step, wallTime: wall) }
-                context.events.scalar("\(stage)/loss", Double(loss), step: base + progress.step, wallTime: wall)
-                context.events.scalar("\(stage)/lr", lr, step: base + progress.step, wallTime: wall)
-                context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: base + progress.step, wallTime: wall)
                 progress.step += 1
+                let global = base + progress.step
+                context.metrics.append("\(stage)/steps", columns: columns + keys,
+                                       values: [Double(progress.step), Double(progress.epoch + 1), Double(global), Double(loss), lr,
+                                                Double(batch.labels.count) / seconds, wall] + extra)
+                for (key, value) in zip(keys, extra) { context.events.scalar("\(stage)/\(key)", value, step: global, wallTime: wall) }
+                context.events.scalar("\(stage)/loss", Double(loss), step: global, wallTime: wall)
+                context.events.scalar("\(stage)/lr", lr, step: global, wallTime: wall)
+                context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: global, wallTime: wall)
                 progress.batch += 1
                 let rate = progress.sums["seen"]! / Swift.max(progress.sums["seconds"]!, 1e-9)
                 let meanLoss = progress.sums["loss"]! / progress.sums["batches"]!
@@ -148,15 +155,17 @@ public final class TrainingLoop {
                                 progressBar(done), progress.batch, perEpoch, meanLoss, rate, formatDuration(left)),
                     line: String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1,
                                  epochs, progress.batch, perEpoch, meanLoss, rate, lr, formatDuration(left)))
-                if progress.step % every == 0 {
+                let stopping = StopSignal.received != 0
+                if progress.step % every == 0 || stopping {
                     progress.streams = streams.mapValues(\.stateWords)
-                    try context.checkpoint(progress, module: module, optimizer: optimizer)
+                    try context.checkpoint(progress, module: module, optimizer: optimizer, metadata: ["encoder_prefix": encoderPrefix])
                     log("\(stage): checkpoint at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch))")
                 }
+                if stopping { try StopSignal.check(stage: stage, step: progress.step) }
             }
             let report = try endOfEpoch(progress.epoch, progress.sums)
-            context.metrics.append("\(stage)/epochs", columns: ["epoch"] + report.columns.map(\.key),
-                                   values: [Double(progress.epoch)] + report.columns.map(\.value))
+            context.metrics.append("\(stage)/epochs", columns: ["epoch", "global_step"] + report.columns.map(\.key),
+                                   values: [Double(progress.epoch + 1), Double(base + progress.step)] + report.columns.map(\.value))
             for (key, value) in report.columns { context.events.scalar("\(stage)/epoch_\(key)", value, step: base + progress.step) }
             log(report.line)
             if let score = report.score, context.recipe.checkpoint.keepBest,
@@ -164,13 +173,20 @@ public final class TrainingLoop {
                 progress.best = score
                 try context.checkpoints.saveWeights("best.safetensors", module.stateDict(),
                                                     metadata: context.weightsMetadata.merging(["stage": stage, "epoch": String(progress.epoch + 1),
-                                                                                               "score": String(score)]) { $1 })
+                                                                                               "score": String(score), "encoder_prefix": encoderPrefix]) { $1 })
             }
             progress.epoch += 1
             progress.batch = 0
             progress.sums = [:]
             try context.metrics.flush()
             try context.events.flush()
+            // A signal during the epoch's evaluation: stop at the start of the next epoch.
+            if StopSignal.received != 0 && progress.epoch < epochs {
+                progress.streams = streams.mapValues(\.stateWords)
+                try context.checkpoint(progress, module: module, optimizer: optimizer, metadata: ["encoder_prefix": encoderPrefix])
+                log("\(stage): checkpoint at step \(progress.step) (end of epoch \(progress.epoch))")
+                try StopSignal.check(stage: stage, step: progress.step)
+            }
         }
         try printEpochTable()
         return progress.step
@@ -180,9 +196,9 @@ public final class TrainingLoop {
     func printEpochTable() throws {
         let columns = try context.metrics.read("\(context.stageName)/epochs")
         guard let epochs = columns["epoch"], !epochs.isEmpty else { return }
-        let names = columns.keys.filter { $0 != "epoch" }.sorted { (Self.columnOrder[$0] ?? 99, $0) < (Self.columnOrder[$1] ?? 99, $1) }
+        let names = columns.keys.filter { $0 != "epoch" && $0 != "global_step" }.sorted { (Self.columnOrder[$0] ?? 99, $0) < (Self.columnOrder[$1] ?? 99, $1) }
         let rows = epochs.indices.map { i in
-            [String(Int(epochs[i]) + 1)] + names.map { name in
+            [String(Int(epochs[i]))] + names.map { name in
                 let v = columns[name]![i]
                 return name.contains("top") ? String(format: "%.2f%%", 100 * v) : name.contains("seconds") || name.contains("images")
                     ? String(format: "%.0f", v) : String(format: "%.4f", v)

@@ -30,6 +30,22 @@ public enum SafeTensors {
 
     /// The `__metadata__` strings of a file's header (empty when it has none).
     public static func metadata(path: String) throws -> [String: String] {
+        try header(path: path)["__metadata__"] as? [String: String] ?? [:]
+    }
+
+    /// Every tensor's name, dtype (as stored: F32, F64, ...) and shape, from the header alone.
+    public static func entries(path: String) throws -> [(name: String, dtype: String, shape: [Int])] {
+        try header(path: path).compactMap { name, value in
+            guard name != "__metadata__" else { return nil }
+            guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String, let shape = entry["shape"] as? [Int] else {
+                throw SafeTensorsError.malformed(path: path, reason: "entry '\(name)' lacks dtype or shape")
+            }
+            return (name, dtype, shape)
+        }
+    }
+
+    /// The JSON header, read without the data.
+    static func header(path: String) throws -> [String: Any] {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw SafeTensorsError.unreadable(path: path, reason: "no such file or not readable")
         }
@@ -42,7 +58,7 @@ public enum SafeTensors {
         guard headerData.count == headerLength, let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
             throw SafeTensorsError.malformed(path: path, reason: "header is not a JSON object")
         }
-        return header["__metadata__"] as? [String: String] ?? [:]
+        return header
     }
 
     static func parse(_ data: Data, path: String) throws -> [String: Tensor] {

@@ -14,6 +14,8 @@ public protocol WeightFormat {
     static func recognizes(prefix: [UInt8], fileSize: Int) -> Bool
     /// Every tensor of the file, as Float32.
     static func read(path: String) throws -> [String: Tensor]
+    /// Every tensor's name, stored dtype and shape, without reading the data.
+    static func entries(path: String) throws -> [(name: String, dtype: String, shape: [Int])]
     /// The file's string metadata (empty when the format has none).
     static func metadata(path: String) throws -> [String: String]
     /// Writes `tensors` with `metadata`, atomically (a reader never sees half a file).

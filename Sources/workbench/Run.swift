@@ -20,19 +20,23 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Continue the run in this folder from its last checkpoint.", valueName: "run-dir")) var resume: String?
 
     func validate() throws {
-        if resume != nil && (recipe != nil || !overrides.isEmpty) {
+        if resume != nil && recipe != nil {
             throw ValidationError("--resume continues a run with the recipe saved in its folder; give either a recipe or --resume, not both")
+        }
+        if resume != nil && !overrides.isEmpty {
+            throw ValidationError("--set is not allowed with --resume: a resumed run continues with the recipe saved in its folder (recipe.yaml), so that it ends as the uninterrupted run would. To change a key, start a new run: workbench run RECIPE --set ...")
         }
         if resume == nil && recipe == nil { throw ValidationError("give a recipe (for example recipes/mae.yaml) or --resume RUN_DIR") }
     }
 
     func run() throws {
+        StopSignal.install()
         try reportingUserErrors {
             if let resume {
                 try RecipeRunner.resume(resume)
             } else if let recipe {
                 let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
-                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.resolvePath(recipe) ?? recipe, runsDirectory: runsDirectory)
+                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory)
             }
         }
     }
@@ -49,7 +53,7 @@ struct Validate: ParsableCommand {
     func run() throws {
         try reportingUserErrors {
             let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
-            try RecipeRunner.preflight(loaded, recipeFile: RecipeLoader.resolvePath(recipe) ?? recipe, runsDirectory: runsDirectory)
+            try RecipeRunner.preflight(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory)
             print(RecipeLoader.yaml(loaded), terminator: "")
         }
     }
@@ -59,6 +63,9 @@ struct Validate: ParsableCommand {
 func reportingUserErrors(_ body: () throws -> Void) throws {
     do {
         try body()
+    } catch let stop as RunInterrupted {
+        // The run printed where it stopped and how to resume; exit as the signal would.
+        throw ExitCode(stop.exitStatus)
     } catch let error as RecipeError {
         throw UserError(message: error.description)
     } catch let error as RunError {

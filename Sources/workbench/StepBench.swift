@@ -46,7 +46,7 @@ struct BenchStep: ParsableCommand {
         }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
 
-        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Parallel.threads) threads")
+        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(counted(Parallel.threads, "thread"))")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         printRoofline(stepSeconds: step, step: trainStep)
     }
@@ -99,7 +99,7 @@ struct BenchStep: ParsableCommand {
             throw ValidationError("\(objective) cannot wrap a ViT")
         }
         let optimizer = AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4)
-        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(input.channels) channel(s), batch \(batch), \(Parallel.threads) threads")
+        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(input.channels) channel(s), batch \(batch), \(counted(Parallel.threads, "thread"))")
         if let pipeline = benchmark.settings.views(recipe) {
             return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: input.channels, side: input.imageSize)
         }
@@ -114,7 +114,7 @@ struct BenchStep: ParsableCommand {
     /// its optimizer, and (for the view objectives) its view pipeline, on images of uniform noise.
     func runRecipe(_ path: String) throws {
         let recipe: Recipe
-        do { recipe = try RecipeLoader.load(path: RecipeLoader.resolvePath(path) ?? path) } catch { throw ValidationError("\(error)") }
+        do { recipe = try RecipeLoader.load(path: RecipeLoader.find(path) ?? path) } catch { throw ValidationError("\(error)") }
         guard let stage = recipe.stages.lazy.compactMap({ $0.settings as? PretrainStage }).first else {
             throw ValidationError("\(path) has no pretrain stage to time")
         }
@@ -129,7 +129,7 @@ struct BenchStep: ParsableCommand {
         let batch = batchOption ?? stage.training.batchSize
         let optimizer = stage.training.makeOptimizer(model.parameters.filter { !$0.isFrozen })
         let shape = recipe.data.imageShape
-        print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(Parallel.threads) threads")
+        print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(counted(Parallel.threads, "thread"))")
         if let pipeline = stage.objective.views(recipe) {
             return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: shape[0], side: shape[1])
         }

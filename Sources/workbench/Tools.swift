@@ -22,7 +22,7 @@ struct List: ParsableCommand {
         for encoder in EncoderRegistry.kinds { row("encoder", encoder.kind, encoder.summary) }
         for dataset in DataSetRegistry.kinds { row("data set", dataset.kind, "\(dataset.summary), from \(dataset.defaultPath)") }
         for format in WeightFormatRegistry.formats { row("weights", format.name, format.summary) }
-        let folder = RecipeLoader.resolvePath("recipes") ?? "Recipes"
+        let folder = RecipeLoader.find("recipes") ?? "Recipes"
         for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter({ $0.hasSuffix(".yaml") }).sorted() {
             let name = (try? RecipeLoader.load(path: "\(folder)/\(file)")).map { "\($0.stages.map(\.kind).joined(separator: " -> "))" } ?? "(does not validate)"
             print("recipe     recipes/\(file.padding(toLength: 20, withPad: " ", startingAt: 0)) \(name)")
@@ -32,16 +32,42 @@ struct List: ParsableCommand {
 
 /// `workbench inspect FILE.h5`: the tree of an HDF5 file with shapes and attributes.
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the groups, datasets (shape, type) and attributes of an HDF5 file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the groups, datasets (shape, type) and attributes of an HDF5 file, or the tensors and metadata of a weights file.")
 
-    @Argument(help: "A metrics.h5 or embeddings.h5 file.") var file: String
+    @Argument(help: "A metrics.h5 or embeddings.h5 file, or a checkpoint (safetensors).") var file: String
     @Flag(help: "Print long text attributes (the recipe) in full.") var full = false
 
     func run() throws {
         try reportingUserErrors {
-            let h5 = try HDF5File(path: file, mode: .readOnly)
+            guard FileManager.default.isReadableFile(atPath: file) else { throw RunError("\(file): no such file or not readable") }
+            if let format = try? WeightFiles.format(of: file) { return try showWeights(format) }
+            let h5: HDF5File
+            do { h5 = try HDF5File(path: file, mode: .readOnly) } catch {
+                throw RunError("\(file) is neither an HDF5 file nor a weights file the workbench reads (\(WeightFormatRegistry.formats.map { $0.name }.joined(separator: ", ")))")
+            }
             print("\(file)")
             try show(h5.root, indent: "  ")
+        }
+    }
+
+    /// A weights file: its format, every tensor (name, dtype, shape) and its metadata.
+    func showWeights(_ format: any WeightFormat.Type) throws {
+        let entries = try format.entries(path: file)
+        let parameters = entries.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        print("\(file)  \(format.name), \(counted(entries.count, "tensor")), \(parameters) values")
+        for (key, value) in try format.metadata(path: file).sorted(by: { $0.key < $1.key }) {
+            if value.contains("\n") && !full {
+                print("  @\(key) = \(value.split(separator: "\n").first ?? "")  ... (\(value.split(separator: "\n").count) lines; --full prints them)")
+            } else if value.contains("\n") {
+                print("  @\(key):")
+                for line in value.split(separator: "\n", omittingEmptySubsequences: false) { print("      \(line)") }
+            } else {
+                print("  @\(key) = \(value)")
+            }
+        }
+        for entry in entries.sorted(by: { $0.name < $1.name }) {
+            print("  \(entry.name)  \(entry.dtype) \(entry.shape.map(String.init).joined(separator: " x "))")
         }
     }
 
@@ -79,7 +105,9 @@ struct Extract: ParsableCommand {
     @Option(help: "The data set's folder (default: the one in the checkpoint's metadata).") var data: String?
     @Option(name: .customLong("hidden-layer"), help: "pooled, tokens, logits or blocks.i.") var hiddenLayer = "pooled"
     @Option(help: "train, test or both.") var split = "both"
-    @Option(help: "The output HDF5 file.") var out: String
+    @Option(help: "The output HDF5 file (its folder is created when missing).") var out: String
+    @Flag(name: .customLong("all-images"), help: "Every image of each split, not the run's data.train_subset / test_subset.")
+    var allImages = false
     @Option(name: .customLong("batch-size")) var batchSize = 1000
     @Flag(help: "Also record every block's attention probabilities for the first images of each split (as vit-pytorch's Recorder).")
     var attention = false
@@ -95,7 +123,8 @@ struct Extract: ParsableCommand {
             let encoderSection = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
             var dataSection = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
             if let data { dataSection.path = data }
-            (dataSection.trainSubset, dataSection.testSubset) = (nil, nil)
+            // The run's own subsets unless told otherwise, so a notebook's extract matches the run.
+            if allImages { (dataSection.trainSubset, dataSection.testSubset) = (nil, nil) }
             guard encoderSection.hiddenLayerNames.contains(hiddenLayer) else {
                 throw RunError("the encoder has no hidden layer '\(hiddenLayer)'; its layers: \(encoderSection.hiddenLayerNames.joined(separator: ", "))")
             }
@@ -103,21 +132,30 @@ struct Extract: ParsableCommand {
             let (encoder, _) = encoderSection.make(loaded.encoderInput, seed: 0)
             do {
                 // Pretraining checkpoints (best.safetensors, s*-step*/model.safetensors) hold the
-                // objective: its encoder's weights are the ones under "encoder.".
+                // objective: the encoder the run evaluates sits under `encoder_prefix` (DINO's and
+                // EsViT's teacher, BYOL's online network, MAE's encoder). Files written before
+                // that metadata existed: the same prefixes, tried in that order.
                 var weights = try WeightFiles.read(path: checkpoint)
-                if weights.keys.contains(where: { $0.hasPrefix("encoder.") }) {
-                    weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix("encoder.") }
-                        .map { (String($0.key.dropFirst("encoder.".count)), $0.value) })
+                let known = ["teacher_encoder.net.", "online_encoder.net.", "encoder."]
+                if let prefix = metadata["encoder_prefix"] ?? known.first(where: { p in weights.keys.contains { $0.hasPrefix(p) } }), !prefix.isEmpty {
+                    weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix(prefix) }
+                        .map { (String($0.key.dropFirst(prefix.count)), $0.value) })
                 }
                 try encoder.load(weights)
             } catch {
                 throw RunError("\(checkpoint) does not fit its encoder: \(error)")
             }
             let splits = split == "both" ? [("train", loaded.train), ("test", loaded.test)] : [(split, split == "train" ? loaded.train : loaded.test)]
+            let folder = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+                throw RunError("cannot create \(folder) for --out \(out): \(error.localizedDescription)")
+            }
             let summary = try Embeddings.extract(encoder, layer: hiddenLayer, splits: splits, mean: loaded.mean, std: loaded.std,
                                                  batchSize: batchSize, classNames: loaded.classNames, to: out,
-                                                 attributes: ["encoder": encoderYAML, "hidden_layer": hiddenLayer, "checkpoint": checkpoint,
+                                                 attributes: ["encoder": encoderYAML, "hidden_layer": hiddenLayer,
+                                                              "checkpoint": URL(fileURLWithPath: checkpoint).standardizedFileURL.path,
                                                               "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit],
+                                                 integerAttributes: metadata["seed"].flatMap { Int($0) }.map { ["seed": $0] } ?? [:],
                                                  attentionImages: attention ? attentionImages : 0)
             print("\(out): " + summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", "))
         }

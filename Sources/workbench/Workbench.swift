@@ -14,8 +14,9 @@ struct Workbench: ParsableCommand {
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)
         if case .failure(let problem)? = Parallel.requestedThreads() {
-            FileHandle.standardError.write(Data("error: \(problem)\n".utf8))
-            Foundation.exit(2)
+            // The style and status of every other user error (ArgumentParser's "Error:", exit 1).
+            FileHandle.standardError.write(Data("Error: \(problem)\n".utf8))
+            Foundation.exit(1)
         }
         do {
             var command = try parseAsRoot()

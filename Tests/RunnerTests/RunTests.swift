@@ -53,8 +53,9 @@ final class RunTests: XCTestCase {
     typealias Outcome = WorkbenchProcess.Outcome
 
     /// Runs the workbench in this test's folder.
-    func workbench(_ arguments: [String], killWhen: ((String) -> Bool)? = nil) throws -> Outcome {
-        try WorkbenchProcess.run(arguments, in: root, killWhen: killWhen)
+    func workbench(_ arguments: [String], killWhen: ((String) -> Bool)? = nil, signal: Int32 = SIGKILL,
+                   environment: [String: String] = [:]) throws -> Outcome {
+        try WorkbenchProcess.run(arguments, in: root, killWhen: killWhen, signal: signal, environment: environment)
     }
 
     func runFolder(_ runs: String) throws -> String {
@@ -216,6 +217,132 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(losses.allSatisfy(\.isFinite), "the rows before the failing step are kept")
     }
 
+    /// A failed run ends "failed" in metrics.h5, with the message there and in log.txt.
+    func testFailedRunSaysSoInMetricsAndLog() throws {
+        let recipe = try writeRecipe()
+        let outcome = try workbench(["run", recipe, "--runs-dir", "failed", "--set", "stages.0.supervised.lr=1.0e30",
+                                     "--set", "stages.0.supervised.gradient_clip=null"])
+        XCTAssertEqual(outcome.status, 1)
+        let folder = try runFolder("failed")
+        let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+        XCTAssertEqual(try metrics.root.attribute("status"), .string("failed"))
+        guard case .string(let message) = try metrics.root.attribute("error") else { return XCTFail("no error attribute") }
+        XCTAssertTrue(message.contains("stages.0.supervised: the loss is"), message)
+        let log = try String(contentsOfFile: folder + "/log.txt", encoding: .utf8)
+        XCTAssertTrue(log.contains("error: stages.0.supervised: the loss is"), log)
+    }
+
+    /// SIGINT and SIGTERM: a checkpoint at the step in progress, status "interrupted", the
+    /// --resume command printed, exit 130 / 143; resumed, the run ends bit for bit as the
+    /// uninterrupted one.
+    func testInterruptedRunsCheckpointAndResumeBitForBit() throws {
+        let recipe = try writeRecipe()
+        let whole = try workbench(["run", recipe, "--runs-dir", "whole"])
+        XCTAssertEqual(whole.status, 0, whole.output + whole.error)
+        let expected = try fingerprint(try runFolder("whole"))
+        for (signal, status, name) in [(SIGINT, Int32(130), "SIGINT"), (SIGTERM, Int32(143), "SIGTERM")] {
+            let runs = "stopped-\(name)"
+            let stopped = try workbench(["run", recipe, "--runs-dir", runs], killWhen: { $0.contains("supervised: checkpoint at step 8 ") }, signal: signal)
+            XCTAssertEqual(stopped.status, status, stopped.output + stopped.error)
+            XCTAssertFalse(stopped.signaled)
+            let folder = try runFolder(runs)
+            XCTAssertTrue(stopped.output.contains("interrupted by \(name)"), stopped.output)
+            XCTAssertTrue(stopped.output.contains("Continue with: workbench run --resume \(folder)"), stopped.output)
+            XCTAssertTrue(stopped.error.contains("stopping after this step with a checkpoint"), stopped.error)
+            do {
+                let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+                XCTAssertEqual(try metrics.root.attribute("status"), .string("interrupted"))
+                let steps = try metrics.root.dataset("supervised/steps/step").read(as: Double.self)
+                XCTAssertGreaterThan(steps.count, 8, "the step in progress when the signal came is kept")
+            }
+            let latest = try String(contentsOfFile: folder + "/checkpoints/LATEST", encoding: .utf8)
+            XCTAssertFalse(latest.contains("step000008"), "a checkpoint after the signal, not only the scheduled one: \(latest)")
+            let resumed = try workbench(["run", "--resume", folder])
+            XCTAssertEqual(resumed.status, 0, resumed.output + resumed.error)
+            let actual = try fingerprint(folder)
+            for (key, value) in expected {
+                let got = actual[key] ?? []
+                XCTAssertTrue(got.count == value.count && zip(got, value).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(name): \(key) differs after resume")
+            }
+            let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+            XCTAssertEqual(try metrics.root.attribute("status"), .string("complete"))
+        }
+    }
+
+    /// The run folder keeps the command line, the encoder after every training stage (with the
+    /// stage in its metadata), and counts steps and epochs from 1, in one sequence across stages.
+    func testRunFolderKeepsCommandEncodersAndCountsFromOne() throws {
+        let path = try writeRecipe()
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "stages:\n", with: """
+            stages:
+              - pretrain:
+                  objective: {kind: mae, decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, decoder_dim_head: 8}
+                  epochs: 1
+                  batch_size: 64
+              - linear_probe: {iterations: 5}
+
+            """)
+        let recipe = root + "/tiny-stages.yaml"
+        try text.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let run = try workbench(["run", recipe, "--runs-dir", "stages", "--set", "stages.2.supervised.epochs=1"])
+        XCTAssertEqual(run.status, 0, run.output + run.error)
+        XCTAssertTrue(run.output.contains("supervised: 1 epoch of 16 steps"), run.output)
+        let folder = try runFolder("stages")
+        let command = try String(contentsOfFile: folder + "/command.txt", encoding: .utf8)
+        XCTAssertTrue(command.contains("run \(recipe) --runs-dir stages --set stages.2.supervised.epochs=1"), command)
+        for stage in ["pretrain", "supervised"] {
+            let file = folder + "/checkpoints/encoder-\(stage).safetensors"
+            XCTAssertEqual(try SafeTensors.metadata(path: file)["stage"], stage)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/checkpoints/encoder-linear_probe.safetensors"))
+        let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
+        guard case .string(let recorded) = try metrics.root.attribute("command") else { return XCTFail("no command attribute") }
+        XCTAssertEqual(recorded + "\n", command)
+        let pretrainSteps = try metrics.root.dataset("pretrain/steps/step").read(as: Int64.self)
+        XCTAssertEqual(pretrainSteps, Array(1...16))
+        let supervised = try metrics.root.dataset("supervised/steps/global_step").read(as: Int64.self)
+        XCTAssertEqual(supervised, Array(17...32), "global_step (TensorBoard's) continues after the pretrain stage")
+        XCTAssertEqual(try metrics.root.dataset("supervised/steps/step").read(as: Int64.self), Array(1...16))
+        XCTAssertEqual(try metrics.root.dataset("supervised/epochs/epoch").read(as: Int64.self), [1])
+        XCTAssertEqual(try SafeTensors.metadata(path: folder + "/checkpoints/best.safetensors")["epoch"], "1")
+        // The linear probe's results are TensorBoard scalars too.
+        let events = try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasPrefix("events.out.tfevents") }
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + XCTUnwrap(events)))
+        XCTAssertNotNil(bytes.range(of: Data("linear_probe/test_top1".utf8)))
+    }
+
+    /// Every checkpoint a DINO run writes is extractable: best.safetensors and the step folders
+    /// hold the objective, whose teacher (encoder_prefix) is what the later stages use.
+    func testEveryCheckpointOfAViewObjectiveIsExtractable() throws {
+        let recipe = root + "/tiny-dino.yaml"
+        try """
+            name: tiny
+            seed: 2
+            data: {train_subset: 256, test_subset: 64}
+            encoder: {dim: 16, depth: 1, heads: 2, dim_head: 8, mlp_dim: 32, pool: mean}
+            checkpoint: {every_steps: 2}
+            stages:
+              - pretrain:
+                  objective: {kind: dino, out_dim: 32, hidden_dim: 16, bottleneck_dim: 8, augment: {local_crops: 1}}
+                  epochs: 1
+                  batch_size: 64
+            """.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let run = try workbench(["run", recipe, "--runs-dir", "dino"])
+        XCTAssertEqual(run.status, 0, run.output + run.error)
+        let folder = try runFolder("dino")
+        var features: [String: [Float]] = [:]
+        let latest = try String(contentsOfFile: folder + "/checkpoints/LATEST", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        for file in ["best.safetensors", "encoder-pretrain.safetensors", "encoder.safetensors", "\(latest)/model.safetensors"] {
+            let out = root + "/extracted/\(file.replacingOccurrences(of: "/", with: "-")).h5"
+            let extract = try workbench(["extract", "--checkpoint", folder + "/checkpoints/" + file, "--split", "test", "--out", out])
+            XCTAssertEqual(extract.status, 0, "\(file): \(extract.error)")
+            features[file] = try HDF5File(path: out, mode: .readOnly).root.dataset("test/features").read(as: Float.self)
+        }
+        XCTAssertEqual(try SafeTensors.metadata(path: folder + "/checkpoints/best.safetensors")["encoder_prefix"], "teacher_encoder.net.")
+        XCTAssertEqual(features["best.safetensors"], features["encoder-pretrain.safetensors"], "the last epoch is the best one: the same teacher")
+        XCTAssertEqual(features["encoder.safetensors"], features["encoder-pretrain.safetensors"])
+    }
+
     func testUserErrorsExitNonZeroWithOneMessageAndNoTrace() throws {
         let recipe = try writeRecipe()
         let cases: [([String], String)] = [
@@ -225,8 +352,12 @@ final class RunTests: XCTestCase {
             (["validate", recipe, "--set", "stages.0.supervised.epoch=3"], "unknown key 'epoch'; did you mean 'epochs'?"),
             (["run", recipe, "--runs-dir", recipe], "is a file; pass --runs-dir with a folder"),
             (["run", "--resume", root + "/nothing"], "is not a run folder"),
-            (["inspect", recipe], "not an HDF5 file"),
+            (["inspect", recipe], "is neither an HDF5 file nor a weights file the workbench reads (safetensors)"),
             (["extract", "--checkpoint", root + "/none.safetensors", "--out", root + "/e.h5"], "none.safetensors"),
+            (["run", "--resume", root, "--set", "seed=1"], "--set is not allowed with --resume"),
+            (["run", recipe, "--set", "stages.0.pretrain.epochs=1"], "stage 0 is supervised, not pretrain"),
+            (["run", recipe, "--set", "data.test_subset=20000"], "fashion-mnist has 10000 test images, so a subset of 20000 cannot be drawn"),
+            (["validate", recipe, "--set", "stages.0.supervised.learning_rate=0.1"], "unknown key 'learning_rate'; did you mean 'lr'? Valid keys here:"),
         ]
         for (arguments, expected) in cases {
             let outcome = try workbench(arguments)
@@ -259,8 +390,11 @@ final class RunTests: XCTestCase {
                                      "--hidden-layer", "tokens", "--attention", "--attention-images", "4", "--out", out])
         XCTAssertEqual(extract.status, 0, extract.error)
         let file = try HDF5File(path: out, mode: .readOnly)
-        XCTAssertEqual(try file.root.dataset("test/features").shape, [10000, 50, 32])
-        XCTAssertEqual(try file.root.dataset("test/labels").shape, [10000])
+        // The run's own test subset (300 images) unless --all-images.
+        XCTAssertEqual(try file.root.dataset("test/features").shape, [300, 50, 32])
+        XCTAssertEqual(try file.root.dataset("test/labels").shape, [300])
+        XCTAssertEqual(try file.root.attribute("seed"), .integers([3]))
+        XCTAssertEqual(try file.root.attribute("checkpoint"), .string(folder + "/checkpoints/encoder.safetensors"))
         XCTAssertEqual(try file.root.attribute("hidden_layer"), .string("tokens"))
         let attention = try file.root.dataset("test/attention")
         XCTAssertEqual(attention.shape, [4, 2, 2, 50, 50], "images, blocks, heads, query token, key token")

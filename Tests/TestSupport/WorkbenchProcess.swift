@@ -26,12 +26,14 @@ public enum WorkbenchProcess {
     }
 
     /// Runs the workbench in `directory`; `killWhen` is checked on every output line and, once
-    /// true, the process gets SIGKILL at once.
-    public static func run(_ arguments: [String], in directory: String, killWhen: ((String) -> Bool)? = nil) throws -> Outcome {
+    /// true, the process gets `signal` (SIGKILL unless told) at once; `environment` adds variables.
+    public static func run(_ arguments: [String], in directory: String, killWhen: ((String) -> Bool)? = nil, signal: Int32 = SIGKILL,
+                           environment: [String: String] = [:]) throws -> Outcome {
         let process = Process()
         process.executableURL = try executable
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -48,8 +50,8 @@ public enum WorkbenchProcess {
                 pending.removeSubrange(pending.startIndex...newline)
                 text += line + "\n"
                 if let killWhen, killWhen(line) {
-                    kill(process.processIdentifier, SIGKILL)
-                    break reading
+                    kill(process.processIdentifier, signal)
+                    if signal == SIGKILL { break reading }
                 }
             }
         }

@@ -73,10 +73,18 @@ public struct DataSection: RecipeSection {
             guard std.count == 1 || std.count == s.channels else { return "give one std, or one per channel (\(s.channels))" }
             return std.allSatisfy { $0 > 0 } ? nil : "every std must be positive"
         }),
-        .nullable("train_subset", \.trainSubset, "use N training images; null: all", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" }),
+        .nullable("train_subset", \.trainSubset, "use N training images; null: all", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" })
+            .checked(\.trainSubset) { n, s in subsetProblem(n, s.source.splitSizes(path: s.path)?.train, "training", s.dataset) },
         .choice("subset_mode", \.subsetMode, ["first", "sample"], "first N, or a seeded sample of N"),
-        .nullable("test_subset", \.testSubset, "likewise for the test images", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" }),
+        .nullable("test_subset", \.testSubset, "likewise for the test images", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" })
+            .checked(\.testSubset) { n, s in subsetProblem(n, s.source.splitSizes(path: s.path)?.test, "test", s.dataset) },
     ]
+
+    /// A subset larger than its split is refused (not silently cut to the split).
+    static func subsetProblem(_ n: Int?, _ size: Int?, _ split: String, _ dataset: String) -> String? {
+        guard let n, let size, n > size else { return nil }
+        return "\(dataset) has \(size) \(split) images, so a subset of \(n) cannot be drawn; use at most \(size), or null for all"
+    }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: RecipeKey.self)

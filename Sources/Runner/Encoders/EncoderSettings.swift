@@ -14,6 +14,9 @@ public protocol EncoderSettings: RecipeSection {
     /// The number of ViT blocks that layer-wise learning-rate decay spreads over (parameters
     /// named transformer.layers.i), or nil when the encoder has no such blocks.
     var layerDecayDepth: Int? { get }
+    /// Whether the encoder adds learned position embeddings to its tokens (MP3 trains without
+    /// them, so they stay at their random start).
+    var learnedPositions: Bool { get }
     /// The names `hidden_layer` may take, from the encoder's own configuration.
     var hiddenLayerNames: [String] { get }
     /// A problem with images of this shape, with the key to blame, or nil.
@@ -24,6 +27,7 @@ public protocol EncoderSettings: RecipeSection {
 extension EncoderSettings {
     public var patchSize: Int? { nil }
     public var layerDecayDepth: Int? { nil }
+    public var learnedPositions: Bool { false }
     public func check(_ input: EncoderInput) -> (key: String, problem: String)? { nil }
 }
 

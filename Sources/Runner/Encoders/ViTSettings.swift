@@ -38,6 +38,7 @@ public struct ViTSettings: EncoderSettings {
 
     public var patchSize: Int? { config.patchHeight }
     public var layerDecayDepth: Int? { config.depth }
+    public var learnedPositions: Bool { true }
     public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
     public func check(_ input: EncoderInput) -> (key: String, problem: String)? { Self.checkPatches(config, input) }

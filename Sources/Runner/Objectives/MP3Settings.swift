@@ -14,17 +14,24 @@ public struct MP3Settings: ObjectiveSettings {
     }
 
     public var config = MP3.Config()
+    /// MP3 trains the encoder without its positions: on an encoder with learned ones (vit), they
+    /// stay random, and every later stage reads features scrambled by them.
+    public var allowLearnedPositions = false
 
     public init() {}
 
     public static let fields: [Field<MP3Settings>] = [
         .value("masking_ratio", \.config.maskingRatio, "the share of patches hidden from the keys and values", .openFraction),
+        .value("allow_learned_positions", \.allowLearnedPositions, "run on an encoder with learned positions (vit), whose position table MP3 never trains and which then scrambles the later stages' features"),
     ]
 
     public static var benchmarks: [ObjectiveBenchmark<MP3Settings>] { [ObjectiveBenchmark("mp3", MP3Settings())] }
 
     public func validate(_ recipe: Recipe) throws {
         try requirePatchEncoder(Self.kind, recipe)
+        if recipe.encoder.settings.learnedPositions && !allowLearnedPositions {
+            throw RecipeIssue(path: ["kind"], message: "mp3 trains without positions, so the \(recipe.encoder.kind) encoder's learned position table stays random and scrambles the features the later stages read; use encoder.kind: simple-vit (fixed sin-cos positions, as Recipes/mp3.yaml), or set allow_learned_positions: true")
+        }
         let patches = patchCount(recipe)
         let masked = Int(config.maskingRatio * Double(patches))
         if masked >= patches || masked < 1 {

@@ -28,6 +28,16 @@ public struct Field<Settings> {
         self.notApplying = notApplying
     }
 
+    /// The same field with one more check, run after the value is set (it sees the value in the
+    /// settings, so it fits any field): `problem(value, settings)` says what is wrong, or nil.
+    public func checked<T>(_ path: KeyPath<Settings, T>, _ problem: @escaping (T, Settings) -> String?) -> Field {
+        let read = self.read, key = self.key
+        return Field(key, help: help, applies: applies, notApplying: notApplying, read: { s, c in
+            try read(&s, c)
+            if c.contains(RecipeKey(key)) { try c.check(problem(s[keyPath: path], s), key) }
+        }, write: write)
+    }
+
     /// The same field, accepted and printed only where `condition` holds; elsewhere a recipe that
     /// gives it is refused with `message`.
     public func only(when condition: @escaping (Settings) -> Bool, _ message: String) -> Field {

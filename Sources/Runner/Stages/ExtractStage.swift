@@ -35,9 +35,10 @@ public struct ExtractStage: Stage {
         let attributes = ["encoder": RecipeLoader.yamlFragment(context.recipe.encoder), "hidden_layer": hiddenLayer,
                           "checkpoint": "in memory, after stage \(context.stageIndex > 0 ? context.recipe.stageNames[context.stageIndex - 1] : "none (random init)")",
                           "recipe": RecipeLoader.yaml(context.recipe), "workbench_version": WorkbenchInfo.version,
-                          "git_commit": WorkbenchInfo.gitCommit, "seed": String(context.recipe.seed)]
+                          "git_commit": WorkbenchInfo.gitCommit]
         let summary = try Embeddings.extract(context.encoder, layer: hiddenLayer, splits: sets, mean: data.mean, std: data.std,
-                                             batchSize: batchSize, classNames: data.classNames, to: path, attributes: attributes)
+                                             batchSize: batchSize, classNames: data.classNames, to: path, attributes: attributes,
+                                             integerAttributes: ["seed": Int(truncatingIfNeeded: context.recipe.seed)])
         context.log("\(context.stageName): \(summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", ")) '\(hiddenLayer)' features -> \(file)")
         return ["images": Double(summary.reduce(0) { $0 + $1.shape[0] })]
     }
@@ -73,12 +74,14 @@ public enum Embeddings {
     @discardableResult
     public static func extract(_ encoder: some HiddenLayerEncoder, layer: String, splits: [(String, Dataset)], mean: [Float], std: [Float],
                                batchSize: Int, classNames: [String], to path: String,
-                               attributes: [String: String], attentionImages: Int = 0) throws -> [(split: String, shape: [Int])] {
+                               attributes: [String: String], integerAttributes: [String: Int] = [:],
+                               attentionImages: Int = 0) throws -> [(split: String, shape: [Int])] {
         let temporary = path + ".tmp-\(getpid())"
         var summary: [(String, [Int])] = []
         do {
             let file = try HDF5File(path: temporary, mode: .create)
             for (key, value) in attributes { try file.root.setAttribute(key, value) }
+            for (key, value) in integerAttributes { try file.root.setAttribute(key, value) }
             try file.root.writeStrings("class_names", classNames)
             let wasTraining = encoder.isTraining
             encoder.eval()

@@ -11,6 +11,7 @@ import TensorCore
 /// pretrained encoder.
 public struct PretrainStage: Stage {
     public static let kind = "pretrain"
+    public static let trainsEncoder = true
     public static let summary = "self-supervised pretraining of the encoder with an objective (objective.kind: "
         + ObjectiveRegistry.kinds.map { $0.kind }.joined(separator: ", ") + ")"
 
@@ -65,6 +66,9 @@ public struct PretrainStage: Stage {
             do { try checkHiddenLayer(knnMonitorLayer, recipe) } catch let issue as RecipeIssue {
                 throw RecipeIssue(path: ["knn_monitor_layer"], message: issue.message)
             }
+            if let train = recipe.data.trainCount, knnMonitorImages > train, knnMonitorImages != PretrainStage().knnMonitorImages {
+                throw RecipeIssue(path: ["knn_monitor_images"], message: "there are \(train) training images; use at most \(train) (the default takes the first 10000, or all when fewer)")
+            }
         }
         do { try objective.validate(recipe) } catch let issue as RecipeIssue {
             throw RecipeIssue(path: ["objective"] + issue.path, message: issue.message)
@@ -86,8 +90,9 @@ public struct PretrainStage: Stage {
         if let views = loader.views {
             context.log("\(context.stageName): \(views.views.count) views per image (\(views.views.map { "\($0.size)px" }.joined(separator: ", "))), made on the data thread")
         }
-        context.log("\(context.stageName): \(objective.kindName), \(training.epochs) epochs of \(loader.batchesPerEpoch) steps, batch \(training.batchSize), \(data.train.count) training images, \(training.optimizer) lr \(training.lr)")
+        context.log("\(context.stageName): \(objective.kindName), \(counted(training.epochs, "epoch")) of \(counted(loader.batchesPerEpoch, "step")), batch \(training.batchSize), \(counted(data.train.count, "training image")), \(training.optimizer) lr \(training.lr)")
         let loop = training.loop(context, module: model, loader: loader, streams: model.randomStreams)
+        loop.encoderPrefix = model.prefix(of: model.trainedEncoder) ?? ""
         let totalSteps = loader.batchesPerEpoch * training.epochs
         var lastLoss = 0.0
         let perEpoch = loader.batchesPerEpoch

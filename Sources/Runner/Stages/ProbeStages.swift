@@ -72,7 +72,12 @@ public struct KNNStage: Stage {
         .value("batch_size", \.batchSize, "images per feature-extraction batch", .positive),
     ]
 
-    public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
+    public func validate(_ recipe: Recipe) throws {
+        try checkHiddenLayer(hiddenLayer, recipe)
+        if let train = recipe.data.trainCount, k > train {
+            throw RecipeIssue(path: ["k"], message: "k is \(k) but there are \(train) training images to vote; use at most \(train) (data.train_subset)")
+        }
+    }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
         let evaluation = FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
@@ -107,6 +112,8 @@ struct FrozenEvaluation {
     func finish(_ scores: Tensor, extra: [String: Double] = [:], recorded: [String: Double] = [:]) throws -> [String: Double] {
         let (top1, top5) = topAccuracy(scores, labels: testLabels)
         let results = ["test_top1": top1, "test_top5": top5].merging(extra) { $1 }
+        // In TensorBoard at the run's step so far, beside the training curves.
+        for (key, value) in results { context.events.scalar("\(context.stageName)/\(key)", value, step: context.globalStepBase) }
         try context.metrics.results(context.stageName, scalars: results.merging(recorded) { $1 },
                                     arrays: ["confusion": (confusionCounts(scores, labels: testLabels, classes: classes), [classes, classes])],
                                     strings: ["class_names": context.data.classNames])

@@ -10,6 +10,7 @@ import TensorCore
 /// weight decay 0.05 on every parameter, batch 256, per-step cosine to 0, per-image flips.
 public struct SupervisedStage: Stage {
     public static let kind = "supervised"
+    public static let trainsEncoder = true
     public static let summary = "train the encoder and its classification head with cross-entropy; test top-1/top-5 per epoch"
 
     public var settings = ClassifierTraining(finetune: false)
@@ -28,6 +29,7 @@ public struct SupervisedStage: Stage {
 /// re-initialised (truncated normal, std 2e-5).
 public struct FinetuneStage: Stage {
     public static let kind = "finetune"
+    public static let trainsEncoder = true
     public static let summary = "fine-tune the whole encoder with a fresh head (layer-wise lr decay, label smoothing); test top-1/top-5 per epoch"
 
     public var settings = ClassifierTraining(finetune: true)
@@ -100,7 +102,7 @@ public struct ClassifierTraining {
         let seed = context.recipe.seed &+ UInt64(context.stageIndex)
         let loader = training.loader(data, seed: seed)
         let epochs = training.epochs
-        context.log("\(context.stageName): \(epochs) epochs of \(loader.batchesPerEpoch) steps, batch \(training.batchSize), \(data.train.count) training images, \(training.optimizer) lr \(training.lr)")
+        context.log("\(context.stageName): \(counted(epochs, "epoch")) of \(counted(loader.batchesPerEpoch, "step")), batch \(training.batchSize), \(counted(data.train.count, "training image")), \(training.optimizer) lr \(training.lr)")
         let loop = training.loop(context, module: model, loader: loader)
         var last: (top1: Double, top5: Double, loss: Double) = (0, 0, 0)
         let testLabels = (0..<data.test.count).map { data.test.label(at: $0) }

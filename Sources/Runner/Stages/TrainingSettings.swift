@@ -27,7 +27,7 @@ public struct TrainingSettings: RecipeSection {
     public static let fields: [Field<TrainingSettings>] = [
         .value("epochs", \.epochs, "passes over the training images", .positive),
         .value("batch_size", \.batchSize, "images a step; the last partial batch is dropped", .positive),
-        .choice("optimizer", \.optimizer, ["adamw", "sgd"], "adamw | sgd"),
+        .choice("optimizer", \.optimizer, ["adamw", "sgd", "lars"], "adamw | sgd | lars (layer-wise trust ratio 0.001, as MAE's linear probe; biases and norms skip the ratio and the decay)"),
         .value("lr", \.lr, "peak learning rate: per-step linear warmup, then a cosine to min_lr", .positive),
         .value("min_lr", \.minLr, "where the cosine ends", .nonNegative),
         .value("warmup_epochs", \.warmupEpochs, "epochs of linear warmup (per step)", where: { value, s in
@@ -40,7 +40,7 @@ public struct TrainingSettings: RecipeSection {
             "give two numbers in [0, 1), e.g. [0.9, 0.999]"
         }),
         .value("decay_all", \.decayAll, "decay every parameter (vit-pytorch recipes); false exempts biases, norms, positions and the class token"),
-        .value("momentum", \.momentum, "sgd's momentum", .fraction),
+        .value("momentum", \.momentum, "sgd's and lars' momentum", .fraction),
         .value("horizontal_flip", \.horizontalFlip, "flip each image with probability 0.5 (seeded)"),
         .nullable("gradient_clip", \.gradientClip, "the largest global gradient norm; null: no clipping", .positive),
     ]
@@ -58,10 +58,13 @@ public struct TrainingSettings: RecipeSection {
     }
 
     public func makeOptimizer(_ parameters: [Parameter]) -> Optimizer {
-        optimizer == "sgd"
-            ? SGD(parameters, learningRate: Float(lr), momentum: Float(momentum), weightDecay: Float(weightDecay))
-            : AdamW(parameters, learningRate: Float(lr), betas: (Float(betas[0]), Float(betas[1])), weightDecay: Float(weightDecay),
-                    decayAll: decayAll)
+        switch optimizer {
+        case "sgd": return SGD(parameters, learningRate: Float(lr), momentum: Float(momentum), weightDecay: Float(weightDecay))
+        case "lars": return LARS(parameters, learningRate: Float(lr), momentum: Float(momentum), weightDecay: Float(weightDecay))
+        default:
+            return AdamW(parameters, learningRate: Float(lr), betas: (Float(betas[0]), Float(betas[1])), weightDecay: Float(weightDecay),
+                         decayAll: decayAll)
+        }
     }
 
     /// Per-step warmup then cosine to min_lr.
