@@ -1,7 +1,7 @@
 """Writes the PyTorch parity fixtures under Tests/TensorCoreTests/Fixtures/ (safetensors files).
 
 Run by a developer, never by CI (CI has no PyTorch), in a venv outside the repository as
-../shared/reference/README.md sets up:
+tools/reference/README.md sets up:
 
     PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/make_fixtures.py
 

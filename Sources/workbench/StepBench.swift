@@ -8,7 +8,7 @@ import Runner
 import TensorCore
 
 /// `workbench bench-step`: one optimizer step (forward, backward, AdamW) of the supervised ViT at
-/// the fixed configuration of shared/reference/torch_step_bench.py, its median time and images/s,
+/// the fixed configuration of tools/reference/torch_step_bench.py, its median time and images/s,
 /// and the roofline: the step's matrix products timed alone as raw sgemm at the same shapes.
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -6,7 +6,7 @@ import NN
 import TensorCore
 
 /// `supervised`: cross-entropy training of the encoder's logits, with test top-1/top-5 after
-/// every epoch. Defaults are the reference recipe (shared/reference/REFERENCE.md): AdamW 1e-3,
+/// every epoch. Defaults are the reference recipe (docs/REFERENCE.md): AdamW 1e-3,
 /// weight decay 0.05 on every parameter, batch 256, per-step cosine to 0, per-image flips.
 public struct SupervisedStage: Stage {
     public static let kind = "supervised"
