@@ -99,7 +99,7 @@ struct Inspect: ParsableCommand {
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a hidden layer's features of a checkpoint's encoder to HDF5.",
-        discussion: "The checkpoint is a weights file the workbench wrote (checkpoints/encoder.safetensors, best.safetensors); its metadata names the encoder and data settings.")
+        discussion: "Any weights file the workbench wrote: checkpoints/encoder.safetensors, encoder-STAGE.safetensors, best.safetensors or a step folder's model.safetensors (for DINO and EsViT the teacher, for BYOL the online network). Its metadata names the encoder and data settings; the run's subsets apply unless --all-images.")
 
     @Option(help: "A checkpoint written by the workbench.") var checkpoint: String
     @Option(help: "The data set's folder (default: the one in the checkpoint's metadata).") var data: String?
