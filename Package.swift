@@ -18,7 +18,7 @@ let vectorSettings: [SwiftSetting] = {
 }()
 
 // Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS (and CSpin);
-// Data and Store sit on TensorCore (and CZlib / CHDF5).
+// Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5).
 // See docs/ARCHITECTURE.md.
 let package = Package(
     name: "SwiftViTWorkbench",
@@ -30,22 +30,23 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
                        providers: [.apt(["libhdf5-dev"])]),
-        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+        .systemLibrary(name: "CWorkbenchZlib", path: "Sources/CWorkbenchZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CSpin"),
         .target(name: "TensorCore", dependencies: ["CBLAS", "CSpin"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
         .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),
-        .target(name: "Data", dependencies: ["TensorCore", "CZlib"]),
+        .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
-        .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CZlib"]),
+        .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CWorkbenchZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "Runner", dependencies: [
             "Data", "Encoders", "Evaluation", "NN", "Objectives", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
         ]),
@@ -61,7 +62,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ObjectiveTests", dependencies: ["Objectives", "Data", "Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "TensorCore", "TestSupport"]),
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "TensorCore", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
     ],

@@ -1,4 +1,4 @@
-import CZlib
+import CWorkbenchZlib
 import Foundation
 
 /// Errors reading data sets; each names the file and what to do.

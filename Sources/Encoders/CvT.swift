@@ -211,6 +211,7 @@ public final class CvT: Module, HiddenLayerEncoder {
     public override var stateNames: [String: String] { ["stages": "layers", "head": "to_logits.2"] }
 
     public var hiddenLayerNames: [String] { config.hiddenLayerNames }
+    public var classificationHead: Module? { head }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
         var out: [String: Tensor] = [:]

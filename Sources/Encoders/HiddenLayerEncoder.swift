@@ -10,6 +10,9 @@ public protocol HiddenLayerEncoder: Module {
     var hiddenLayerNames: [String] { get }
     /// Runs the encoder and returns the requested outputs (every name must be in `hiddenLayerNames`).
     func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor]
+    /// The layer that makes "logits" from "pooled" (what a recipe may leave out when it loads
+    /// weights trained for other classes), or nil.
+    var classificationHead: Module? { get }
 }
 
 extension HiddenLayerEncoder {

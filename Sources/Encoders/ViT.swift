@@ -61,6 +61,7 @@ extension PatchTransformer {
     public var dim: Int { config.dim }
 
     public var hiddenLayerNames: [String] { config.hiddenLayerNames }
+    public var classificationHead: Module? { head }
 
     public func patchify(_ images: Tensor) -> Tensor {
         Encoders.patchify(images, patchHeight: config.patchHeight, patchWidth: config.patchWidth)

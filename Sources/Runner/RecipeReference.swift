@@ -34,7 +34,13 @@ public enum RecipeReference {
         for kind in DataSetRegistry.kinds { dataSet(kind) }
 
         out.append("**`encoder`**: `kind` is one of \(EncoderRegistry.kinds.map { "`\($0.kind)`" }.joined(separator: ", ")) (default `vit`); "
-                   + "`init` is `pytorch` (vit-pytorch parity, the default) or `official` (xavier, truncated normal 0.02). The other keys depend on the kind.")
+                   + "`init` is `pytorch` (vit-pytorch parity, the default) or `official` (xavier, truncated normal 0.02). "
+                   + "`weights: PATH` starts the encoder from a weights file before the first stage (formats: "
+                   + WeightFormatRegistry.formats.map { "\($0.name)" }.joined(separator: ", ")
+                   + ", recognised from the content; the workbench's checkpoints, vit-pytorch state_dicts); `weights_prefix` is the prefix of the "
+                   + "encoder's names in the file (default: the file's `encoder_prefix`, else the best match of \"\", state_dict., model., module., ...); "
+                   + "loading is strict, except that `weights_skip_head: true` keeps a fresh classification head; a position table of another "
+                   + "size is resampled bicubically. The other keys depend on the kind.")
         out.append("")
         func encoder<S: EncoderSettings>(_ kind: S.Type) {
             let defaults = kind.init()

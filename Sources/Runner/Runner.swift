@@ -12,6 +12,15 @@ public enum RecipeRunner {
     /// data files, and that the runs folder can be written.
     public static func preflight(_ recipe: Recipe, recipeFile: String, runsDirectory: String?) throws {
         try RunData.check(recipe.data, recipeFile: recipeFile)
+        if let weights = recipe.encoder.weights {
+            guard FileManager.default.isReadableFile(atPath: weights) else {
+                throw RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights",
+                                  message: "\(weights) does not exist or cannot be read (a relative path starts from \(FileManager.default.currentDirectoryPath))")
+            }
+            do { _ = try WeightFiles.format(of: weights) } catch {
+                throw RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights", message: "\(error)")
+            }
+        }
         if let runsDirectory { try checkWritable(runsDirectory) }
     }
 
@@ -160,6 +169,9 @@ public enum RecipeRunner {
         let context = RunContext(recipe: recipe, directory: directory, log: log, metrics: metrics, events: events, data: data,
                                  encoder: encoder, initializer: initializer)
         var first = 0
+        if state == nil, recipe.encoder.weights != nil {
+            log(try EncoderWeights.load(recipe.encoder, into: encoder, recipeFile: "\(directory)/recipe.yaml"))
+        }
         if let (folder, saved) = state {
             first = saved.stageIndex
             context.results = saved.results

@@ -14,7 +14,7 @@ public enum WeightFiles {
             throw RunError("cannot read \(path): no such file or not readable")
         }
         defer { try? handle.close() }
-        let prefix = [UInt8](handle.readData(ofLength: 64))
+        let prefix = [UInt8](handle.readData(ofLength: 256))
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         guard let format = WeightFormatRegistry.formats.first(where: { $0.recognizes(prefix: prefix, fileSize: size) }) else {
             let names = WeightFormatRegistry.formats.map { $0.name }.joined(separator: ", ")

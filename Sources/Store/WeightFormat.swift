@@ -9,7 +9,7 @@ public protocol WeightFormat {
     static var summary: String { get }
     /// The file extension the workbench gives files of this format.
     static var fileExtension: String { get }
-    /// Whether a file that starts with `prefix` (up to 64 bytes) and is `fileSize` bytes long is
+    /// Whether a file that starts with `prefix` (up to 256 bytes) and is `fileSize` bytes long is
     /// in this format.
     static func recognizes(prefix: [UInt8], fileSize: Int) -> Bool
     /// Every tensor of the file, as Float32.

@@ -1,5 +1,5 @@
 import CHDF5
-import CZlib
+import CWorkbenchZlib
 import Foundation
 import Store
 import TensorCore

@@ -39,10 +39,15 @@ public struct EncoderInput: Equatable {
     public init(imageSize: Int, channels: Int, classes: Int) { (self.imageSize, self.channels, self.classes) = (imageSize, channels, classes) }
 }
 
-/// `encoder`: the kind, its own keys, and the keys every encoder shares (`init`).
+/// `encoder`: the kind, its own keys, and the keys every encoder shares (`init`, `weights`).
 public struct EncoderSection: Codable {
     public var settings: any EncoderSettings
     public var initialization = "pytorch"
+    /// A weights file to start from (see `EncoderWeights`), the prefix of the encoder's names in
+    /// it (nil: found from the file), and whether the classification head stays freshly made.
+    public var weights: String?
+    public var weightsPrefix: String?
+    public var weightsSkipHead = false
 
     public init(_ settings: any EncoderSettings = ViTSettings()) { self.settings = settings }
 
@@ -51,7 +56,7 @@ public struct EncoderSection: Codable {
     /// The initialisation scheme `init` names.
     public var initScheme: InitScheme { initialization == "official" ? .official : .pytorch }
 
-    static let sharedKeys = ["kind", "init"]
+    static let sharedKeys = ["kind", "init", "weights", "weights_prefix", "weights_skip_head"]
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: RecipeKey.self)
@@ -68,15 +73,24 @@ public struct EncoderSection: Codable {
         }
         settings = try type.decoded(from: decoder, extraKeys: Self.sharedKeys)
         initialization = try c.choice("init", ["pytorch", "official"], initialization)
+        weights = try c.optional("weights")
+        try c.check(weights.map { !$0.isEmpty } ?? true, "weights", "give the path of a weights file, or null for none")
+        weightsPrefix = try c.optional("weights_prefix")
+        weightsSkipHead = try c.value("weights_skip_head", weightsSkipHead)
+        if weights == nil && !decoder.isStoredRecipe {
+            for key in ["weights_prefix", "weights_skip_head"] where c.contains(RecipeKey(key)) {
+                throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + [key], message: "\(key) applies only with encoder.weights (a file to load)")
+            }
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
-        try encoder.fields([("kind", kind)] + settings.encodedFields + [("init", initialization)])
+        var pairs: [(String, any Encodable)] = [("kind", kind)] + settings.encodedFields + [("init", initialization), ("weights", weights)]
+        if weights != nil { pairs += [("weights_prefix", weightsPrefix), ("weights_skip_head", weightsSkipHead)] }
+        try encoder.fields(pairs)
     }
 
     /// The help of the shared keys, for the reference.
-    static let sharedHelp = [("kind", "vit", EncoderRegistry.kinds.map { $0.kind }.joined(separator: " | ")),
-                             ("init", "pytorch", "pytorch (vit-pytorch parity) | official (xavier, truncated normal 0.02)")]
 
     /// Builds the encoder for `input`, with its initializer (seeded by `seed`).
     public func make(_ input: EncoderInput, seed: UInt64) -> (any HiddenLayerEncoder, Initializer) {

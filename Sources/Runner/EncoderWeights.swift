@@ -1,0 +1,137 @@
+import Encoders
+import Foundation
+import NN
+import TensorCore
+
+/// `encoder.weights`: starts the run's encoder from a weights file before the first stage. The
+/// file may be any format `WeightFiles` reads; its tensors are found under `weights_prefix`
+/// (default: the file's `encoder_prefix` metadata, else the prefix under which the encoder's
+/// names match best: "", "state_dict.", "model.", "module.", "teacher_encoder.net.", ...).
+/// Strict: every parameter must be there with its shape, and nothing else may be, except the
+/// classification head when `weights_skip_head` asks (other classes). A position table of
+/// another length is resampled bicubically, the class token's row kept.
+public enum EncoderWeights {
+    static let candidatePrefixes = ["", "state_dict.", "model.", "module.", "state_dict.module.", "model.module.", "backbone.",
+                                    "encoder.", "teacher_encoder.net.", "online_encoder.net.", "student_encoder.net.", "teacher.", "student."]
+
+    /// Loads the file into `encoder`; returns what was done, for the log.
+    public static func load(_ section: EncoderSection, into encoder: any HiddenLayerEncoder, recipeFile: String) throws -> String {
+        guard let path = section.weights else { return "" }
+        func problem(_ message: String) -> RecipeError { RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights", message: message) }
+        let file: [String: Tensor]
+        let metadata: [String: String]
+        do {
+            file = try WeightFiles.read(path: path)
+            metadata = (try? WeightFiles.metadata(path: path)) ?? [:]
+        } catch {
+            throw problem("\(error)")
+        }
+        let expected = encoder.stateDict()
+        let prefix = section.weightsPrefix ?? metadata["encoder_prefix"] ?? bestPrefix(file, expected.keys)
+        var weights: [String: Tensor] = [:]
+        for (name, tensor) in file where name.hasPrefix(prefix) { weights[String(name.dropFirst(prefix.count))] = tensor }
+        var notes: [String] = []
+        let head = encoder.classificationHead.flatMap { encoder.prefix(of: $0) }
+        var wanted = Set(expected.keys)
+        if section.weightsSkipHead, let head {
+            wanted = wanted.filter { !$0.hasPrefix(head) }
+            weights = weights.filter { !$0.key.hasPrefix(head) }
+            notes.append("the classification head (\(head)*) keeps its fresh initialisation")
+        }
+        // A position table for another image size: resampled (the class token's row kept).
+        if let mine = expected["pos_embedding"], let theirs = weights["pos_embedding"], mine.shape != theirs.shape,
+           mine.shape.count == 3, theirs.shape.count == 3, mine.shape[2] == theirs.shape[2], let resized = resample(theirs, to: mine.shape) {
+            weights["pos_embedding"] = resized
+            notes.append("pos_embedding resampled bicubically from \(theirs.shape[1]) to \(mine.shape[1]) positions")
+        }
+        let missing = wanted.filter { weights[$0] == nil }.sorted()
+        let unexpected = Set(weights.keys).subtracting(expected.keys).sorted()
+        let mismatched = wanted.compactMap { name -> String? in
+            guard let t = weights[name], let e = expected[name], t.shape != e.shape else { return nil }
+            return "\(name) is \(t.shape.map(String.init).joined(separator: "x")) in the file, \(e.shape.map(String.init).joined(separator: "x")) here"
+        }.sorted()
+        if !missing.isEmpty || !unexpected.isEmpty || !mismatched.isEmpty {
+            var message = "\(path) does not fit the \(section.kind) encoder"
+            if !prefix.isEmpty { message += " (read under the prefix '\(prefix)')" }
+            message += ":"
+            if !missing.isEmpty { message += " missing \(missing.count) (\(list(missing)));" }
+            if !unexpected.isEmpty { message += " unexpected \(unexpected.count) (\(list(unexpected)));" }
+            if !mismatched.isEmpty { message += " other shapes: \(list(mismatched));" }
+            if let hint = describe(weights.isEmpty ? file : weights, against: section) { message += " \(hint)" }
+            if head.map({ h in (missing + unexpected + mismatched).allSatisfy { $0.hasPrefix(h) } }) ?? false {
+                message += " Only the classification head differs: set encoder.weights_skip_head: true to keep a fresh head."
+            } else if weights.isEmpty {
+                message += " Nothing matched: set encoder.weights_prefix to the prefix of the encoder's names in the file"
+                    + " (its names start \(list(Array(file.keys.sorted().prefix(3)))))."
+            }
+            throw problem(message)
+        }
+        do {
+            let state = expected.merging(weights.filter { wanted.contains($0.key) }) { $1 }
+            try encoder.load(state)
+        } catch {
+            throw problem("\(path): \(error)")
+        }
+        let format = (try? WeightFiles.format(of: path).name) ?? "weights"
+        return "encoder: \(wanted.count) tensors from \(path) (\(format)\(prefix.isEmpty ? "" : ", prefix '\(prefix)'"))"
+            + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; "))
+    }
+
+    static func list(_ items: [String]) -> String {
+        items.prefix(4).joined(separator: ", ") + (items.count > 4 ? ", ..." : "")
+    }
+
+    /// The prefix under which most of the encoder's names appear in the file.
+    static func bestPrefix(_ file: [String: Tensor], _ names: Dictionary<String, Tensor>.Keys) -> String {
+        let scored = candidatePrefixes.map { p in (p, names.filter { file[p + $0] != nil }.count) }
+        return scored.max { $0.1 < $1.1 }.map { $0.1 > 0 ? $0.0 : "" } ?? ""
+    }
+
+    /// What a vit-pytorch ViT state_dict holds, as the keys to set ("the file has 12 blocks of width
+    /// 768 and patch 16: set encoder.depth: 12, ...").
+    static func describe(_ weights: [String: Tensor], against section: EncoderSection) -> String? {
+        let blocks = Set(weights.keys.compactMap { name -> Int? in
+            let parts = name.split(separator: ".")
+            guard parts.count > 2, parts[0] == "transformer", parts[1] == "layers" else { return nil }
+            return Int(parts[2])
+        })
+        guard !blocks.isEmpty, let embedding = weights["to_patch_embedding.2.weight"], embedding.shape.count == 2 else { return nil }
+        let dim = embedding.shape[0], patchValues = embedding.shape[1]
+        var facts = ["\(blocks.count) blocks of width \(dim)"]
+        var keys = ["encoder.depth: \(blocks.count)", "encoder.dim: \(dim)"]
+        for channels in [1, 3] where patchValues % channels == 0 {
+            let side = Int(Double(patchValues / channels).squareRoot().rounded())
+            if side * side * channels == patchValues {
+                facts.append("patch \(side) over \(channels) channel\(channels == 1 ? "" : "s")")
+                keys.append("encoder.patch_size: \(side)")
+                if channels != 1 { keys.append("data.channels: \(channels)") }
+                break
+            }
+        }
+        if let mlp = weights["transformer.layers.0.1.net.1.weight"], mlp.shape.count == 2 { keys.append("encoder.mlp_dim: \(mlp.shape[0])") }
+        return "the file has \(facts.joined(separator: " and ")): set \(keys.joined(separator: ", "))."
+    }
+
+    /// A (1, 1 + n*n, D) table resampled to (1, 1 + m*m, D): the class row kept, the grid through
+    /// torch's bicubic interpolation (align_corners false), as timm's resample_abs_pos_embed.
+    static func resample(_ table: Tensor, to shape: [Int]) -> Tensor? {
+        let (from, to, width) = (table.shape[1], shape[1], shape[2])
+        for extra in [1, 0] {
+            let n = Int(Double(from - extra).squareRoot().rounded()), m = Int(Double(to - extra).squareRoot().rounded())
+            guard n * n == from - extra, m * m == to - extra, n > 0, m > 0 else { continue }
+            let matrix = bicubicResizeMatrix(from: (n, n), to: (m, m))
+            let values = table.scalars
+            var out = [Float](repeating: 0, count: to * width)
+            for r in 0..<extra { for c in 0..<width { out[r * width + c] = values[r * width + c] } }
+            let weights = matrix.scalars
+            for i in 0..<(m * m) {
+                for j in 0..<(n * n) where weights[i * n * n + j] != 0 {
+                    let w = weights[i * n * n + j]
+                    for c in 0..<width { out[(extra + i) * width + c] += w * values[(extra + j) * width + c] }
+                }
+            }
+            return Tensor(shape: shape, out)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,156 @@
+import Encoders
+import Foundation
+import NN
+import Runner
+import Store
+import TensorCore
+import TestSupport
+import XCTest
+
+/// `encoder.weights`: the workbench's own checkpoints and vit-pytorch state_dicts saved by
+/// torch.save (fixtures from tools/make_weight_fixtures.py, real PyTorch 2.15), read without
+/// running code, loaded strictly, with a report that says what the file holds.
+final class WeightLoadingTests: XCTestCase {
+    func fixture(_ name: String) throws -> String {
+        try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Fixtures")).path
+    }
+
+    /// The fixtures' ViT, as a recipe's encoder section.
+    var tinyViT: EncoderSection {
+        var vit = ViTSettings()
+        (vit.config.patchHeight, vit.config.patchWidth, vit.config.dim, vit.config.depth) = (4, 4, 16, 2)
+        (vit.config.heads, vit.config.dimHead, vit.config.mlpDim) = (2, 8, 32)
+        return EncoderSection(vit)
+    }
+
+    func testATorchSaveStateDictMatchesVitPytorch() throws {
+        let expected = try SafeTensors.read(path: try fixture("vit_tiny_expected.safetensors"))
+        let state = try TorchCheckpoint.read(path: try fixture("vit_tiny.pt"))
+        XCTAssertEqual(state["mlp_head.weight"]?.scalars, expected["mlp_head.weight"]?.scalars)
+        XCTAssertTrue(try WeightFiles.format(of: try fixture("vit_tiny.pt")) == TorchCheckpoint.self)
+        var section = tinyViT
+        section.weights = try fixture("vit_tiny.pt")
+        let (encoder, _) = section.make(EncoderInput(imageSize: 8, channels: 1, classes: 5), seed: 9)
+        XCTAssertEqual(Set(state.keys), Set(encoder.stateDict().keys), "a vit-pytorch state_dict has exactly the encoder's names")
+        let report = try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")
+        XCTAssertTrue(report.contains("tensors from") && report.contains("(pytorch)"), report)
+        encoder.eval()
+        let x = try XCTUnwrap(expected["x"])
+        for layer in ["logits", "pooled"] {
+            let got = Autograd.noGrad { encoder.hidden(x, layer: layer) }.scalars
+            let want = try XCTUnwrap(expected[layer]).scalars
+            for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-4 * Swift.max(1, abs(b)), layer) }
+        }
+    }
+
+    /// {"state_dict": {"module." + name: ...}, "epoch": 3}: found under its prefix; other dtypes
+    /// and a transposed (non-contiguous) tensor read as torch holds them.
+    func testNestedCheckpointsDtypesAndStrides() throws {
+        let path = try fixture("vit_tiny_nested.pth")
+        let file = try TorchCheckpoint.read(path: path)
+        let head = try XCTUnwrap(file["state_dict.module.mlp_head.weight"])
+        XCTAssertNil(file["epoch"], "numbers are not tensors")
+        XCTAssertEqual(file["state_dict.extra.double"]?.scalars, head.scalars)
+        for (a, b) in zip(try XCTUnwrap(file["state_dict.extra.half"]).scalars, head.scalars) { XCTAssertEqual(a, b, accuracy: 1e-3 * Swift.max(1, abs(b))) }
+        let transposed = try XCTUnwrap(file["state_dict.extra.transposed"])
+        XCTAssertEqual(transposed.shape, [head.shape[1], head.shape[0]])
+        XCTAssertEqual(transposed.scalars, head.transposed(0, 1).scalars)
+        var section = tinyViT
+        section.weights = path
+        let (encoder, _) = section.make(EncoderInput(imageSize: 8, channels: 1, classes: 5), seed: 9)
+        let found = try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")
+        XCTAssertTrue(found.contains("prefix 'state_dict.module.'"), "the prefix is found from the names: \(found)")
+        XCTAssertEqual(encoder.stateDict()["mlp_head.weight"]?.scalars, head.scalars)
+        // Under a prefix that also holds other tensors, strict loading refuses the strangers.
+        section.weightsPrefix = "state_dict."
+        XCTAssertThrowsError(try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("unexpected"), "\(error)")
+        }
+    }
+
+    func testAPickleThatAsksForCodeIsRefused() throws {
+        let path = try fixture("evil.pt")
+        XCTAssertThrowsError(try TorchCheckpoint.read(path: path)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("asks for the Python global 'posix.system'") && message.contains("never runs code"), message)
+        }
+    }
+
+    /// Truncated and bit-flipped checkpoints give an error or tensors, never a trap.
+    func testDamagedCheckpointsNeverTrap() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: try fixture("vit_tiny.pt")))
+        let folder = NSTemporaryDirectory() + "fuzz-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let rng = RandomStream(seed: 4, purpose: "fuzz")
+        var errors = 0
+        for trial in 0..<600 {
+            var bytes = [UInt8](original)
+            if trial % 3 == 0 {
+                bytes = Array(bytes.prefix(rng.nextInt(below: bytes.count)))
+            } else {
+                for _ in 0..<(1 + trial % 7) { bytes[rng.nextInt(below: bytes.count)] ^= UInt8(1 << rng.nextInt(below: 8)) }
+            }
+            let path = folder + "/damaged.pt"
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do { _ = try WeightFiles.read(path: path) } catch { errors += 1 }
+        }
+        XCTAssertGreaterThan(errors, 100, "most damaged files are refused")
+    }
+
+    /// A mismatch says what the file holds and which keys to set.
+    func testAMismatchSaysWhatTheFileHolds() throws {
+        var section = EncoderSection()
+        section.weights = try fixture("vit_tiny.pt")
+        let (encoder, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 1)
+        XCTAssertThrowsError(try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("r.yaml: encoder.weights: "), message)
+            XCTAssertTrue(message.contains("the file has 2 blocks of width 16 and patch 4 over 1 channel: set encoder.depth: 2, encoder.dim: 16, encoder.patch_size: 4, encoder.mlp_dim: 32"), message)
+        }
+        // The right shape at 28 pixels: positions resampled; only the head (5 classes, not 10) differs.
+        var fits = tinyViT
+        fits.weights = section.weights
+        let (small, _) = fits.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 1)
+        XCTAssertThrowsError(try EncoderWeights.load(fits, into: small, recipeFile: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("Only the classification head differs: set encoder.weights_skip_head: true"), "\(error)")
+        }
+        fits.weightsSkipHead = true
+        let report = try EncoderWeights.load(fits, into: small, recipeFile: "r.yaml")
+        XCTAssertTrue(report.contains("pos_embedding resampled bicubically from 5 to 50 positions"), report)
+        XCTAssertTrue(report.contains("classification head (mlp_head.*) keeps its fresh initialisation"), report)
+    }
+
+    /// `encoder.weights: RUN/checkpoints/encoder-supervised.safetensors` evaluates an earlier run:
+    /// an evaluation-only recipe gives the first run's kNN result, bit for bit.
+    func testAnEvaluationRecipeStartsFromAnEarlierRun() throws {
+        let root = NSTemporaryDirectory() + "weights-run-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let common = """
+            seed: 4
+            data: {train_subset: 512, test_subset: 200}
+            encoder: {dim: 16, depth: 1, heads: 2, dim_head: 8, mlp_dim: 32}
+
+            """
+        try ("name: first\n" + common + "stages:\n  - supervised: {epochs: 1, batch_size: 64}\n  - knn:\n")
+            .write(toFile: root + "/first.yaml", atomically: true, encoding: .utf8)
+        let first = try WorkbenchProcess.run(["run", "first.yaml", "--runs-dir", "runs"], in: root)
+        XCTAssertEqual(first.status, 0, first.output + first.error)
+        let folder = root + "/runs/first/" + (try FileManager.default.contentsOfDirectory(atPath: root + "/runs/first")[0])
+        let second = "name: second\n" + common.replacingOccurrences(of: "mlp_dim: 32}", with: "mlp_dim: 32, weights: \(folder)/checkpoints/encoder-supervised.safetensors}")
+            + "stages:\n  - knn:\n"
+        try second.write(toFile: root + "/second.yaml", atomically: true, encoding: .utf8)
+        let again = try WorkbenchProcess.run(["run", "second.yaml", "--runs-dir", "runs"], in: root)
+        XCTAssertEqual(again.status, 0, again.output + again.error)
+        XCTAssertTrue(again.output.contains("tensors from \(folder)/checkpoints/encoder-supervised.safetensors (safetensors)"), again.output)
+        func knn(_ run: String) throws -> Double {
+            let dir = root + "/runs/\(run)/" + (try FileManager.default.contentsOfDirectory(atPath: root + "/runs/\(run)")[0])
+            guard case .reals(let v) = try HDF5File(path: dir + "/metrics.h5", mode: .readOnly).root.group("knn").attribute("test_top1") else { return .nan }
+            return v[0]
+        }
+        XCTAssertEqual(try knn("first"), try knn("second"))
+        let missing = try WorkbenchProcess.run(["validate", "second.yaml", "--set", "encoder.weights=nope.pt"], in: root)
+        XCTAssertTrue(missing.error.contains("encoder.weights: nope.pt does not exist or cannot be read"), missing.error)
+    }
+}

@@ -1,0 +1,78 @@
+"""Writes the weight-file fixtures under Tests/RunnerTests/Fixtures/ with real PyTorch.
+
+Run by a developer, never by CI (CI has no PyTorch), in the venv tools/reference/README.md sets
+up (plus torchvision, which vit_pytorch imports):
+
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/make_weight_fixtures.py
+
+- vit_tiny.pt: torch.save(model.state_dict()) of a seeded vit-pytorch 1.7.14 ViT (8x8 images,
+  1 channel, patch 4, dim 16, depth 2, 2 heads of 8, MLP 32, 5 classes) whose norms and biases are
+  moved away from their initial values, so that a loader that skips them fails.
+- vit_tiny_nested.pth: the same weights as {"state_dict": {"module." + name: tensor}, "epoch": 3}
+  (what DataParallel training scripts save), with a float64 and a float16 copy of one tensor
+  beside it and a non-contiguous (transposed) tensor, to exercise dtypes and strides.
+- vit_tiny_expected.safetensors: an input x (3, 1, 8, 8) and the model's logits and pooled
+  features (to_latent output) for it, in float32.
+- evil.pt: a pickle whose object asks for os.system when unpickled; the workbench must refuse it.
+"""
+import os, json, struct
+import torch
+from vit_pytorch.vit import ViT
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'Tests', 'RunnerTests', 'Fixtures')
+
+
+def save_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for key in sorted(tensors):
+        raw = tensors[key].detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[key] = {"dtype": "F32", "shape": list(tensors[key].shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b' ' * (-len(text) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(text)) + text + b''.join(blobs))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('echo this ran code from a checkpoint',))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    model = ViT(image_size=8, patch_size=4, num_classes=5, dim=16, depth=2, heads=2, mlp_dim=32, channels=1, dim_head=8)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    state = model.state_dict()
+    torch.save(state, os.path.join(OUT, 'vit_tiny.pt'))
+    nested = {"module." + k: v for k, v in state.items()}
+    extra = {"extra.double": state['mlp_head.weight'].double(), "extra.half": state['mlp_head.weight'].half(),
+             "extra.transposed": state['mlp_head.weight'].t()}
+    torch.save({"state_dict": {**nested, **extra}, "epoch": 3, "note": "trained with DataParallel"},
+               os.path.join(OUT, 'vit_tiny_nested.pth'))
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        logits = model(x)
+        pooled = {}
+        model.to_latent.register_forward_hook(lambda m, i, o: pooled.setdefault('pooled', o))
+        model(x)
+    save_safetensors(os.path.join(OUT, 'vit_tiny_expected.safetensors'),
+                     {"x": x, "logits": logits, "pooled": pooled['pooled'], "mlp_head.weight": state['mlp_head.weight']})
+    torch.save({"weights": torch.zeros(2), "payload": Evil()}, os.path.join(OUT, 'evil.pt'))
+    # torch itself refuses to load it with weights_only=True, as the workbench must.
+    try:
+        torch.load(os.path.join(OUT, 'evil.pt'), weights_only=True)
+        raise SystemExit("torch loaded evil.pt with weights_only=True")
+    except Exception as error:
+        print("torch refuses evil.pt too:", type(error).__name__)
+    print("wrote", sorted(os.listdir(OUT)))
+
+
+if __name__ == '__main__':
+    main()
