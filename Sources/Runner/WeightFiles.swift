@@ -29,6 +29,27 @@ public enum WeightFiles {
     /// The file's metadata, whatever its format.
     public static func metadata(path: String) throws -> [String: String] { try format(of: path).metadata(path: path) }
 
+    /// The encoder's state_dict in a checkpoint the workbench wrote: the tensors under its
+    /// `encoder_prefix` (DINO's teacher, BYOL's online network, MAE's encoder), or, in files written
+    /// before that metadata existed, under the first of those prefixes the file has; with the
+    /// file's metadata.
+    public static func encoderState(path: String) throws -> (state: [String: Tensor], metadata: [String: String]) {
+        let metadata = try self.metadata(path: path)
+        var weights = try read(path: path)
+        let known = ["teacher_encoder.net.", "online_encoder.net.", "encoder."]
+        if let prefix = metadata["encoder_prefix"] ?? known.first(where: { p in weights.keys.contains { $0.hasPrefix(p) } }), !prefix.isEmpty {
+            weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix(prefix) }.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
+        }
+        return (weights, metadata)
+    }
+
+    /// The format whose file extension `path` has (.safetensors, .pt, .pth), or nil.
+    public static func format(forExtension path: String) -> (any WeightFormat.Type)? {
+        let ext = (path as NSString).pathExtension.lowercased()
+        if ext == "pth" { return TorchCheckpoint.self }
+        return WeightFormatRegistry.formats.first { $0.fileExtension == ext }
+    }
+
     /// Writes in the native format.
     public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to path: String) throws {
         try native.write(tensors, metadata: metadata, to: path)

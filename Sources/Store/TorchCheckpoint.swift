@@ -356,7 +356,88 @@ extension TorchCheckpoint: WeightFormat {
 
     public static func metadata(path: String) throws -> [String: String] { [:] }
 
+    /// Writes `tensors` as torch.save writes a state_dict (an OrderedDict of float32 tensors),
+    /// which `torch.load(path, weights_only=True)` reads. Metadata has no place in the format and is
+    /// dropped. Written under a temporary name and renamed.
     public static func write(_ tensors: [String: Tensor], metadata: [String: String], to path: String) throws {
-        throw TorchCheckpointError.unreadable(path: path, reason: "writing torch checkpoints is not supported yet; write safetensors")
+        let names = tensors.keys.sorted()
+        let root = "archive/"
+        var pickle = TorchPickleWriter()
+        pickle.stateDict(names.map { ($0, tensors[$0]!.shape) })
+        do {
+            let archive = try Archive(data: Data(), accessMode: .create)
+            let fixed = Date(timeIntervalSince1970: 946_684_800)
+            func add(_ name: String, _ data: Data) throws {
+                try archive.addEntry(with: root + name, type: .file, uncompressedSize: Int64(data.count), modificationDate: fixed,
+                                     compressionMethod: .none) { position, size in data.subdata(in: Int(position)..<(Int(position) + size)) }
+            }
+            try add("data.pkl", pickle.bytes)
+            try add("byteorder", Data("little".utf8))
+            for (i, name) in names.enumerated() {
+                let t = tensors[name]!
+                var data = Data(count: t.count * 4)
+                data.withUnsafeMutableBytes { out in
+                    for k in 0..<t.count { out.storeBytes(of: t.base[k].bitPattern.littleEndian, toByteOffset: 4 * k, as: UInt32.self) }
+                }
+                try add("data/\(i)", data)
+            }
+            try add("version", Data("3\n".utf8))
+            guard let bytes = archive.data else { throw TorchCheckpointError.unreadable(path: path, reason: "the archive was not made") }
+            let temporary = path + ".tmp-\(getpid())"
+            try bytes.write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, path) == 0 else {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw TorchCheckpointError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            }
+        } catch let error as TorchCheckpointError {
+            throw error
+        } catch {
+            throw TorchCheckpointError.unreadable(path: path, reason: "cannot write it: \(error)")
+        }
+    }
+}
+
+/// Pickle protocol 2 for a state_dict of float32 tensors, as torch.save writes it: storages by
+/// persistent id ('storage', torch.FloatStorage, key, 'cpu', numel), tensors rebuilt by
+/// torch._utils._rebuild_tensor_v2 (contiguous strides, no gradient).
+struct TorchPickleWriter {
+    var bytes = Data([0x80, 0x02])
+
+    mutating func op(_ code: UInt8) { bytes.append(code) }
+    mutating func global(_ module: String, _ name: String) { op(0x63); bytes.append(Data("\(module)\n\(name)\n".utf8)) }
+    mutating func string(_ s: String) {
+        let utf8 = Data(s.utf8)
+        op(0x58)
+        withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(utf8)
+    }
+    mutating func int(_ n: Int) {
+        op(0x4A)
+        withUnsafeBytes(of: Int32(n).littleEndian) { bytes.append(contentsOf: $0) }
+    }
+    mutating func tuple(_ items: [Int]) { op(0x28); for n in items { int(n) }; op(0x74) }
+    mutating func orderedDict() { global("collections", "OrderedDict"); op(0x29); op(0x52) }
+
+    mutating func stateDict(_ entries: [(String, [Int])]) {
+        orderedDict()
+        op(0x28)
+        for (key, (name, shape)) in entries.enumerated() {
+            string(name)
+            global("torch._utils", "_rebuild_tensor_v2")
+            op(0x28)
+            op(0x28); string("storage"); global("torch", "FloatStorage"); string(String(key)); string("cpu"); int(shape.reduce(1, *)); op(0x74)
+            op(0x51)
+            int(0)
+            tuple(shape)
+            var strides = [Int](repeating: 1, count: shape.count)
+            for d in Swift.stride(from: shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * shape[d + 1] }
+            tuple(strides)
+            op(0x89)
+            orderedDict()
+            op(0x74)
+            op(0x52)
+        }
+        op(0x75)
+        op(0x2E)
     }
 }

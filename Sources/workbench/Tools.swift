@@ -116,7 +116,7 @@ struct Extract: ParsableCommand {
     func run() throws {
         try reportingUserErrors {
             guard ["train", "test", "both"].contains(split) else { throw RunError("--split must be train, test or both, not '\(split)'") }
-            let metadata = try WeightFiles.metadata(path: checkpoint)
+            let (weights, metadata) = try WeightFiles.encoderState(path: checkpoint)
             guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
                 throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
             }
@@ -131,16 +131,7 @@ struct Extract: ParsableCommand {
             let loaded = try RunData.load(dataSection, seed: 0, recipeFile: "--data")
             let (encoder, _) = encoderSection.make(loaded.encoderInput, seed: 0)
             do {
-                // Pretraining checkpoints (best.safetensors, s*-step*/model.safetensors) hold the
-                // objective: the encoder the run evaluates sits under `encoder_prefix` (DINO's and
-                // EsViT's teacher, BYOL's online network, MAE's encoder). Files written before
-                // that metadata existed: the same prefixes, tried in that order.
-                var weights = try WeightFiles.read(path: checkpoint)
-                let known = ["teacher_encoder.net.", "online_encoder.net.", "encoder."]
-                if let prefix = metadata["encoder_prefix"] ?? known.first(where: { p in weights.keys.contains { $0.hasPrefix(p) } }), !prefix.isEmpty {
-                    weights = Dictionary(uniqueKeysWithValues: weights.filter { $0.key.hasPrefix(prefix) }
-                        .map { (String($0.key.dropFirst(prefix.count)), $0.value) })
-                }
+                // Pretraining checkpoints hold the objective; encoderState finds its encoder.
                 try encoder.load(weights)
             } catch {
                 throw RunError("\(checkpoint) does not fit its encoder: \(error)")
@@ -159,5 +150,56 @@ struct Extract: ParsableCommand {
                                                  attentionImages: attention ? attentionImages : 0)
             print("\(out): " + summary.map { "\($0.split) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", "))
         }
+    }
+}
+
+/// `workbench export`: a checkpoint's encoder as a file PyTorch loads.
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a checkpoint's encoder as vit-pytorch weights: safetensors, or a torch .pt file that torch.load(..., weights_only=True) reads.",
+        discussion: """
+            The names are vit-pytorch 1.7.14's state_dict keys (vit, simple-vit, cvt), so the file loads with strict=True into
+            vit-pytorch's model of the same configuration (printed). The format follows --out's extension: .safetensors, .pt or .pth.
+            Example: workbench export --checkpoint runs/mae/20261203-101500/checkpoints/encoder-pretrain.safetensors --to vit-pytorch --out mae.pt
+            """)
+
+    @Option(help: "A checkpoint the workbench wrote (any of them: encoder.safetensors, encoder-STAGE.safetensors, best.safetensors, ...).")
+    var checkpoint: String
+    @Option(help: "vit-pytorch (timm needs the timm-compatible ViT, not built yet).") var to = "vit-pytorch"
+    @Option(help: "The file to write: .safetensors, .pt or .pth.") var out: String
+
+    func run() throws {
+        try reportingUserErrors {
+            guard to == "vit-pytorch" else {
+                throw RunError("--to \(to): only vit-pytorch is supported so far (the workbench's names are vit-pytorch's); timm's layout needs the timm-compatible ViT encoder, which is not built yet")
+            }
+            guard let format = WeightFiles.format(forExtension: out) else {
+                throw RunError("--out \(out): give a .safetensors, .pt or .pth file name")
+            }
+            let (state, metadata) = try WeightFiles.encoderState(path: checkpoint)
+            guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
+                throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
+            }
+            let section = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
+            let data = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
+            // Built and loaded strictly first: what is written is exactly the encoder's state_dict.
+            let classes = data.source.classNames(path: data.path)?.count ?? state.first { $0.key.hasSuffix("head.weight") }?.value.shape[0] ?? 10
+            let (encoder, _) = section.make(EncoderInput(imageSize: data.imageSize, channels: data.channels, classes: classes), seed: 0)
+            do { try encoder.load(state) } catch { throw RunError("\(checkpoint) does not fit its encoder: \(error)") }
+            let folder = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let exported = encoder.stateDict()
+            try format.write(exported, metadata: ["format": "pt", "encoder": encoderYAML, "source": checkpoint], to: out)
+            print("\(out): \(counted(exported.count, "tensor")) (\(format.name)), vit-pytorch names")
+            print("load it with: \(pytorchLoadLine(section, data: data, classes: classes, file: out, format: format))")
+        }
+    }
+
+    /// The Python line that builds vit-pytorch's model for this encoder and loads the file strictly.
+    func pytorchLoadLine(_ section: EncoderSection, data: DataSection, classes: Int, file: String, format: any WeightFormat.Type) -> String {
+        let load = format == TorchCheckpoint.self ? "torch.load('\(file)', weights_only=True)" : "safetensors.torch.load_file('\(file)')"
+        let model = section.settings.vitPytorchModel(EncoderInput(imageSize: data.imageSize, channels: data.channels, classes: classes))
+            ?? "vit-pytorch's \(section.kind) of the recipe's configuration"
+        return "\(model).load_state_dict(\(load), strict=True)"
     }
 }

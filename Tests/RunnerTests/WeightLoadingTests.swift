@@ -153,4 +153,35 @@ final class WeightLoadingTests: XCTestCase {
         let missing = try WorkbenchProcess.run(["validate", "second.yaml", "--set", "encoder.weights=nope.pt"], in: root)
         XCTAssertTrue(missing.error.contains("encoder.weights: nope.pt does not exist or cannot be read"), missing.error)
     }
+
+    /// `export` writes the checkpoint's encoder (the teacher of a DINO checkpoint) as a .pt that
+    /// reads back to the same tensors (torch.load(weights_only=True) and vit-pytorch's strict load
+    /// are checked by tools/check_export.py, which needs PyTorch), or as safetensors.
+    func testExportWritesTheEncoderForPyTorch() throws {
+        let root = NSTemporaryDirectory() + "export-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var section = tinyViT
+        section.weights = try fixture("vit_tiny.pt")
+        let (encoder, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 3)
+        var objective = encoder.stateDict().map { ("teacher_encoder.net." + $0.key, $0.value) }
+        objective.append(("teacher_encoder.projector.last_layer.weight", .zeros([3, 2])))
+        let data = DataSection()
+        let metadata = ["encoder": RecipeLoader.yamlFragment(section), "data": RecipeLoader.yamlFragment(data), "encoder_prefix": "teacher_encoder.net."]
+        try WeightFiles.write(Dictionary(uniqueKeysWithValues: objective), metadata: metadata, to: root + "/best.safetensors")
+        for out in ["teacher.pt", "teacher.pth", "teacher.safetensors"] {
+            let run = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--to", "vit-pytorch", "--out", "out/" + out], in: root)
+            XCTAssertEqual(run.status, 0, run.error)
+            XCTAssertTrue(run.output.contains("load_state_dict("), run.output)
+            let back = try WeightFiles.read(path: root + "/out/" + out)
+            let original = encoder.stateDict()
+            XCTAssertEqual(Set(back.keys), Set(original.keys), out)
+            for (name, tensor) in original { XCTAssertEqual(back[name]?.scalars, tensor.scalars, "\(out): \(name)") }
+        }
+        let timm = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--to", "timm", "--out", "t.pt"], in: root)
+        XCTAssertEqual(timm.status, 1)
+        XCTAssertTrue(timm.error.contains("only vit-pytorch is supported so far"), timm.error)
+        let format = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--out", "t.bin"], in: root)
+        XCTAssertTrue(format.error.contains("give a .safetensors, .pt or .pth file name"), format.error)
+    }
 }

@@ -22,12 +22,15 @@ public protocol EncoderSettings: RecipeSection {
     /// A problem with images of this shape, with the key to blame, or nil.
     func check(_ input: EncoderInput) -> (key: String, problem: String)?
     func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder
+    /// The vit-pytorch constructor call of the same model, for `export`'s hint (nil: none).
+    func vitPytorchModel(_ input: EncoderInput) -> String?
 }
 
 extension EncoderSettings {
     public var patchSize: Int? { nil }
     public var layerDecayDepth: Int? { nil }
     public var learnedPositions: Bool { false }
+    public func vitPytorchModel(_ input: EncoderInput) -> String? { nil }
     public func check(_ input: EncoderInput) -> (key: String, problem: String)? { nil }
 }
 

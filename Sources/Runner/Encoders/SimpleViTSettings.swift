@@ -34,4 +34,9 @@ public struct SimpleViTSettings: EncoderSettings {
         (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
         return SimpleViT(c, initializer: initializer)
     }
+
+    public func vitPytorchModel(_ input: EncoderInput) -> String? {
+        let c = config
+        return "vit_pytorch.SimpleViT(image_size=\(input.imageSize), patch_size=\(c.patchHeight), num_classes=\(input.classes), dim=\(c.dim), depth=\(c.depth), heads=\(c.heads), mlp_dim=\(c.mlpDim), channels=\(input.channels), dim_head=\(c.dimHead))"
+    }
 }
