@@ -130,7 +130,8 @@ final class RegistryTests: XCTestCase {
         let garbage = folder + "/garbage.safetensors"
         try Data("not weights at all, just text".utf8).write(to: URL(fileURLWithPath: garbage))
         XCTAssertThrowsError(try WeightFiles.read(path: garbage)) { error in
-            XCTAssertTrue("\(error)".contains("garbage.safetensors is not a weight file the workbench reads (formats: safetensors)"), "\(error)")
+            let formats = WeightFormatRegistry.formats.map { $0.name }.joined(separator: ", ")
+            XCTAssertTrue("\(error)".contains("garbage.safetensors is not a weight file the workbench reads (formats: \(formats))"), "\(error)")
         }
     }
 
