@@ -14,6 +14,11 @@ up (plus torchvision, which vit_pytorch imports):
 - vit_tiny_expected.safetensors: an input x (3, 1, 8, 8) and the model's logits and pooled
   features (to_latent output) for it, in float32.
 - evil.pt: a pickle whose object asks for os.system when unpickled; the workbench must refuse it.
+- timm_tiny_{token,avg}.safetensors: timm 1.0's VisionTransformer (8x8 images, 1 channel,
+  patch 4, embed_dim 16, depth 2, 2 heads, MLP ratio 2, 5 classes; global_pool 'token', and 'avg'
+  with its fc_norm), norms and biases moved off their initial values, as timm's state_dict;
+  timm_tiny_{token,avg}_expected.safetensors: x, forward_features (tokens), pre-logits (pooled)
+  and logits. Needs timm (pip install timm) in the same venv.
 """
 import os, json, struct
 import torch
@@ -71,6 +76,23 @@ def main():
         raise SystemExit("torch loaded evil.pt with weights_only=True")
     except Exception as error:
         print("torch refuses evil.pt too:", type(error).__name__)
+    import timm.models.vision_transformer as tv
+    for pool in ("token", "avg"):
+        torch.manual_seed(1)
+        vit = tv.VisionTransformer(img_size=8, patch_size=4, in_chans=1, num_classes=5, embed_dim=16, depth=2, num_heads=2,
+                                   mlp_ratio=2.0, qkv_bias=True, global_pool=pool)
+        with torch.no_grad():
+            for name, p in vit.named_parameters():
+                if p.dim() == 1 or name in ("cls_token", "pos_embed"):
+                    p.add_(0.1 * torch.randn_like(p))
+        vit.eval()
+        save_safetensors(os.path.join(OUT, f"timm_tiny_{pool}.safetensors"), vit.state_dict())
+        x = torch.randn(3, 1, 8, 8)
+        with torch.no_grad():
+            tokens = vit.forward_features(x)
+            pooled = vit.forward_head(tokens, pre_logits=True)
+            logits = vit.forward_head(tokens)
+        save_safetensors(os.path.join(OUT, f"timm_tiny_{pool}_expected.safetensors"), {"x": x, "tokens": tokens, "pooled": pooled, "logits": logits})
     print("wrote", sorted(os.listdir(OUT)))
 
 

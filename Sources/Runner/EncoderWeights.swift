@@ -38,11 +38,14 @@ public enum EncoderWeights {
             weights = weights.filter { !$0.key.hasPrefix(head) }
             notes.append("the classification head (\(head)*) keeps its fresh initialisation")
         }
-        // A position table for another image size: resampled (the class token's row kept).
-        if let mine = expected["pos_embedding"], let theirs = weights["pos_embedding"], mine.shape != theirs.shape,
-           mine.shape.count == 3, theirs.shape.count == 3, mine.shape[2] == theirs.shape[2], let resized = resample(theirs, to: mine.shape) {
-            weights["pos_embedding"] = resized
-            notes.append("pos_embedding resampled bicubically from \(theirs.shape[1]) to \(mine.shape[1]) positions")
+        // A position table for another image size (vit-pytorch's pos_embedding, timm's pos_embed):
+        // resampled, the class token's row kept.
+        for key in ["pos_embedding", "pos_embed"] {
+            if let mine = expected[key], let theirs = weights[key], mine.shape != theirs.shape,
+               mine.shape.count == 3, theirs.shape.count == 3, mine.shape[2] == theirs.shape[2], let resized = resample(theirs, to: mine.shape) {
+                weights[key] = resized
+                notes.append("\(key) resampled bicubically from \(theirs.shape[1]) to \(mine.shape[1]) positions")
+            }
         }
         let missing = wanted.filter { weights[$0] == nil }.sorted()
         let unexpected = Set(weights.keys).subtracting(expected.keys).sorted()

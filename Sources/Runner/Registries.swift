@@ -21,7 +21,7 @@ public enum ObjectiveRegistry {
 /// The encoders a recipe may name (`encoder.kind`).
 public enum EncoderRegistry {
     public static let kinds: [any EncoderSettings.Type] = [
-        ViTSettings.self, SimpleViTSettings.self, CvTSettings.self,
+        ViTSettings.self, SimpleViTSettings.self, CvTSettings.self, TimmViTSettings.self,
     ]
 }
 

@@ -86,7 +86,8 @@ final class RecipeTests: XCTestCase {
         XCTAssertTrue(objective.contains("unknown stage 'dinosaur'"), objective)
         XCTAssertTrue(objective.contains("Stages: pretrain, supervised, linear_probe, knn, finetune, extract."), objective)
         let encoder = error(valid.replacingOccurrences(of: "kind: vit", with: "kind: vitt"))
-        XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of vit, simple-vit, cvt; did you mean 'vit'?"), encoder)
+        let kinds = EncoderRegistry.kinds.map { $0.kind }.joined(separator: ", ")
+        XCTAssertTrue(encoder.hasPrefix("r.yaml:4:3: encoder.kind: 'vitt' is not one of \(kinds); did you mean 'vit'?"), encoder)
     }
 
     func testPretrainNamesItsObjective() throws {

@@ -1,6 +1,7 @@
 import Encoders
 import Foundation
 import NN
+import Objectives
 import Runner
 import Store
 import TensorCore
@@ -183,5 +184,44 @@ final class WeightLoadingTests: XCTestCase {
         XCTAssertTrue(timm.error.contains("only vit-pytorch is supported so far"), timm.error)
         let format = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--out", "t.bin"], in: root)
         XCTAssertTrue(format.error.contains("give a .safetensors, .pt or .pth file name"), format.error)
+    }
+
+    /// timm's state_dict loads into `timm-vit` unchanged and gives timm's tokens, pre-logits and
+    /// logits (token pooling, and avg pooling with fc_norm); MAE trains on it (a PatchTokenEncoder).
+    func testTimmWeightsLoadIntoTheTimmViT() throws {
+        for pool in ["token", "avg"] {
+            var timm = TimmViTSettings()
+            (timm.config.patchSize, timm.config.dim, timm.config.depth, timm.config.heads, timm.config.mlpDim) = (4, 16, 2, 2, 32)
+            timm.config.pool = TimmViTConfig.Pool(rawValue: pool)!
+            var section = EncoderSection(timm)
+            section.weights = try fixture("timm_tiny_\(pool).safetensors")
+            let (encoder, _) = section.make(EncoderInput(imageSize: 8, channels: 1, classes: 5), seed: 2)
+            XCTAssertEqual(Set(try SafeTensors.read(path: section.weights!).keys), Set(encoder.stateDict().keys), "timm's names, unchanged")
+            _ = try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")
+            encoder.eval()
+            let expected = try SafeTensors.read(path: try fixture("timm_tiny_\(pool)_expected.safetensors"))
+            let x = try XCTUnwrap(expected["x"])
+            for layer in ["tokens", "pooled", "logits"] {
+                let got = Autograd.noGrad { encoder.hidden(x, layer: layer) }
+                let want = try XCTUnwrap(expected[layer])
+                XCTAssertEqual(got.shape, want.shape, "\(pool) \(layer)")
+                for (a, b) in zip(got.scalars, want.scalars) { XCTAssertEqual(a, b, accuracy: 1e-4 * Swift.max(1, abs(b)), "\(pool) \(layer)") }
+            }
+            // At 16 pixels the 2x2 position grid is resampled to 4x4, the class row kept.
+            var bigger = section
+            bigger.weights = section.weights
+            let (large, _) = bigger.make(EncoderInput(imageSize: 16, channels: 1, classes: 5), seed: 2)
+            let report = try EncoderWeights.load(bigger, into: large, recipeFile: "r.yaml")
+            XCTAssertTrue(report.contains("pos_embed resampled bicubically from 5 to 17 positions"), report)
+            guard let patchEncoder = encoder as? any PatchTokenEncoder else { return XCTFail("timm-vit is a PatchTokenEncoder") }
+            var mae = MAE.Config()
+            (mae.decoderDim, mae.decoderDepth, mae.decoderHeads, mae.decoderDimHead) = (16, 1, 2, 8)
+            encoder.train()
+            let objective = MAE(encoder: patchEncoder, config: mae, initializer: Initializer(seed: 3), maskSeed: 1)
+            let loss = objective.loss(x).loss
+            XCTAssertTrue(loss.item.isFinite)
+            loss.backward()
+            XCTAssertNotNil(encoder.stateDict().isEmpty ? nil : (encoder as Module).parameters.first { $0.grad != nil }, "gradients reach the encoder")
+        }
     }
 }
