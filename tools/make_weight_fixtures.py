@@ -19,6 +19,8 @@ up (plus torchvision, which vit_pytorch imports):
   with its fc_norm), norms and biases moved off their initial values, as timm's state_dict;
   timm_tiny_{token,avg}_expected.safetensors: x, forward_features (tokens), pre-logits (pooled)
   and logits. Needs timm (pip install timm) in the same venv.
+- google_tiny.npz: the token model's weights as Google's original ViT .npz (timm's _load_weights
+  inverted), checked by loading it back with timm's _load_weights: every tensor equal.
 """
 import os, json, struct
 import torch
@@ -93,7 +95,40 @@ def main():
             pooled = vit.forward_head(tokens, pre_logits=True)
             logits = vit.forward_head(tokens)
         save_safetensors(os.path.join(OUT, f"timm_tiny_{pool}_expected.safetensors"), {"x": x, "tokens": tokens, "pooled": pooled, "logits": logits})
+        if pool == "token":
+            write_google_npz(vit, os.path.join(OUT, "google_tiny.npz"))
+            fresh = tv.VisionTransformer(img_size=8, patch_size=4, in_chans=1, num_classes=5, embed_dim=16, depth=2, num_heads=2,
+                                         mlp_ratio=2.0, qkv_bias=True, global_pool=pool)
+            tv._load_weights(fresh, os.path.join(OUT, "google_tiny.npz"))
+            for name, tensor in vit.state_dict().items():
+                assert torch.equal(tensor, fresh.state_dict()[name]), name
+            print("timm's _load_weights reads google_tiny.npz back exactly")
     print("wrote", sorted(os.listdir(OUT)))
+
+
+def write_google_npz(vit, path):
+    """timm's _load_weights, inverted: OIHW conv kernels to HWIO, dense kernels to (in, out), qkv
+    split into per-head query/key/value kernels (D, heads, head_dim)."""
+    import numpy as np
+    sd = {k: v.detach().numpy() for k, v in vit.state_dict().items()}
+    d, heads = vit.embed_dim, vit.blocks[0].attn.num_heads
+    w = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias": sd["patch_embed.proj.bias"],
+         "cls": sd["cls_token"], "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+         "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"],
+         "head/kernel": sd["head.weight"].T, "head/bias": sd["head.bias"]}
+    for i in range(len(vit.blocks)):
+        b, m, p = f"Transformer/encoderblock_{i}/", f"Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/", f"blocks.{i}."
+        w[b + "LayerNorm_0/scale"], w[b + "LayerNorm_0/bias"] = sd[p + "norm1.weight"], sd[p + "norm1.bias"]
+        qkv, qkv_bias = sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"]
+        for j, n in enumerate(("query", "key", "value")):
+            w[m + f"{n}/kernel"] = qkv[j * d:(j + 1) * d].T.reshape(d, heads, d // heads)
+            w[m + f"{n}/bias"] = qkv_bias[j * d:(j + 1) * d].reshape(heads, d // heads)
+        w[m + "out/kernel"] = sd[p + "attn.proj.weight"].reshape(d, heads, d // heads).transpose(1, 2, 0)
+        w[m + "out/bias"] = sd[p + "attn.proj.bias"]
+        w[b + "LayerNorm_2/scale"], w[b + "LayerNorm_2/bias"] = sd[p + "norm2.weight"], sd[p + "norm2.bias"]
+        w[b + "MlpBlock_3/Dense_0/kernel"], w[b + "MlpBlock_3/Dense_0/bias"] = sd[p + "mlp.fc1.weight"].T, sd[p + "mlp.fc1.bias"]
+        w[b + "MlpBlock_3/Dense_1/kernel"], w[b + "MlpBlock_3/Dense_1/bias"] = sd[p + "mlp.fc2.weight"].T, sd[p + "mlp.fc2.bias"]
+    np.savez(path, **w)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ public enum EncoderWeights {
     public static func load(_ section: EncoderSection, into encoder: any HiddenLayerEncoder, recipeFile: String) throws -> String {
         guard let path = section.weights else { return "" }
         func problem(_ message: String) -> RecipeError { RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights", message: message) }
-        let file: [String: Tensor]
+        var file: [String: Tensor]
         let metadata: [String: String]
         do {
             file = try WeightFiles.read(path: path)
@@ -26,11 +26,15 @@ public enum EncoderWeights {
         } catch {
             throw problem("\(error)")
         }
+        var notes: [String] = []
+        if let timm = GoogleViTNames.toTimm(file) {
+            file = timm
+            notes.append("Google ViT names mapped to timm's")
+        }
         let expected = encoder.stateDict()
         let prefix = section.weightsPrefix ?? metadata["encoder_prefix"] ?? bestPrefix(file, expected.keys)
         var weights: [String: Tensor] = [:]
         for (name, tensor) in file where name.hasPrefix(prefix) { weights[String(name.dropFirst(prefix.count))] = tensor }
-        var notes: [String] = []
         let head = encoder.classificationHead.flatMap { encoder.prefix(of: $0) }
         var wanted = Set(expected.keys)
         if section.weightsSkipHead, let head {

@@ -35,6 +35,6 @@ public enum DataSetRegistry {
 /// The weight file formats the workbench reads (recognised from a file's content) and writes.
 public enum WeightFormatRegistry {
     public static let formats: [any WeightFormat.Type] = [
-        SafeTensors.self, TorchCheckpoint.self,
+        SafeTensors.self, TorchCheckpoint.self, NumpyArchive.self,
     ]
 }

@@ -349,9 +349,10 @@ extension TorchCheckpoint: WeightFormat {
     public static let summary = "torch.save files (.pt, .pth: a zip holding a pickle), read without running any code from them"
     public static let fileExtension = "pt"
 
-    /// A zip archive (local file header "PK\u{3}\u{4}").
+    /// A zip archive (local file header "PK\u{3}\u{4}") that is not a NumPy .npz.
     public static func recognizes(prefix: [UInt8], fileSize: Int) -> Bool {
-        prefix.count >= 4 && prefix[0] == 0x50 && prefix[1] == 0x4B && prefix[2] == 3 && prefix[3] == 4
+        guard prefix.count >= 4 && prefix[0] == 0x50 && prefix[1] == 0x4B && prefix[2] == 3 && prefix[3] == 4 else { return false }
+        return !(firstZipEntryName(prefix)?.hasSuffix(".npy") ?? false)
     }
 
     public static func metadata(path: String) throws -> [String: String] { [:] }

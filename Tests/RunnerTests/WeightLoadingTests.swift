@@ -224,4 +224,35 @@ final class WeightLoadingTests: XCTestCase {
             XCTAssertNotNil(encoder.stateDict().isEmpty ? nil : (encoder as Module).parameters.first { $0.grad != nil }, "gradients reach the encoder")
         }
     }
+
+    /// Google's original ViT .npz (timm's _load_weights inverted, and checked by it): recognised as
+    /// npz, mapped to timm's names, and the timm-vit gives timm's outputs for the same model.
+    func testGoogleNpzLoadsIntoTheTimmViT() throws {
+        let path = try fixture("google_tiny.npz")
+        XCTAssertTrue(try WeightFiles.format(of: path) == NumpyArchive.self)
+        XCTAssertEqual(try NumpyArchive.read(path: path)["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]?.shape, [16, 2, 8])
+        var timm = TimmViTSettings()
+        (timm.config.patchSize, timm.config.dim, timm.config.depth, timm.config.heads, timm.config.mlpDim) = (4, 16, 2, 2, 32)
+        var section = EncoderSection(timm)
+        section.weights = path
+        let (encoder, _) = section.make(EncoderInput(imageSize: 8, channels: 1, classes: 5), seed: 5)
+        let report = try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")
+        XCTAssertTrue(report.contains("(npz)") && report.contains("Google ViT names mapped to timm's"), report)
+        encoder.eval()
+        let expected = try SafeTensors.read(path: try fixture("timm_tiny_token_expected.safetensors"))
+        let got = Autograd.noGrad { encoder.hidden(try! XCTUnwrap(expected["x"]), layer: "logits") }
+        for (a, b) in zip(got.scalars, try XCTUnwrap(expected["logits"]).scalars) { XCTAssertEqual(a, b, accuracy: 1e-4 * Swift.max(1, abs(b))) }
+        // A damaged archive: an error, never a trap.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let damaged = NSTemporaryDirectory() + "damaged-\(getpid()).npz"
+        defer { try? FileManager.default.removeItem(atPath: damaged) }
+        let rng = RandomStream(seed: 8, purpose: "fuzz")
+        for trial in 0..<200 {
+            var copy = trial % 2 == 0 ? Array(bytes.prefix(rng.nextInt(below: bytes.count))) : bytes
+            if trial % 2 == 1 { for _ in 0..<3 { copy[rng.nextInt(below: copy.count)] ^= 0x5A } }
+            try Data(copy).write(to: URL(fileURLWithPath: damaged))
+            _ = try? WeightFiles.read(path: damaged)
+        }
+        bytes.removeAll()
+    }
 }
