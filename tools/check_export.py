@@ -1,6 +1,7 @@
 """Developer check (needs PyTorch and vit-pytorch; never run by CI): files written by
 `workbench export --to vit-pytorch` load with torch.load(weights_only=True) and strict=True into
-vit-pytorch 1.7.14's model, and hold exactly the checkpoint's tensors.
+vit-pytorch 1.7.14's model (timm's VisionTransformer for --to timm), and hold exactly the
+checkpoint's tensors.
 
     PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/check_export.py EXPORTED CHECKPOINT 'vit_pytorch.ViT(...)'
 
@@ -13,7 +14,8 @@ from safetensors.torch import load_file
 
 exported, checkpoint, constructor = sys.argv[1:4]
 state = torch.load(exported, weights_only=True) if not exported.endswith(".safetensors") else load_file(exported)
-model = eval(constructor, {"vit_pytorch": vit_pytorch})
+import timm
+model = eval(constructor, {"vit_pytorch": vit_pytorch, "timm": timm})
 missing, unexpected = model.load_state_dict(state, strict=True)
 source = load_file(checkpoint)
 with open(checkpoint, "rb") as f:

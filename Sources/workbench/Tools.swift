@@ -156,23 +156,22 @@ struct Extract: ParsableCommand {
 /// `workbench export`: a checkpoint's encoder as a file PyTorch loads.
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a checkpoint's encoder as vit-pytorch weights: safetensors, or a torch .pt file that torch.load(..., weights_only=True) reads.",
+        abstract: "Write a checkpoint's encoder for PyTorch: safetensors, or a torch .pt file that torch.load(..., weights_only=True) reads.",
         discussion: """
-            The names are vit-pytorch 1.7.14's state_dict keys (vit, simple-vit, cvt), so the file loads with strict=True into
-            vit-pytorch's model of the same configuration (printed). The format follows --out's extension: .safetensors, .pt or .pth.
+            vit, simple-vit and cvt encoders have vit-pytorch 1.7.14's state_dict keys (--to vit-pytorch), timm-vit has timm's
+            (--to timm), so the file loads with strict=True into that library's model of the same configuration (printed).
+            The format follows --out's extension: .safetensors, .pt or .pth.
             Example: workbench export --checkpoint runs/mae/20261203-101500/checkpoints/encoder-pretrain.safetensors --to vit-pytorch --out mae.pt
             """)
 
     @Option(help: "A checkpoint the workbench wrote (any of them: encoder.safetensors, encoder-STAGE.safetensors, best.safetensors, ...).")
     var checkpoint: String
-    @Option(help: "vit-pytorch (timm needs the timm-compatible ViT, not built yet).") var to = "vit-pytorch"
+    @Option(help: "vit-pytorch (vit, simple-vit, cvt encoders) or timm (timm-vit).") var to = "vit-pytorch"
     @Option(help: "The file to write: .safetensors, .pt or .pth.") var out: String
 
     func run() throws {
         try reportingUserErrors {
-            guard to == "vit-pytorch" else {
-                throw RunError("--to \(to): only vit-pytorch is supported so far (the workbench's names are vit-pytorch's); timm's layout needs the timm-compatible ViT encoder, which is not built yet")
-            }
+            guard ["vit-pytorch", "timm"].contains(to) else { throw RunError("--to must be vit-pytorch or timm, not '\(to)'") }
             guard let format = WeightFiles.format(forExtension: out) else {
                 throw RunError("--out \(out): give a .safetensors, .pt or .pth file name")
             }
@@ -181,6 +180,11 @@ struct Export: ParsableCommand {
                 throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
             }
             let section = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
+            let names = type(of: section.settings).namesOf
+            guard names == to else {
+                // The layers differ (vit-pytorch's patch LayerNorms and bias-free qkv, timm's conv embedding and qkv bias): no renaming turns one into the other.
+                throw RunError("\(checkpoint) holds a \(section.kind) encoder, whose weights are \(names)'s; export it --to \(names). For timm weights, train the encoder as kind: timm-vit")
+            }
             let data = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
             // Built and loaded strictly first: what is written is exactly the encoder's state_dict.
             let classes = data.source.classNames(path: data.path)?.count ?? state.first { $0.key.hasSuffix("head.weight") }?.value.shape[0] ?? 10
@@ -190,7 +194,7 @@ struct Export: ParsableCommand {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             let exported = encoder.stateDict()
             try format.write(exported, metadata: ["format": "pt", "encoder": encoderYAML, "source": checkpoint], to: out)
-            print("\(out): \(counted(exported.count, "tensor")) (\(format.name)), vit-pytorch names")
+            print("\(out): \(counted(exported.count, "tensor")) (\(format.name)), \(names) names")
             print("load it with: \(pytorchLoadLine(section, data: data, classes: classes, file: out, format: format))")
         }
     }
@@ -198,8 +202,8 @@ struct Export: ParsableCommand {
     /// The Python line that builds vit-pytorch's model for this encoder and loads the file strictly.
     func pytorchLoadLine(_ section: EncoderSection, data: DataSection, classes: Int, file: String, format: any WeightFormat.Type) -> String {
         let load = format == TorchCheckpoint.self ? "torch.load('\(file)', weights_only=True)" : "safetensors.torch.load_file('\(file)')"
-        let model = section.settings.vitPytorchModel(EncoderInput(imageSize: data.imageSize, channels: data.channels, classes: classes))
-            ?? "vit-pytorch's \(section.kind) of the recipe's configuration"
+        let model = section.settings.pytorchModel(EncoderInput(imageSize: data.imageSize, channels: data.channels, classes: classes))
+            ?? "\(type(of: section.settings).namesOf)'s \(section.kind) of the recipe's configuration"
         return "\(model).load_state_dict(\(load), strict=True)"
     }
 }

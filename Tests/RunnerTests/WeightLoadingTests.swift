@@ -181,9 +181,20 @@ final class WeightLoadingTests: XCTestCase {
         }
         let timm = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--to", "timm", "--out", "t.pt"], in: root)
         XCTAssertEqual(timm.status, 1)
-        XCTAssertTrue(timm.error.contains("only vit-pytorch is supported so far"), timm.error)
+        XCTAssertTrue(timm.error.contains("holds a vit encoder, whose weights are vit-pytorch's; export it --to vit-pytorch"), timm.error)
         let format = try WorkbenchProcess.run(["export", "--checkpoint", "best.safetensors", "--out", "t.bin"], in: root)
         XCTAssertTrue(format.error.contains("give a .safetensors, .pt or .pth file name"), format.error)
+        // A timm-vit checkpoint exports with timm's names, --to timm.
+        var timmViT = TimmViTSettings()
+        (timmViT.config.patchSize, timmViT.config.dim, timmViT.config.depth, timmViT.config.heads, timmViT.config.mlpDim) = (4, 16, 2, 2, 32)
+        let timmSection = EncoderSection(timmViT)
+        let (timmEncoder, _) = timmSection.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 6)
+        try WeightFiles.write(timmEncoder.stateDict(), metadata: ["encoder": RecipeLoader.yamlFragment(timmSection), "data": RecipeLoader.yamlFragment(data)],
+                              to: root + "/timm.safetensors")
+        let toTimm = try WorkbenchProcess.run(["export", "--checkpoint", "timm.safetensors", "--to", "timm", "--out", "timm.pt"], in: root)
+        XCTAssertEqual(toTimm.status, 0, toTimm.error)
+        XCTAssertTrue(toTimm.output.contains("timm names") && toTimm.output.contains("VisionTransformer(img_size=28"), toTimm.output)
+        XCTAssertEqual(Set(try TorchCheckpoint.read(path: root + "/timm.pt").keys), Set(timmEncoder.stateDict().keys))
     }
 
     /// timm's state_dict loads into `timm-vit` unchanged and gives timm's tokens, pre-logits and

@@ -22,15 +22,18 @@ public protocol EncoderSettings: RecipeSection {
     /// A problem with images of this shape, with the key to blame, or nil.
     func check(_ input: EncoderInput) -> (key: String, problem: String)?
     func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder
-    /// The vit-pytorch constructor call of the same model, for `export`'s hint (nil: none).
-    func vitPytorchModel(_ input: EncoderInput) -> String?
+    /// The PyTorch constructor call of the same model (vit-pytorch's, or timm's for timm-vit), for
+    /// `export`'s hint, and the library whose names the encoder's are ("vit-pytorch", "timm").
+    func pytorchModel(_ input: EncoderInput) -> String?
+    static var namesOf: String { get }
 }
 
 extension EncoderSettings {
     public var patchSize: Int? { nil }
     public var layerDecayDepth: Int? { nil }
     public var learnedPositions: Bool { false }
-    public func vitPytorchModel(_ input: EncoderInput) -> String? { nil }
+    public func pytorchModel(_ input: EncoderInput) -> String? { nil }
+    public static var namesOf: String { "vit-pytorch" }
     public func check(_ input: EncoderInput) -> (key: String, problem: String)? { nil }
 }
 

@@ -35,7 +35,7 @@ public struct SimpleViTSettings: EncoderSettings {
         return SimpleViT(c, initializer: initializer)
     }
 
-    public func vitPytorchModel(_ input: EncoderInput) -> String? {
+    public func pytorchModel(_ input: EncoderInput) -> String? {
         let c = config
         return "vit_pytorch.SimpleViT(image_size=\(input.imageSize), patch_size=\(c.patchHeight), num_classes=\(input.classes), dim=\(c.dim), depth=\(c.depth), heads=\(c.heads), mlp_dim=\(c.mlpDim), channels=\(input.channels), dim_head=\(c.dimHead))"
     }

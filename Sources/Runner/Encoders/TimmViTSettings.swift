@@ -8,6 +8,7 @@ public struct TimmViTSettings: EncoderSettings {
     public static let kind = "timm-vit"
     public static let summary = "timm's ViT (conv patch embedding, qkv bias, LayerNorm eps 1e-6, token or avg+fc_norm pooling): timm weights load unchanged"
     public static let isPatchTokenEncoder = true
+    public static let namesOf = "timm"
 
     /// embed_dim, depth, num_heads of timm's named ViTs (MLP ratio 4).
     public static let presets: [String: (dim: Int, depth: Int, heads: Int)] = [
@@ -57,7 +58,7 @@ public struct TimmViTSettings: EncoderSettings {
         return TimmViT(c, initializer: initializer)
     }
 
-    public func vitPytorchModel(_ input: EncoderInput) -> String? {
+    public func pytorchModel(_ input: EncoderInput) -> String? {
         "timm.models.vision_transformer.VisionTransformer(img_size=\(input.imageSize), patch_size=\(config.patchSize), in_chans=\(input.channels), num_classes=\(input.classes), embed_dim=\(config.dim), depth=\(config.depth), num_heads=\(config.heads), mlp_ratio=\(Double(config.mlpDim) / Double(config.dim)), qkv_bias=\(config.qkvBias ? "True" : "False"), global_pool='\(config.pool.rawValue)')"
     }
 }

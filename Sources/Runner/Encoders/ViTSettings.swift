@@ -60,7 +60,7 @@ public struct ViTSettings: EncoderSettings {
         ViT(config(for: input), initializer: initializer)
     }
 
-    public func vitPytorchModel(_ input: EncoderInput) -> String? {
+    public func pytorchModel(_ input: EncoderInput) -> String? {
         let c = config
         return "vit_pytorch.ViT(image_size=\(input.imageSize), patch_size=\(c.patchHeight), num_classes=\(input.classes), dim=\(c.dim), depth=\(c.depth), heads=\(c.heads), mlp_dim=\(c.mlpDim), pool='\(c.pool.rawValue)', channels=\(input.channels), dim_head=\(c.dimHead))"
     }
