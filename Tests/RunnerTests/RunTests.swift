@@ -352,7 +352,7 @@ final class RunTests: XCTestCase {
             (["validate", recipe, "--set", "stages.0.supervised.epoch=3"], "unknown key 'epoch'; did you mean 'epochs'?"),
             (["run", recipe, "--runs-dir", recipe], "is a file; pass --runs-dir with a folder"),
             (["run", "--resume", root + "/nothing"], "is not a run folder"),
-            (["inspect", recipe], "is neither an HDF5 file nor a weights file the workbench reads (safetensors, pytorch)"),
+            (["inspect", recipe], "is neither an HDF5 file nor a weights file the workbench reads (safetensors, pytorch, npz)"),
             (["extract", "--checkpoint", root + "/none.safetensors", "--out", root + "/e.h5"], "none.safetensors"),
             (["run", "--resume", root, "--set", "seed=1"], "--set is not allowed with --resume"),
             (["run", recipe, "--set", "stages.0.pretrain.epochs=1"], "stage 0 is supervised, not pretrain"),
