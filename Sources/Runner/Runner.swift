@@ -10,9 +10,10 @@ import TensorCore
 public enum RecipeRunner {
     /// Everything that can be checked before a run starts: the recipe (already decoded), the
     /// data files, and that the runs folder can be written.
-    public static func preflight(_ recipe: Recipe, recipeFile: String, runsDirectory: String?) throws {
+    /// `checkWeights`: false for a resume that continues from a checkpoint (it does not read them).
+    public static func preflight(_ recipe: Recipe, recipeFile: String, runsDirectory: String?, checkWeights: Bool = true) throws {
         try RunData.check(recipe.data, recipeFile: recipeFile)
-        if let weights = recipe.encoder.weights {
+        if checkWeights, let weights = recipe.encoder.weights {
             guard FileManager.default.isReadableFile(atPath: weights) else {
                 throw RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights",
                                   message: "\(weights) does not exist or cannot be read (a relative path starts from \(FileManager.default.currentDirectoryPath))")
@@ -39,12 +40,16 @@ public enum RecipeRunner {
     }
 
     /// Starts a new run of `recipe` in runsDirectory/NAME/TIMESTAMP and returns that folder.
-    @discardableResult
     /// `command` is the command line that started the run (recorded in command.txt and metrics.h5).
+    @discardableResult
     public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, command: [String] = CommandLine.arguments,
                              log: RunLog = RunLog()) throws -> String {
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: runsDirectory)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
+        if recipe.encoder.weights != nil {
+            // Weights that do not fit stop the run before its folder exists (the run loads them again).
+            _ = try EncoderWeights.load(recipe.encoder, into: recipe.encoder.make(data.encoderInput, seed: recipe.seed).0, recipeFile: recipeFile)
+        }
         let directory = try makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
         let resolved = RecipeLoader.yaml(recipe)
         try Data(resolved.utf8).write(to: URL(fileURLWithPath: "\(directory)/recipe.yaml"), options: .atomic)
@@ -92,7 +97,7 @@ public enum RecipeRunner {
             log("\(directory) has already finished every stage; nothing to resume")
             return
         }
-        try preflight(recipe, recipeFile: recipeFile, runsDirectory: nil)
+        try preflight(recipe, recipeFile: recipeFile, runsDirectory: nil, checkWeights: latest == nil)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
         try recordCommand(shellQuoted(command), in: directory)
         try log.attach("\(directory)/log.txt")

@@ -153,6 +153,11 @@ final class WeightLoadingTests: XCTestCase {
         XCTAssertEqual(try knn("first"), try knn("second"))
         let missing = try WorkbenchProcess.run(["validate", "second.yaml", "--set", "encoder.weights=nope.pt"], in: root)
         XCTAssertTrue(missing.error.contains("encoder.weights: nope.pt does not exist or cannot be read"), missing.error)
+        // Weights that do not fit stop the run before it makes a folder, naming the user's recipe.
+        let wrong = try WorkbenchProcess.run(["run", "second.yaml", "--runs-dir", "wrong", "--set", "encoder.dim=32"], in: root)
+        XCTAssertEqual(wrong.status, 1)
+        XCTAssertTrue(wrong.error.contains("second.yaml: encoder.weights: ") && wrong.error.contains("does not fit the vit encoder"), wrong.error)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/wrong"), "no run folder for a run that cannot start")
     }
 
     /// `export` writes the checkpoint's encoder (the teacher of a DINO checkpoint) as a .pt that
