@@ -66,7 +66,8 @@ public enum TorchCheckpoint {
     static func entryData(_ archive: Archive, _ entry: Entry, path: String, limit: UInt64) throws -> Data {
         guard entry.uncompressedSize <= limit else { throw TorchCheckpointError.malformed(path: path, reason: "\(entry.path) is implausibly large") }
         var data = Data()
-        data.reserveCapacity(Int(entry.uncompressedSize))
+        // The header's size is the file's word, not a fact: reserve no more than 64 MiB on it.
+        data.reserveCapacity(Int(Swift.min(entry.uncompressedSize, 1 << 26)))
         do {
             _ = try archive.extract(entry, skipCRC32: false) { data.append($0) }
         } catch {
