@@ -37,6 +37,11 @@ public struct ByteImageDataset: Dataset {
         self.labels = labels
     }
 
+    /// The same images with another class count.
+    public init(relabelled base: ByteImageDataset, classCount: Int) {
+        self.init(name: base.name, imageShape: base.imageShape, classCount: classCount, pixels: base.pixels, labels: base.labels)
+    }
+
     public var count: Int { labels.count }
     public func label(at index: Int) -> Int { Int(labels[index]) }
 
@@ -112,24 +117,44 @@ public enum FashionMNIST {
 
     /// Loads one split from the four gzipped IDX files in `directory`.
     public static func load(_ split: Split, directory: String = defaultDirectory) throws -> ByteImageDataset {
-        let prefix = split == .train ? "train" : "t10k"
         let hint = directory == defaultDirectory
             ? "Install it with: apt-get install dataset-fashion-mnist (or run make setup)."
-            : "Point the data path at a folder holding \(prefix)-images-idx3-ubyte.gz and \(prefix)-labels-idx1-ubyte.gz."
-        let imagesPath = directory + "/\(prefix)-images-idx3-ubyte.gz"
-        let labelsPath = directory + "/\(prefix)-labels-idx1-ubyte.gz"
-        let images = try IDXArray.read(path: imagesPath, missingHint: hint)
-        let labels = try IDXArray.read(path: labelsPath, missingHint: hint)
+            : "Point the data path at a folder holding \(IDXFolder.files(split).images) and \(IDXFolder.files(split).labels)."
+        return try IDXFolder.load(split, directory: directory, name: "fashion-mnist", classCount: 10, missingHint: hint)
+    }
+}
+
+/// A folder of MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST, EMNIST): train- and
+/// t10k-images-idx3-ubyte and -labels-idx1-ubyte, gzipped (.gz) or plain.
+public enum IDXFolder {
+    /// The images and labels files of a split, gzipped names (the plain ones drop ".gz").
+    public static func files(_ split: FashionMNIST.Split) -> (images: String, labels: String) {
+        let prefix = split == .train ? "train" : "t10k"
+        return ("\(prefix)-images-idx3-ubyte.gz", "\(prefix)-labels-idx1-ubyte.gz")
+    }
+
+    /// The path of `file` in `directory`: gzipped, or plain when only that exists.
+    public static func path(_ file: String, in directory: String) -> String {
+        let gz = "\(directory)/\(file)", plain = String(gz.dropLast(3))
+        return !FileManager.default.fileExists(atPath: gz) && FileManager.default.fileExists(atPath: plain) ? plain : gz
+    }
+
+    /// One split; every label must be below `classCount`.
+    public static func load(_ split: FashionMNIST.Split, directory: String, name: String, classCount: Int, missingHint: String) throws -> ByteImageDataset {
+        let imagesPath = path(files(split).images, in: directory)
+        let labelsPath = path(files(split).labels, in: directory)
+        let images = try IDXArray.read(path: imagesPath, missingHint: missingHint)
+        let labels = try IDXArray.read(path: labelsPath, missingHint: missingHint)
         guard images.dimensions.count == 3 else {
             throw DataError.corrupt(path: imagesPath, reason: "expected dimensions (N, H, W), found \(images.dimensions)")
         }
         guard labels.dimensions == [images.dimensions[0]] else {
             throw DataError.corrupt(path: labelsPath, reason: "\(labels.dimensions) labels for \(images.dimensions[0]) images")
         }
-        if let bad = labels.bytes.first(where: { $0 > 9 }) {
-            throw DataError.corrupt(path: labelsPath, reason: "label \(bad) is outside 0...9")
+        if let bad = labels.bytes.first(where: { Int($0) >= classCount }) {
+            throw DataError.corrupt(path: labelsPath, reason: "label \(bad) is outside the \(classCount) classes (0 to \(classCount - 1))")
         }
-        return ByteImageDataset(name: "fashion-mnist-\(split.rawValue)", imageShape: [1, images.dimensions[1], images.dimensions[2]],
-                                classCount: 10, pixels: images.bytes, labels: labels.bytes)
+        return ByteImageDataset(name: "\(name)-\(split.rawValue)", imageShape: [1, images.dimensions[1], images.dimensions[2]],
+                                classCount: classCount, pixels: images.bytes, labels: labels.bytes)
     }
 }

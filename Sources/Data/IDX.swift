@@ -46,6 +46,18 @@ public struct IDXArray {
         return IDXArray(dimensions: dims, bytes: Array(data[(4 + 4 * rank)...]))
     }
 
+    /// The dimensions in a file's header, reading no more than the header.
+    public static func readHeader(path: String) throws -> [Int] {
+        guard let file = gzopen(path, "rb") else { throw DataError.corrupt(path: path, reason: "cannot be opened") }
+        defer { gzclose(file) }
+        var head = [UInt8](repeating: 0, count: 4 + 4 * 8)
+        let n = head.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
+        guard n >= 4, head[0] == 0, head[1] == 0, head[2] == 0x08 else { throw DataError.corrupt(path: path, reason: "not an IDX file of unsigned bytes") }
+        let rank = Int(head[3])
+        guard rank >= 1, rank <= 8, Int(n) >= 4 + 4 * rank else { throw DataError.corrupt(path: path, reason: "the header ends early") }
+        return (0..<rank).map { i in let o = 4 + 4 * i; return Int(head[o]) << 24 | Int(head[o + 1]) << 16 | Int(head[o + 2]) << 8 | Int(head[o + 3]) }
+    }
+
     /// The whole file, decompressed when it is gzip (zlib reads plain files unchanged).
     static func inflate(path: String) throws -> [UInt8] {
         guard let file = gzopen(path, "rb") else { throw DataError.corrupt(path: path, reason: "cannot be opened") }

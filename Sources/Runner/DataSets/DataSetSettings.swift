@@ -93,6 +93,11 @@ public struct DataSection: RecipeSection {
         let type = DataSetRegistry.kinds.first { $0.kind == kind }!
         self.init(try type.decoded(from: decoder, extraKeys: Self.shared + Self.keys))
         try decode(from: decoder, extraKeys: Self.shared + type.keys)
+        // A data set whose images' shape depends on its files: the defaults follow data.path.
+        if let shape = source.imageShape(path: path) {
+            if !c.contains(RecipeKey("image_size")) { imageSize = shape[1] }
+            if !c.contains(RecipeKey("channels")) { channels = shape[0] }
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
