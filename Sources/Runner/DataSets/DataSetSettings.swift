@@ -14,6 +14,8 @@ public protocol DataSetSettings: RecipeSection {
     static var std: [Double] { get }
     /// (channels, height, width) of the stored images, when known without reading the files.
     func imageShape(path: String) -> [Int]?
+    /// The shape assumed until the files tell (data sets whose shape depends on them).
+    static var usualImageShape: [Int] { get }
     /// The class names in label order, when known without reading the files.
     func classNames(path: String) -> [String]?
     /// The number of training and test images, when known without reading the files.
@@ -23,6 +25,10 @@ public protocol DataSetSettings: RecipeSection {
     func problem(path: String) -> String?
     /// Both splits and the class names.
     func load(path: String) throws -> (train: Dataset, test: Dataset, classNames: [String])
+}
+
+extension DataSetSettings {
+    public static var usualImageShape: [Int] { [3, 224, 224] }
 }
 
 /// `data`: the data set, and the keys every data set shares (how images are sized, normalised and
@@ -45,7 +51,7 @@ public struct DataSection: RecipeSection {
         let type = Swift.type(of: source)
         self.source = source
         path = type.defaultPath
-        let shape = source.imageShape(path: type.defaultPath) ?? [3, 224, 224]
+        let shape = source.imageShape(path: type.defaultPath) ?? type.usualImageShape
         (channels, imageSize, mean, std) = (shape[0], shape[1], type.mean, type.std)
     }
 

@@ -11,6 +11,7 @@ public struct IDXSettings: DataSetSettings {
     public static let defaultPath = "data/mnist"
     public static let mean = [0.5]
     public static let std = [0.5]
+    public static let usualImageShape = [1, 28, 28]
 
     public var classNames: [String]?
 
