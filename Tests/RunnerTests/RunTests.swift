@@ -50,6 +50,14 @@ final class RunTests: XCTestCase {
         return path
     }
 
+    /// The small recipe with `stages` (YAML list items) run before its own, written to `file`.
+    func writeRecipe(stagesFirst stages: String, file: String) throws -> String {
+        let text = try String(contentsOfFile: try writeRecipe(), encoding: .utf8).replacingOccurrences(of: "stages:\n", with: "stages:\n" + stages + "\n")
+        let path = root + "/" + file
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     typealias Outcome = WorkbenchProcess.Outcome
 
     /// Runs the workbench in this test's folder.
@@ -100,17 +108,12 @@ final class RunTests: XCTestCase {
     /// The same through a pretrain stage: MAE's mask stream must come back too, and the stages
     /// after it must continue from the resumed encoder.
     func testPretrainingKilledMidEpochResumesBitForBit() throws {
-        let path = try writeRecipe()
-        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "stages:\n", with: """
-            stages:
+        let recipe = try writeRecipe(stagesFirst: """
               - pretrain:
                   objective: {kind: mae, decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, decoder_dim_head: 8}
                   epochs: 2
                   batch_size: 64
-
-            """)
-        let recipe = root + "/tiny-pretrain.yaml"
-        try text.write(toFile: recipe, atomically: true, encoding: .utf8)
+            """, file: "tiny-pretrain.yaml")
         let fingerprint = try killAndResume(recipe, stage: "pretrain", stageIndex: 0, totalSteps: 32)
         XCTAssertEqual(fingerprint["epochs/test_top1"]?.count, 4, "the supervised stage after pretraining ran in full")
     }
@@ -272,18 +275,13 @@ final class RunTests: XCTestCase {
     /// The run folder keeps the command line, the encoder after every training stage (with the
     /// stage in its metadata), and counts steps and epochs from 1, in one sequence across stages.
     func testRunFolderKeepsCommandEncodersAndCountsFromOne() throws {
-        let path = try writeRecipe()
-        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "stages:\n", with: """
-            stages:
+        let recipe = try writeRecipe(stagesFirst: """
               - pretrain:
                   objective: {kind: mae, decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, decoder_dim_head: 8}
                   epochs: 1
                   batch_size: 64
               - linear_probe: {iterations: 5}
-
-            """)
-        let recipe = root + "/tiny-stages.yaml"
-        try text.write(toFile: recipe, atomically: true, encoding: .utf8)
+            """, file: "tiny-stages.yaml")
         let run = try workbench(["run", recipe, "--runs-dir", "stages", "--set", "stages.2.supervised.epochs=1"])
         XCTAssertEqual(run.status, 0, run.output + run.error)
         XCTAssertTrue(run.output.contains("supervised: 1 epoch of 16 steps"), run.output)

@@ -38,12 +38,6 @@ public struct Field<Settings> {
         }, write: write)
     }
 
-    /// The same field, accepted and printed only where `condition` holds; elsewhere a recipe that
-    /// gives it is refused with `message`.
-    public func only(when condition: @escaping (Settings) -> Bool, _ message: String) -> Field {
-        Field(key, help: help, applies: condition, notApplying: message, read: read, write: write)
-    }
-
     /// A key that is refused with `message` (a key of a related section that does not belong here).
     public static func refused(_ key: String, _ message: String) -> Field {
         Field(key, help: message, applies: { _ in false }, notApplying: message, read: { _, _ in }, write: { _ in "" })
@@ -57,9 +51,6 @@ public struct Field<Settings> {
                             read: { outer, c in try read(&outer[keyPath: path], c) },
                             write: { write($0[keyPath: path]) })
     }
-
-    /// The default as a person writes it in YAML (for the reference).
-    public func defaultText(_ defaults: Settings) -> String { yamlScalarText(write(defaults)) }
 }
 
 /// A check of one value: nil when it is fine, else what is wrong ("must be positive, got -1").
