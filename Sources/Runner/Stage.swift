@@ -124,6 +124,8 @@ public final class RunContext {
 public struct RunData {
     public let train: Dataset
     public let test: Dataset
+    /// What pretrain stages train on (data.pretrain_images): the training split unless told.
+    public var pretrain: Dataset
     public let mean: [Float]
     public let std: [Float]
     public let classNames: [String]
@@ -142,11 +144,24 @@ public struct RunData {
         if let n = section.testSubset {
             test = section.subsetMode == "sample" ? Subset(sample: n, of: test, seed: seed &+ 1) : Subset(first: n, of: test)
         }
+        var pretrain = train
+        if section.pretrainImages != "train" {
+            do {
+                guard let unlabelled = try section.source.loadUnlabelled(path: section.path) else {
+                    throw RecipeError(file: recipeFile, location: nil, keyPath: "data.pretrain_images", message: "\(section.dataset) has no unlabelled images")
+                }
+                pretrain = section.pretrainImages == "unlabelled" ? unlabelled : Concatenation([train, unlabelled])
+            } catch let error as DataError {
+                throw RecipeError(file: recipeFile, location: nil, keyPath: "data.pretrain_images", message: error.description)
+            }
+        }
         if section.channels > train.imageShape[0] {
             train = RepeatedChannels(train, channels: section.channels)
             test = RepeatedChannels(test, channels: section.channels)
+            pretrain = RepeatedChannels(pretrain, channels: section.channels)
         }
-        return RunData(train: train, test: test, mean: section.mean.map { Float($0) }, std: section.std.map { Float($0) }, classNames: classNames)
+        return RunData(train: train, test: test, pretrain: pretrain, mean: section.mean.map { Float($0) }, std: section.std.map { Float($0) },
+                       classNames: classNames)
     }
 
     /// Whether the files exist, without reading them (for `validate`).

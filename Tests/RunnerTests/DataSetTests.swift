@@ -125,4 +125,70 @@ final class DataSetTests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.output + run.error)
         XCTAssertTrue(run.output.contains("data cifar10: 200 train, 30 test"), run.output)
     }
+
+    /// STL-10's binary files: column-major planes, labels 1-10, folds, unlabelled images.
+    func writeSTL10(_ folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func images(_ n: Int, from first: Int) -> Data {
+            var bytes = [UInt8](repeating: 0, count: n * 3 * 96 * 96)
+            for i in 0..<n { for c in 0..<3 { for row in 0..<96 { for col in 0..<96 {
+                bytes[i * 27648 + c * 9216 + col * 96 + row] = UInt8((7 * (first + i) + 5 * c + 3 * row + col) % 256)
+            } } } }
+            return Data(bytes)
+        }
+        try images(6, from: 0).write(to: URL(fileURLWithPath: folder + "/train_X.bin"))
+        try Data([1, 2, 3, 10, 5, 6]).write(to: URL(fileURLWithPath: folder + "/train_y.bin"))
+        try images(4, from: 100).write(to: URL(fileURLWithPath: folder + "/test_X.bin"))
+        try Data([4, 3, 2, 1]).write(to: URL(fileURLWithPath: folder + "/test_y.bin"))
+        try images(5, from: 200).write(to: URL(fileURLWithPath: folder + "/unlabeled_X.bin"))
+        try (0..<10).map { f in "\(f % 6) \((f + 1) % 6)" }.joined(separator: "\n").write(toFile: folder + "/fold_indices.txt", atomically: true, encoding: .utf8)
+    }
+
+    func testSTL10ReadsPlanesFoldsAndUnlabelledImages() throws {
+        let folder = root + "/stl10_binary"
+        try writeSTL10(folder)
+        let recipe = try RecipeLoader.parse("name: t\ndata: {dataset: stl10, path: \(folder), pretrain_images: train+unlabelled}\nencoder: {patch_size: 16}\nstages:\n  - knn: {k: 2}\n",
+                                            file: "r.yaml")
+        let data = try RunData.load(recipe.data, seed: 0, recipeFile: "r.yaml")
+        XCTAssertEqual([data.train.count, data.test.count, data.pretrain.count], [6, 4, 11])
+        XCTAssertEqual((0..<6).map(data.train.label), [0, 1, 2, 9, 4, 5], "labels 1-10 become 0-9")
+        XCTAssertEqual(data.pretrain.label(at: 7), -1, "the unlabelled images have no label")
+        var pixels = [Float](repeating: 0, count: 27648)
+        data.test.copyImage(at: 2, into: &pixels)
+        XCTAssertEqual(pixels[9216 + 10 * 96 + 20], Float((7 * 102 + 5 + 30 + 20) % 256) / 255, "planes turned from column-major to (C, H, W)")
+        data.pretrain.copyImage(at: 8, into: &pixels)
+        XCTAssertEqual(pixels[2 * 9216 + 95 * 96 + 1], Float((7 * 202 + 10 + 285 + 1) % 256) / 255)
+        let fold = try RunData.load(try RecipeLoader.parse("name: t\ndata: {dataset: stl10, path: \(folder), fold: 3}\nencoder: {patch_size: 16}\nstages:\n  - knn: {k: 2}\n",
+                                                            file: "r.yaml").data, seed: 0, recipeFile: "r.yaml")
+        XCTAssertEqual((0..<fold.train.count).map(fold.train.label), [3, 4].map { [0, 1, 2, 9, 4, 5][$0] }, "fold 3 lists training images 3 and 4")
+        let cifar = "name: t\ndata: {dataset: cifar10, pretrain_images: unlabelled}\nstages:\n  - knn:\n"
+        XCTAssertThrowsError(try RecipeLoader.parse(cifar, file: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("data.pretrain_images: cifar10 has no unlabelled images"), "\(error)")
+        }
+        try Data(count: 1000).write(to: URL(fileURLWithPath: folder + "/test_X.bin"))
+        XCTAssertThrowsError(try RunData.load(recipe.data, seed: 0, recipeFile: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("test_X.bin is corrupt or truncated: 1000 bytes is not a whole number of 27648-byte 96x96 RGB images"), "\(error)")
+        }
+    }
+
+    /// Pretraining on STL-10's unlabelled images, then kNN on its labelled splits, end to end.
+    func testPretrainingOnUnlabelledImagesRuns() throws {
+        let folder = root + "/stl10_binary"
+        try writeSTL10(folder)
+        try """
+            name: stl
+            data: {dataset: stl10, path: \(folder), pretrain_images: unlabelled}
+            encoder: {patch_size: 16, dim: 16, depth: 1, heads: 2, dim_head: 8, mlp_dim: 32}
+            stages:
+              - pretrain:
+                  objective: {kind: mae, decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, decoder_dim_head: 8}
+                  epochs: 1
+                  batch_size: 5
+                  warmup_epochs: 0
+              - knn: {k: 2}
+            """.write(toFile: root + "/stl.yaml", atomically: true, encoding: .utf8)
+        let run = try WorkbenchProcess.run(["run", "stl.yaml", "--runs-dir", "runs"], in: root)
+        XCTAssertEqual(run.status, 0, run.output + run.error)
+        XCTAssertTrue(run.output.contains("pretrain: mae, 1 epoch of 1 step, batch 5, 5 training images"), run.output)
+    }
 }

@@ -25,10 +25,16 @@ public protocol DataSetSettings: RecipeSection {
     func problem(path: String) -> String?
     /// Both splits and the class names.
     func load(path: String) throws -> (train: Dataset, test: Dataset, classNames: [String])
+    /// Whether the data set has images without labels for pretraining (STL-10's 100000).
+    static var hasUnlabelled: Bool { get }
+    /// Those images (label -1), or nil.
+    func loadUnlabelled(path: String) throws -> Dataset?
 }
 
 extension DataSetSettings {
     public static var usualImageShape: [Int] { [3, 224, 224] }
+    public static var hasUnlabelled: Bool { false }
+    public func loadUnlabelled(path: String) throws -> Dataset? { nil }
 }
 
 /// `data`: the data set, and the keys every data set shares (how images are sized, normalised and
@@ -43,6 +49,8 @@ public struct DataSection: RecipeSection {
     public var trainSubset: Int?
     public var subsetMode = "first"
     public var testSubset: Int?
+    /// What pretrain stages train on: the training split, the unlabelled images, or both.
+    public var pretrainImages = "train"
 
     public init() { self.init(FashionMNISTSettings()) }
 
@@ -84,6 +92,12 @@ public struct DataSection: RecipeSection {
         .choice("subset_mode", \.subsetMode, ["first", "sample"], "first N, or a seeded sample of N"),
         .nullable("test_subset", \.testSubset, "likewise for the test images", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" })
             .checked(\.testSubset) { n, s in subsetProblem(n, s.source.splitSizes(path: s.path)?.test, "test", s.dataset) },
+        .choice("pretrain_images", \.pretrainImages, ["train", "unlabelled", "train+unlabelled"],
+                "what pretrain stages train on: train (the training split, after train_subset) | unlabelled (the data set's images without labels, stl10) | train+unlabelled; evaluation and supervised stages always use train and test")
+            .checked(\.pretrainImages) { images, s in
+                images == "train" || Swift.type(of: s.source).hasUnlabelled ? nil
+                    : "\(s.dataset) has no unlabelled images; use pretrain_images: train (or a data set that has them, such as stl10)"
+            },
     ]
 
     /// A subset larger than its split is refused (not silently cut to the split).

@@ -85,12 +85,12 @@ public struct PretrainStage: Stage {
             throw RunError("\(context.stagePath): \(objective.kindName) cannot wrap the \(context.recipe.encoder.kind) encoder")
         }
         let data = context.data
-        let loader = training.loader(data, seed: seed)
+        let loader = training.loader(data, seed: seed, images: data.pretrain)
         loader.views = objective.views(recipe)
         if let views = loader.views {
             context.log("\(context.stageName): \(views.views.count) views per image (\(views.views.map { "\($0.size)px" }.joined(separator: ", "))), made on the data thread")
         }
-        context.log("\(context.stageName): \(objective.kindName), \(counted(training.epochs, "epoch")) of \(counted(loader.batchesPerEpoch, "step")), batch \(training.batchSize), \(counted(data.train.count, "training image")), \(training.optimizer) lr \(training.lr)")
+        context.log("\(context.stageName): \(objective.kindName), \(counted(training.epochs, "epoch")) of \(counted(loader.batchesPerEpoch, "step")), batch \(training.batchSize), \(counted(data.pretrain.count, "training image")), \(training.optimizer) lr \(training.lr)")
         let loop = training.loop(context, module: model, loader: loader, streams: model.randomStreams)
         loop.encoderPrefix = model.prefix(of: model.trainedEncoder) ?? ""
         let totalSteps = loader.batchesPerEpoch * training.epochs

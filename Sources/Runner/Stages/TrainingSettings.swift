@@ -51,9 +51,10 @@ public struct TrainingSettings: RecipeSection {
         }
     }
 
-    /// The shuffled, flipped training batches (the last partial batch dropped).
-    public func loader(_ data: RunData, seed: UInt64) -> DataLoader {
-        DataLoader(data.train, batchSize: batchSize, shuffle: true, dropLast: true, mean: data.mean, std: data.std,
+    /// The shuffled, flipped batches of `images` (the training split unless given; the last
+    /// partial batch dropped).
+    public func loader(_ data: RunData, seed: UInt64, images: Dataset? = nil) -> DataLoader {
+        DataLoader(images ?? data.train, batchSize: batchSize, shuffle: true, dropLast: true, mean: data.mean, std: data.std,
                    horizontalFlip: horizontalFlip, seed: seed)
     }
 
