@@ -28,7 +28,7 @@ public enum EncoderRegistry {
 /// The data sets a recipe may name (`data.dataset`).
 public enum DataSetRegistry {
     public static let kinds: [any DataSetSettings.Type] = [
-        FashionMNISTSettings.self, CIFAR10Settings.self, CIFAR100Settings.self, STL10Settings.self, IDXSettings.self,
+        FashionMNISTSettings.self, CIFAR10Settings.self, CIFAR100Settings.self, STL10Settings.self, IDXSettings.self, ArraysSettings.self,
     ]
 }
 

@@ -1,6 +1,7 @@
 import Data
 import Foundation
 import Runner
+import Store
 import TestSupport
 import XCTest
 
@@ -190,5 +191,37 @@ final class DataSetTests: XCTestCase {
         let run = try WorkbenchProcess.run(["run", "stl.yaml", "--runs-dir", "runs"], in: root)
         XCTAssertEqual(run.status, 0, run.output + run.error)
         XCTAssertTrue(run.output.contains("pretrain: mae, 1 epoch of 1 step, batch 5, 5 training images"), run.output)
+    }
+
+    /// `arrays`: uint8 images (N, H, W, C) and labels in an HDF5 file, under the recipe's names.
+    func testArraysFromAnHDF5File() throws {
+        let path = root + "/arrays.h5"
+        do {
+            let file = try HDF5File(path: path, mode: .create)
+            // 5 training and 2 test images of 4x6 pixels, 3 channels last: value (9i + 5y + 2x + c) % 256.
+            func images(_ n: Int) -> [UInt8] {
+                var v: [UInt8] = []
+                for i in 0..<n { for y in 0..<4 { for x in 0..<6 { for c in 0..<3 { v.append(UInt8((9 * i + 5 * y + 2 * x + c) % 256)) } } } }
+                return v
+            }
+            try file.root.group("x").write("train", images(5), shape: [5, 4, 6, 3])
+            try file.root.group("x").write("test", images(2), shape: [2, 4, 6, 3])
+            try file.root.write("train_y", [Int64](arrayLiteral: 0, 1, 2, 1, 0))
+            try file.root.write("test_y", [Int64](arrayLiteral: 2, 0))
+        }
+        let text = "name: t\ndata: {dataset: arrays, path: \(path), train_images: x/train, train_labels: train_y, test_images: x/test, test_labels: test_y, class_names: [a, b, c]}\nencoder: {patch_size: 2}\nstages:\n  - knn: {k: 2}\n"
+        let recipe = try RecipeLoader.parse(text, file: "r.yaml")
+        XCTAssertEqual(recipe.data.imageShape[0], 3)
+        let data = try RunData.load(recipe.data, seed: 0, recipeFile: "r.yaml")
+        XCTAssertEqual(data.train.imageShape, [3, 4, 6], "channels-last arrays become (C, H, W)")
+        XCTAssertEqual(data.classNames, ["a", "b", "c"])
+        var pixels = [Float](repeating: 0, count: 72)
+        data.train.copyImage(at: 3, into: &pixels)
+        XCTAssertEqual(pixels[2 * 24 + 1 * 6 + 4], Float((27 + 5 + 8 + 2) % 256) / 255)
+        XCTAssertEqual(data.test.label(at: 0), 2)
+        let missing = try RecipeLoader.parse(text.replacingOccurrences(of: "test_labels: test_y", with: "test_labels: nope"), file: "r.yaml")
+        XCTAssertThrowsError(try RecipeRunner.preflight(missing, recipeFile: "r.yaml", runsDirectory: nil)) { error in
+            XCTAssertTrue("\(error)".contains("has no array 'nope' (data.test_labels)"), "\(error)")
+        }
     }
 }
