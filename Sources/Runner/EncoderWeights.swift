@@ -34,7 +34,10 @@ public enum EncoderWeights {
         let expected = encoder.stateDict()
         let prefix = section.weightsPrefix ?? metadata["encoder_prefix"] ?? bestPrefix(file, expected.keys)
         var weights: [String: Tensor] = [:]
-        for (name, tensor) in file where name.hasPrefix(prefix) { weights[String(name.dropFirst(prefix.count))] = tensor }
+        // BatchNorm's num_batches_tracked is torch's bookkeeping, not a weight: the workbench keeps none.
+        for (name, tensor) in file where name.hasPrefix(prefix) && !name.hasSuffix(".num_batches_tracked") {
+            weights[String(name.dropFirst(prefix.count))] = tensor
+        }
         let head = encoder.classificationHead.flatMap { encoder.prefix(of: $0) }
         var wanted = Set(expected.keys)
         if section.weightsSkipHead, let head {

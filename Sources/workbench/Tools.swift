@@ -4,6 +4,7 @@ import Encoders
 import Foundation
 import Runner
 import Store
+import TensorCore
 
 /// `workbench list`: what a recipe can name.
 struct List: ParsableCommand {
@@ -192,7 +193,11 @@ struct Export: ParsableCommand {
             do { try encoder.load(state) } catch { throw RunError("\(checkpoint) does not fit its encoder: \(error)") }
             let folder = URL(fileURLWithPath: out).deletingLastPathComponent().path
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            let exported = encoder.stateDict()
+            var exported = encoder.stateDict()
+            // torch's BatchNorm also holds num_batches_tracked, which strict loading asks for.
+            for name in exported.keys where name.hasSuffix(".running_mean") {
+                exported[String(name.dropLast(".running_mean".count)) + ".num_batches_tracked"] = Tensor(shape: [], [0])
+            }
             try format.write(exported, metadata: ["format": "pt", "encoder": encoderYAML, "source": checkpoint], to: out)
             print("\(out): \(counted(exported.count, "tensor")) (\(format.name)), \(names) names")
             print("load it with: \(pytorchLoadLine(section, data: data, classes: classes, file: out, format: format))")

@@ -200,6 +200,19 @@ final class WeightLoadingTests: XCTestCase {
         XCTAssertEqual(toTimm.status, 0, toTimm.error)
         XCTAssertTrue(toTimm.output.contains("timm names") && toTimm.output.contains("VisionTransformer(img_size=28"), toTimm.output)
         XCTAssertEqual(Set(try TorchCheckpoint.read(path: root + "/timm.pt").keys), Set(timmEncoder.stateDict().keys))
+        // A CvT's BatchNorms: torch's strict load also wants num_batches_tracked, which export adds and loading ignores.
+        var cvt = EncoderSection(CvTSettings())
+        let (cvtEncoder, _) = cvt.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 7)
+        try WeightFiles.write(cvtEncoder.stateDict(), metadata: ["encoder": RecipeLoader.yamlFragment(cvt), "data": RecipeLoader.yamlFragment(data)],
+                              to: root + "/cvt.safetensors")
+        let toTorch = try WorkbenchProcess.run(["export", "--checkpoint", "cvt.safetensors", "--out", "cvt.pt"], in: root)
+        XCTAssertEqual(toTorch.status, 0, toTorch.error)
+        let exported = try TorchCheckpoint.read(path: root + "/cvt.pt")
+        XCTAssertTrue(exported.keys.contains { $0.hasSuffix(".num_batches_tracked") })
+        cvt.weights = root + "/cvt.pt"
+        let (again, _) = cvt.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 8)
+        _ = try EncoderWeights.load(cvt, into: again, recipeFile: "r.yaml")
+        XCTAssertEqual(again.stateDict().mapValues(\.scalars), cvtEncoder.stateDict().mapValues(\.scalars))
     }
 
     /// timm's state_dict loads into `timm-vit` unchanged and gives timm's tokens, pre-logits and
