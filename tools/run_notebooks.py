@@ -23,6 +23,7 @@ EXPECTED = {
     "embeddings.ipynb": ["embeddings_pca", "embeddings_tsne", "nearest_neighbours"],
     "reconstructions.ipynb": ["reconstructions"],
     "attention.ipynb": ["attention_0", "attention_1"],
+    "views.ipynb": ["views"],
 }
 
 

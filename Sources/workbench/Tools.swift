@@ -212,3 +212,67 @@ struct Export: ParsableCommand {
         return "\(model).load_state_dict(\(load), strict=True)"
     }
 }
+
+/// `workbench views`: the images a recipe's stages see, before normalisation, to look at the
+/// augmentations before spending hours on them.
+struct Views: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the first images of each split as the recipe's stages see them (before normalisation) to HDF5.",
+        discussion: """
+            /SPLIT/eval (N, C, H, W): what the evaluation stages read. /SPLIT/STAGE/view_K (N, C, s, s): each view of each \
+            pretrain stage's view pipeline (BYOL, DINO, EsViT), drawn from the stream (seed, "views"); a stage without views \
+            (the masked objectives) trains on the eval images, flipped at random. Pixels are in [0, 1]; the root's mean and std \
+            attributes are the normalisation the stages apply next. Notebooks/views.ipynb shows them.
+            """)
+
+    @Argument(help: "The recipe (YAML).") var recipe: String
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a key: dotted.path=value.", valueName: "key=value")) var overrides: [String] = []
+    @Option(help: "Images per split.") var count = 8
+    @Option(help: "The output HDF5 file.") var out: String
+
+    func run() throws {
+        try reportingUserErrors {
+            guard count > 0 else { throw RunError("--count must be positive, not \(count)") }
+            let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
+            let file = RecipeLoader.find(recipe) ?? recipe
+            try RunData.check(loaded.data, recipeFile: file)
+            let data = try RunData.load(loaded.data, seed: loaded.seed, recipeFile: file)
+            let folder = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let temporary = out + ".tmp-\(getpid())"
+            do {
+                let h5 = try HDF5File(path: temporary, mode: .create)
+                try h5.root.setAttribute("recipe", loaded.name)
+                try h5.root.setAttribute("mean", loaded.data.mean)
+                try h5.root.setAttribute("std", loaded.data.std)
+                try h5.root.writeStrings("class_names", data.classNames)
+                for (split, dataset) in [("train", data.train), ("test", data.test)] {
+                    let n = Swift.min(count, dataset.count)
+                    let shape = dataset.imageShape
+                    let size = shape.reduce(1, *)
+                    var images: [AugmentImage] = []
+                    var pixels = [Float](repeating: 0, count: n * size)
+                    pixels.withUnsafeMutableBufferPointer { p in
+                        for i in 0..<n { dataset.copyImage(at: i, into: p.baseAddress! + i * size) }
+                    }
+                    for i in 0..<n { images.append(AugmentImage(channels: shape[0], height: shape[1], width: shape[2], pixels: Array(pixels[(i * size)..<((i + 1) * size)]))) }
+                    let group = try h5.root.group(split)
+                    try group.write("eval", pixels, shape: [n] + shape)
+                    try group.write("labels", (0..<n).map { Int64(dataset.label(at: $0)) })
+                    for (index, entry) in loaded.stages.enumerated() {
+                        guard let stage = entry.settings as? PretrainStage, let pipeline = stage.objective.views(loaded) else { continue }
+                        let views = pipeline.makeViews(images: images, mean: [0], std: [1], rng: RandomStream(seed: loaded.seed &+ UInt64(index), purpose: "views"))
+                        let stageGroup = try group.group(loaded.stageNames[index])
+                        for (k, view) in views.enumerated() { try stageGroup.write("view_\(k)", view.scalars, shape: view.shape) }
+                        try stageGroup.setAttribute("sizes", pipeline.views.map { Int64($0.size) })
+                    }
+                }
+            } catch {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw error
+            }
+            guard rename(temporary, out) == 0 else { throw RunError("cannot write \(out): \(String(cString: strerror(errno)))") }
+            print("\(out): the first \(counted(count, "image")) of each split as the stages of \(loaded.name) see them")
+        }
+    }
+}

@@ -224,4 +224,20 @@ final class DataSetTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("has no array 'nope' (data.test_labels)"), "\(error)")
         }
     }
+
+    /// `workbench views`: the evaluation images and every pretraining view, before normalisation.
+    func testViewsWritesWhatTheStagesSee() throws {
+        let out = root + "/views/dino.h5"
+        let run = try WorkbenchProcess.run(["views", "recipes/dino.yaml", "--count", "3", "--out", out], in: RegistryTests.root)
+        XCTAssertEqual(run.status, 0, run.error)
+        let file = try HDF5File(path: out, mode: .readOnly)
+        XCTAssertEqual(try file.root.dataset("train/eval").shape, [3, 1, 28, 28])
+        XCTAssertEqual(try file.root.dataset("test/pretrain/view_0").shape, [3, 1, 28, 28])
+        XCTAssertEqual(try file.root.dataset("test/pretrain/view_7").shape, [3, 1, 12, 12], "dino.yaml: 2 global views and 6 local ones of 12 pixels")
+        let pixels = try file.root.dataset("train/pretrain/view_2").read(as: Float.self)
+        XCTAssertTrue(pixels.allSatisfy { $0 >= -1e-5 && $0 <= 1 + 1e-5 }, "pixels before normalisation")
+        XCTAssertEqual(try file.root.attribute("mean"), .reals([0.286]))
+        let bad = try WorkbenchProcess.run(["views", "recipes/dino.yaml", "--count", "0", "--out", out], in: RegistryTests.root)
+        XCTAssertTrue(bad.error.contains("--count must be positive"), bad.error)
+    }
 }
