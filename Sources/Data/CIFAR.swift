@@ -9,8 +9,8 @@ public enum CIFAR {
         /// `fine`: the 100 classes; else the 20 superclasses.
         case cifar100(fine: Bool)
 
-        var recordSize: Int { self == .cifar10 ? 3073 : 3074 }
-        var files: (train: [String], test: [String]) {
+        public var recordSize: Int { self == .cifar10 ? 3073 : 3074 }
+        public var files: (train: [String], test: [String]) {
             self == .cifar10 ? ((1...5).map { "data_batch_\($0).bin" }, ["test_batch.bin"]) : (["train.bin"], ["test.bin"])
         }
         var namesFile: String {

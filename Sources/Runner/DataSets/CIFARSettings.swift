@@ -56,15 +56,15 @@ public struct CIFAR100Settings: DataSetSettings {
     }
 }
 
-/// The images a CIFAR folder holds, from its files' sizes (50000 / 10000 in the real sets).
+/// The images a CIFAR folder holds, from its files' sizes; the real sets' 50000 / 10000 when the
+/// files are not there yet.
 func cifarSizes(_ variant: CIFAR.Variant, path: String) -> (train: Int, test: Int)? {
     func records(_ files: [String]) -> Int? {
         let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: "\(path)/\($0)")[.size] as? Int) ?? nil }
         guard sizes.allSatisfy({ $0 != nil }) else { return nil }
-        return sizes.reduce(0) { $0 + $1! } / (variant == .cifar10 ? 3073 : 3074)
+        return sizes.reduce(0) { $0 + $1! } / variant.recordSize
     }
-    let files = (variant == .cifar10 ? (1...5).map { "data_batch_\($0).bin" } : ["train.bin"], variant == .cifar10 ? ["test_batch.bin"] : ["test.bin"])
-    guard let train = records(files.0), let test = records(files.1) else { return variant == .cifar10 ? (50000, 10000) : (50000, 10000) }
+    guard let train = records(variant.files.train), let test = records(variant.files.test) else { return (50000, 10000) }
     return (train, test)
 }
 
