@@ -14,9 +14,31 @@ public enum EncoderWeights {
     static let candidatePrefixes = ["", "state_dict.", "model.", "module.", "state_dict.module.", "model.module.", "backbone.",
                                     "encoder.", "teacher_encoder.net.", "online_encoder.net.", "student_encoder.net.", "teacher.", "student."]
 
+    /// What a weights file gives an encoder: its tensors, checked against the encoder (names,
+    /// shapes, resampled positions), and a line for the log.
+    public struct Fitted {
+        public let tensors: [String: Tensor]
+        public let report: String
+
+        /// Loads the tensors into an encoder of the architecture they were fitted to.
+        public func apply(to encoder: any HiddenLayerEncoder) throws {
+            try encoder.load(encoder.stateDict().merging(tensors) { $1 })
+        }
+    }
+
     /// Loads the file into `encoder`; returns what was done, for the log.
     public static func load(_ section: EncoderSection, into encoder: any HiddenLayerEncoder, recipeFile: String) throws -> String {
-        guard let path = section.weights else { return "" }
+        let fitted = try fit(section, to: encoder, recipeFile: recipeFile)
+        do { try fitted.apply(to: encoder) } catch {
+            throw RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights", message: "\(section.weights ?? ""): \(error)")
+        }
+        return fitted.report
+    }
+
+    /// Reads the file and fits its tensors to `encoder`'s names and shapes, without changing the
+    /// encoder; every mismatch is a RecipeError naming `recipeFile`.
+    public static func fit(_ section: EncoderSection, to encoder: any HiddenLayerEncoder, recipeFile: String) throws -> Fitted {
+        guard let path = section.weights else { return Fitted(tensors: [:], report: "") }
         func problem(_ message: String) -> RecipeError { RecipeError(file: recipeFile, location: nil, keyPath: "encoder.weights", message: message) }
         var file: [String: Tensor]
         let metadata: [String: String]
@@ -76,15 +98,10 @@ public enum EncoderWeights {
             }
             throw problem(message)
         }
-        do {
-            let state = expected.merging(weights.filter { wanted.contains($0.key) }) { $1 }
-            try encoder.load(state)
-        } catch {
-            throw problem("\(path): \(error)")
-        }
         let format = (try? WeightFiles.format(of: path).name) ?? "weights"
-        return "encoder: \(wanted.count) tensors from \(path) (\(format)\(prefix.isEmpty ? "" : ", prefix '\(prefix)'"))"
-            + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; "))
+        return Fitted(tensors: weights.filter { wanted.contains($0.key) },
+                      report: "encoder: \(wanted.count) tensors from \(path) (\(format)\(prefix.isEmpty ? "" : ", prefix '\(prefix)'"))"
+                          + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; ")))
     }
 
     static func list(_ items: [String]) -> String {

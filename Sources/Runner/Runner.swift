@@ -46,10 +46,8 @@ public enum RecipeRunner {
                              log: RunLog = RunLog()) throws -> String {
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: runsDirectory)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
-        if recipe.encoder.weights != nil {
-            // Weights that do not fit stop the run before its folder exists (the run loads them again).
-            _ = try EncoderWeights.load(recipe.encoder, into: recipe.encoder.make(data.encoderInput, seed: recipe.seed).0, recipeFile: recipeFile)
-        }
+        // Weights that do not fit stop the run before its folder exists.
+        let weights = try fitWeights(recipe, data: data, recipeFile: recipeFile)
         let directory = try makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
         let resolved = RecipeLoader.yaml(recipe)
         try Data(resolved.utf8).write(to: URL(fileURLWithPath: "\(directory)/recipe.yaml"), options: .atomic)
@@ -61,9 +59,16 @@ public enum RecipeRunner {
                                      attributes: runAttributes(recipe, resolved: resolved).merging(["command": commandLine]) { $1 },
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
         try recordingOutcome(metrics: metrics, log: log, directory: directory) {
-            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil, resuming: false)
+            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: nil, resuming: false, weights: weights)
         }
         return directory
+    }
+
+    /// `encoder.weights` read once and fitted to the recipe's encoder (an encoder of the same
+    /// architecture stands in for the run's, which `execute` builds), or nil when there are none.
+    static func fitWeights(_ recipe: Recipe, data: RunData, recipeFile: String) throws -> EncoderWeights.Fitted? {
+        guard recipe.encoder.weights != nil else { return nil }
+        return try EncoderWeights.fit(recipe.encoder, to: recipe.encoder.make(data.encoderInput, seed: recipe.seed).0, recipeFile: recipeFile)
     }
 
     /// The command line as a shell would take it back ('--set' values with spaces quoted).
@@ -99,6 +104,8 @@ public enum RecipeRunner {
         }
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: nil, checkWeights: latest == nil)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
+        // Without a checkpoint the run starts over, from the weights file if the recipe names one.
+        let weights = latest == nil ? try fitWeights(recipe, data: data, recipeFile: recipeFile) : nil
         try recordCommand(shellQuoted(command), in: directory)
         try log.attach("\(directory)/log.txt")
         let metricsPath = "\(directory)/metrics.h5"
@@ -114,7 +121,7 @@ public enum RecipeRunner {
                                      integerAttributes: ["seed": Int(truncatingIfNeeded: recipe.seed), "threads": Parallel.threads])
         }
         try recordingOutcome(metrics: metrics, log: log, directory: directory) {
-            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest, resuming: true)
+            try execute(recipe, directory: directory, data: data, metrics: metrics, log: log, state: latest, resuming: true, weights: weights)
         }
     }
 
@@ -168,14 +175,15 @@ public enum RecipeRunner {
     }
 
     static func execute(_ recipe: Recipe, directory: String, data: RunData, metrics: MetricsLog, log: RunLog,
-                        state: (folder: String, state: RunState)?, resuming: Bool) throws {
+                        state: (folder: String, state: RunState)?, resuming: Bool, weights: EncoderWeights.Fitted?) throws {
         let (encoder, initializer) = recipe.encoder.make(data.encoderInput, seed: recipe.seed)
         let events = try TensorBoardWriter(directory: directory)
         let context = RunContext(recipe: recipe, directory: directory, log: log, metrics: metrics, events: events, data: data,
                                  encoder: encoder, initializer: initializer)
         var first = 0
-        if state == nil, recipe.encoder.weights != nil {
-            log(try EncoderWeights.load(recipe.encoder, into: encoder, recipeFile: "\(directory)/recipe.yaml"))
+        if let weights {
+            try weights.apply(to: encoder)
+            log(weights.report)
         }
         if let (folder, saved) = state {
             first = saved.stageIndex
