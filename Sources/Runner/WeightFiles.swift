@@ -43,6 +43,18 @@ public enum WeightFiles {
         return (weights, metadata)
     }
 
+    /// A checkpoint the workbench wrote: the encoder's state (`encoderState`) and the encoder and
+    /// data sections its metadata records, or a RunError naming the file.
+    public static func workbenchCheckpoint(path: String) throws -> (state: [String: Tensor], metadata: [String: String],
+                                                                   encoder: EncoderSection, data: DataSection) {
+        let (state, metadata) = try encoderState(path: path)
+        guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
+            throw RunError("\(path) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
+        }
+        return (state, metadata, try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(path) (metadata 'encoder')"),
+                try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(path) (metadata 'data')"))
+    }
+
     /// The format whose file extension `path` has (.safetensors, .pt, .pth), or nil.
     public static func format(forExtension path: String) -> (any WeightFormat.Type)? {
         let ext = (path as NSString).pathExtension.lowercased()

@@ -117,12 +117,8 @@ struct Extract: ParsableCommand {
     func run() throws {
         try reportingUserErrors {
             guard ["train", "test", "both"].contains(split) else { throw RunError("--split must be train, test or both, not '\(split)'") }
-            let (weights, metadata) = try WeightFiles.encoderState(path: checkpoint)
-            guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
-                throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
-            }
-            let encoderSection = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
-            var dataSection = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
+            let (weights, metadata, encoderSection, recorded) = try WeightFiles.workbenchCheckpoint(path: checkpoint)
+            var dataSection = recorded
             if let data { dataSection.path = data }
             // The run's own subsets unless told otherwise, so a notebook's extract matches the run.
             if allImages { (dataSection.trainSubset, dataSection.testSubset) = (nil, nil) }
@@ -144,7 +140,7 @@ struct Extract: ParsableCommand {
             }
             let summary = try Embeddings.extract(encoder, layer: hiddenLayer, splits: splits, mean: loaded.mean, std: loaded.std,
                                                  batchSize: batchSize, classNames: loaded.classNames, to: out,
-                                                 attributes: ["encoder": encoderYAML, "hidden_layer": hiddenLayer,
+                                                 attributes: ["encoder": metadata["encoder", default: ""], "hidden_layer": hiddenLayer,
                                                               "checkpoint": URL(fileURLWithPath: checkpoint).standardizedFileURL.path,
                                                               "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit],
                                                  integerAttributes: metadata["seed"].flatMap { Int($0) }.map { ["seed": $0] } ?? [:],
@@ -176,17 +172,12 @@ struct Export: ParsableCommand {
             guard let format = WeightFiles.format(forExtension: out) else {
                 throw RunError("--out \(out): give a .safetensors, .pt or .pth file name")
             }
-            let (state, metadata) = try WeightFiles.encoderState(path: checkpoint)
-            guard let encoderYAML = metadata["encoder"], let dataYAML = metadata["data"] else {
-                throw RunError("\(checkpoint) does not say which encoder it holds (no 'encoder' metadata); use a checkpoint the workbench wrote")
-            }
-            let section = try RecipeLoader.section(EncoderSection.self, yaml: encoderYAML, file: "\(checkpoint) (metadata 'encoder')")
+            let (state, metadata, section, data) = try WeightFiles.workbenchCheckpoint(path: checkpoint)
             let names = type(of: section.settings).namesOf
             guard names == to else {
                 // The layers differ (vit-pytorch's patch LayerNorms and bias-free qkv, timm's conv embedding and qkv bias): no renaming turns one into the other.
                 throw RunError("\(checkpoint) holds a \(section.kind) encoder, whose weights are \(names)'s; export it --to \(names). For timm weights, train the encoder as kind: timm-vit")
             }
-            let data = try RecipeLoader.section(DataSection.self, yaml: dataYAML, file: "\(checkpoint) (metadata 'data')")
             // Built and loaded strictly first: what is written is exactly the encoder's state_dict.
             let classes = data.source.classNames(path: data.path)?.count ?? state.first { $0.key.hasSuffix("head.weight") }?.value.shape[0] ?? 10
             let (encoder, _) = section.make(EncoderInput(imageSize: data.imageSize, channels: data.channels, classes: classes), seed: 0)
@@ -198,7 +189,7 @@ struct Export: ParsableCommand {
             for name in exported.keys where name.hasSuffix(".running_mean") {
                 exported[String(name.dropLast(".running_mean".count)) + ".num_batches_tracked"] = Tensor(shape: [], [0])
             }
-            try format.write(exported, metadata: ["format": "pt", "encoder": encoderYAML, "source": checkpoint], to: out)
+            try format.write(exported, metadata: ["format": "pt", "encoder": metadata["encoder", default: ""], "source": checkpoint], to: out)
             print("\(out): \(counted(exported.count, "tensor")) (\(format.name)), \(names) names")
             print("load it with: \(pytorchLoadLine(section, data: data, classes: classes, file: out, format: format))")
         }
