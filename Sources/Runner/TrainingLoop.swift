@@ -157,9 +157,7 @@ public final class TrainingLoop {
                                  epochs, progress.batch, perEpoch, meanLoss, rate, lr, formatDuration(left)))
                 let stopping = StopSignal.received != 0
                 if progress.step % every == 0 || stopping {
-                    progress.streams = streams.mapValues(\.stateWords)
-                    try context.checkpoint(progress, module: module, optimizer: optimizer, metadata: ["encoder_prefix": encoderPrefix])
-                    log("\(stage): checkpoint at step \(progress.step) (epoch \(progress.epoch + 1), batch \(progress.batch))")
+                    try checkpoint(&progress, "epoch \(progress.epoch + 1), batch \(progress.batch)")
                 }
                 if stopping { try StopSignal.check(stage: stage, step: progress.step) }
             }
@@ -182,14 +180,19 @@ public final class TrainingLoop {
             try context.events.flush()
             // A signal during the epoch's evaluation: stop at the start of the next epoch.
             if StopSignal.received != 0 && progress.epoch < epochs {
-                progress.streams = streams.mapValues(\.stateWords)
-                try context.checkpoint(progress, module: module, optimizer: optimizer, metadata: ["encoder_prefix": encoderPrefix])
-                log("\(stage): checkpoint at step \(progress.step) (end of epoch \(progress.epoch))")
+                try checkpoint(&progress, "end of epoch \(progress.epoch)")
                 try StopSignal.check(stage: stage, step: progress.step)
             }
         }
         try printEpochTable()
         return progress.step
+    }
+
+    /// A resumable checkpoint of `progress` (with the random streams' states), announced with `place`.
+    func checkpoint(_ progress: inout StageProgress, _ place: String) throws {
+        progress.streams = streams.mapValues(\.stateWords)
+        try context.checkpoint(progress, module: module, optimizer: optimizer, metadata: ["encoder_prefix": encoderPrefix])
+        context.log("\(context.stageName): checkpoint at step \(progress.step) (\(place))")
     }
 
     /// The stage's epochs as a table (read back from metrics.h5, so a resumed run shows them all).
