@@ -38,14 +38,40 @@ public enum NumpyArchive {
         return arrays
     }
 
+    /// Every array's shape, from the .npy headers alone (each entry is read only up to the end of
+    /// its header).
+    public static func shapes(path: String) throws -> [String: [Int]] {
+        let archive: Archive
+        do { archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read) } catch {
+            throw NumpyArchiveError.unreadable(path: path, reason: "not a zip archive (\(error))")
+        }
+        struct HeaderRead: Error {}
+        var shapes: [String: [Int]] = [:]
+        for entry in archive where entry.type == .file && entry.path.hasSuffix(".npy") {
+            let name = String(entry.path.dropLast(4))
+            var head = Data()
+            do {
+                _ = try archive.extract(entry, bufferSize: 4096, skipCRC32: true) { chunk in
+                    head.append(chunk)
+                    if (try? header(head, path: path, array: name)) != nil { throw HeaderRead() }
+                }
+            } catch is HeaderRead {
+            } catch {
+                throw NumpyArchiveError.malformed(path: path, array: name, reason: "cannot be read (\(error)); the file may be truncated")
+            }
+            shapes[name] = try header(head, path: path, array: name).shape
+        }
+        return shapes
+    }
+
     public static func entries(path: String) throws -> [(name: String, dtype: String, shape: [Int])] {
         try read(path: path).map { ($0.key, "F32", $0.value.shape) }
     }
 
-    /// One .npy file.
-    static func parse(_ data: Data, path: String, array: String) throws -> Tensor {
+    /// A .npy header: dtype, order, shape, and where the data starts.
+    static func header(_ data: Data, path: String, array: String) throws -> (descr: String, fortran: Bool, shape: [Int], offset: Int) {
         func fail(_ reason: String) -> NumpyArchiveError { .malformed(path: path, array: array, reason: reason) }
-        let bytes = [UInt8](data)
+        let bytes = [UInt8](data.prefix(1 << 20))
         guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1...5]) == Array("NUMPY".utf8) else { throw fail("is not a .npy array") }
         let major = bytes[6]
         let (headerLength, start): (Int, Int) = major == 1 ? (Int(bytes[8]) | Int(bytes[9]) << 8, 10)
@@ -67,10 +93,17 @@ public enum NumpyArchive {
             guard let n = Int(part.trimmingCharacters(in: .whitespaces)), n >= 0 else { throw fail("has a shape that is not whole numbers") }
             return n
         }
+        return (descr, fortran, shape, start + headerLength)
+    }
+
+    /// One .npy file.
+    static func parse(_ data: Data, path: String, array: String) throws -> Tensor {
+        func fail(_ reason: String) -> NumpyArchiveError { .malformed(path: path, array: array, reason: reason) }
+        let (descr, fortran, shape, offset) = try header(data, path: path, array: array)
+        let bytes = [UInt8](data)
         let (count, overflow) = shape.reduce((1, false)) { acc, n in let r = acc.0.multipliedReportingOverflow(by: n); return (r.partialValue, acc.1 || r.overflow) }
         let widths = ["<f4": 4, "<f8": 8, "<f2": 2, "<i8": 8, "<i4": 4, "|u1": 1, "|i1": 1, "|b1": 1]
         guard let width = widths[descr] else { throw fail("has dtype \(descr); only little-endian floats and integers are read") }
-        let offset = start + headerLength
         guard !overflow, count <= (bytes.count - offset) / width, count * width == bytes.count - offset else {
             throw fail("holds \(bytes.count - offset) bytes of data for shape \(shape) of \(descr)")
         }

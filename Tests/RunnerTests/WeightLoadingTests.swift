@@ -260,6 +260,7 @@ final class WeightLoadingTests: XCTestCase {
         let path = try fixture("google_tiny.npz")
         XCTAssertTrue(try WeightFiles.format(of: path) == NumpyArchive.self)
         XCTAssertEqual(try NumpyArchive.read(path: path)["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]?.shape, [16, 2, 8])
+        XCTAssertEqual(try NumpyArchive.shapes(path: path), try NumpyArchive.read(path: path).mapValues(\.shape), "the headers alone give the shapes")
         var timm = TimmViTSettings()
         (timm.config.patchSize, timm.config.dim, timm.config.depth, timm.config.heads, timm.config.mlpDim) = (4, 16, 2, 2, 32)
         var section = EncoderSection(timm)

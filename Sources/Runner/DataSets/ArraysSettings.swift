@@ -48,11 +48,9 @@ public struct ArraysSettings: DataSetSettings {
     /// (C, H, W) of images whose array shape is (N, ...).
     func chw(_ shape: [Int]) -> [Int] { channelsLast(shape) ? [shape[3], shape[1], shape[2]] : [shape[1], shape[2], shape[3]] }
 
-    /// The shapes of the four arrays (HDF5: from the headers; .npz: reading the file).
+    /// The shapes of the four arrays, from the files' headers (HDF5 or .npz).
     func arrayShapes(path: String) throws -> [String: [Int]] {
-        if (try? WeightFiles.format(of: path)) is NumpyArchive.Type {
-            return try NumpyArchive.read(path: path).mapValues(\.shape)
-        }
+        if (try? WeightFiles.format(of: path)) is NumpyArchive.Type { return try NumpyArchive.shapes(path: path) }
         let file = try HDF5File(path: path, mode: .readOnly)
         var shapes: [String: [Int]] = [:]
         for name in [trainImages, trainLabels, testImages, testLabels] { shapes[name] = try? file.root.dataset(name).shape }
