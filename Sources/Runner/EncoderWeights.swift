@@ -136,6 +136,8 @@ public enum EncoderWeights {
             }
         }
         if let mlp = weights["transformer.layers.0.1.net.1.weight"], mlp.shape.count == 2 { keys.append("encoder.mlp_dim: \(mlp.shape[0])") }
+        // The attention's width fixes heads * dim_head, not each of them.
+        if let qkv = weights["transformer.layers.0.0.to_qkv.weight"], qkv.shape.count == 2 { keys.append("encoder.heads * encoder.dim_head = \(qkv.shape[0] / 3)") }
         return "the file has \(facts.joined(separator: " and ")): set \(keys.joined(separator: ", "))."
     }
 

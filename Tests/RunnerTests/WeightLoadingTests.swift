@@ -107,7 +107,7 @@ final class WeightLoadingTests: XCTestCase {
         XCTAssertThrowsError(try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")) { error in
             let message = "\(error)"
             XCTAssertTrue(message.contains("r.yaml: encoder.weights: "), message)
-            XCTAssertTrue(message.contains("the file has 2 blocks of width 16 and patch 4 over 1 channel: set encoder.depth: 2, encoder.dim: 16, encoder.patch_size: 4, encoder.mlp_dim: 32"), message)
+            XCTAssertTrue(message.contains("the file has 2 blocks of width 16 and patch 4 over 1 channel: set encoder.depth: 2, encoder.dim: 16, encoder.patch_size: 4, encoder.mlp_dim: 32, encoder.heads * encoder.dim_head = 16."), message)
         }
         // The right shape at 28 pixels: positions resampled; only the head (5 classes, not 10) differs.
         var fits = tinyViT
