@@ -18,7 +18,7 @@ let vectorSettings: [SwiftSetting] = {
 }()
 
 // Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS (and CSpin);
-// Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5).
+// Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5; Data decodes images through CTurboJPEG, CPNGDecode and CWebP).
 // See docs/ARCHITECTURE.md.
 let package = Package(
     name: "SwiftViTWorkbench",
@@ -39,12 +39,19 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CWorkbenchZlib", path: "Sources/CWorkbenchZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
+                       providers: [.apt(["libwebp-dev"])]),
+        .target(name: "CPNGDecode", dependencies: ["CPNG"]),
         .target(name: "CSpin"),
         .target(name: "TensorCore", dependencies: ["CBLAS", "CSpin"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
         .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),
-        .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib"]),
+        .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib", "CTurboJPEG", "CPNGDecode", "CWebP"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CWorkbenchZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "Runner", dependencies: [

@@ -11,7 +11,7 @@ public struct AugmentImage: Equatable {
         (self.channels, self.height, self.width, self.pixels) = (channels, height, width, pixels)
     }
 
-    var plane: Int { height * width }
+    public var plane: Int { height * width }
 }
 
 /// The image transforms of the siamese objectives, each with torchvision's semantics on float
@@ -51,8 +51,8 @@ public enum Augment {
         return Box(top: (height - h) / 2, left: (width - w) / 2, height: h, width: w)
     }
 
-    /// Antialiased bilinear resampling weights along one axis, as PIL and torch's
-    /// `interpolate(..., mode='bilinear', antialias=True)`: a triangle filter widened by the
+    /// Antialiased resampling weights along one axis, as PIL and torch's
+    /// `interpolate(..., mode='bilinear', antialias=True)`: a triangle (or PIL's bicubic) filter widened by the
     /// downscaling factor, normalised over the taps inside the input. Output i reads inputs
     /// first[i] ..< first[i] + taps (relative to the crop's start), weighted by weights[i * taps ...].
     struct AxisWeights {
@@ -60,9 +60,9 @@ public enum Augment {
         let taps: Int
         let weights: [Float]
 
-        init(input: Int, output: Int) {
+        init(input: Int, output: Int, filter: ResizeFilter = .bilinear) {
             let scale = Double(input) / Double(output)
-            let support = scale >= 1 ? scale : 1
+            let support = (scale >= 1 ? scale : 1) * filter.support
             let invScale = scale >= 1 ? 1 / scale : 1
             let taps = Int(support.rounded(.up)) * 2 + 1
             var first = [Int](repeating: 0, count: output)
@@ -75,7 +75,7 @@ public enum Augment {
                 var row = [Double](repeating: 0, count: taps)
                 for j in 0..<Swift.min(size, taps) {
                     let x = (Double(j + lo) - center + 0.5) * invScale
-                    row[j] = Swift.max(0, 1 - Swift.abs(x))
+                    row[j] = filter.weight(x)
                     total += row[j]
                 }
                 first[i] = lo

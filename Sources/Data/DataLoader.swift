@@ -10,10 +10,12 @@ public struct Batch {
     public var views: [Tensor] = []
 }
 
-/// Batches of a data set: a seeded shuffle per epoch, normalisation ((x - mean) / std per
-/// channel), optional per-image horizontal flips, and a background thread that prepares the
-/// next batches while the model trains on the current one.
-public final class DataLoader: Sequence {
+/// Batches of a data set: a seeded shuffle per epoch, the evaluation transform (or, for
+/// training, `trainTransform`: RandomResizedCrop), normalisation ((x - mean) / std per channel),
+/// optional per-image horizontal flips, and `workers` threads that prepare whole batches ahead of
+/// the consumer. Every random choice of batch b of epoch e comes from streams seeded by
+/// (seed, e, b), so the batches do not depend on the number of workers.
+public final class DataLoader {
     public let dataset: Dataset
     public let batchSize: Int
     public let shuffle: Bool
@@ -21,13 +23,20 @@ public final class DataLoader: Sequence {
     public let mean: [Float], std: [Float]
     public let horizontalFlip: Bool
     public let seed: UInt64
-    /// Batches prepared ahead of the consumer.
+    /// Batches prepared ahead of the consumer (at least one per worker).
     public let prefetch: Int
-    /// Augmented views to make of every image (on the prefetch thread), for the siamese objectives.
+    /// Threads that read, decode and transform batches.
+    public let workers: Int
+    /// Augmented views to make of every image (on the worker threads), for the siamese objectives.
     public var views: ViewPipeline?
+    /// The training transform (RandomResizedCrop); nil: the data set's evaluation transform.
+    public var trainTransform: ImageTransform?
+
+    /// The workers of loaders not told otherwise (the runner sets it from data.workers).
+    nonisolated(unsafe) public static var defaultWorkers = 1
 
     public init(_ dataset: Dataset, batchSize: Int, shuffle: Bool, dropLast: Bool, mean: [Float], std: [Float],
-                horizontalFlip: Bool = false, seed: UInt64, prefetch: Int = 2) {
+                horizontalFlip: Bool = false, seed: UInt64, prefetch: Int = 2, workers: Int? = nil) {
         precondition(batchSize > 0, "batch size must be positive")
         precondition(mean.count == dataset.imageShape[0] || mean.count == 1, "one mean per channel")
         self.dataset = dataset
@@ -38,7 +47,8 @@ public final class DataLoader: Sequence {
         self.std = std
         self.horizontalFlip = horizontalFlip
         self.seed = seed
-        self.prefetch = prefetch
+        self.workers = Swift.max(1, workers ?? Self.defaultWorkers)
+        self.prefetch = Swift.max(prefetch, self.workers)
         epoch = 0
     }
 
@@ -47,27 +57,63 @@ public final class DataLoader: Sequence {
 
     public var batchesPerEpoch: Int { dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize }
 
+    /// (channels, height, width) of the batches' images.
+    public var imageShape: [Int] {
+        let shape = dataset.imageShape
+        guard let t = trainTransform else { return shape }
+        return [shape[0], t.size, t.size]
+    }
+
     /// The order of epoch `e`: a permutation seeded by (seed, e), or 0..<count.
     public func order(epoch e: Int) -> [Int] {
         shuffle ? RandomStream(seed: seed &+ UInt64(e), purpose: "data order").permutation(dataset.count) : Array(0..<dataset.count)
     }
 
-    /// Builds batch `b` of `order` (flips and views drawn from streams seeded by (seed, epoch, batch)).
-    public func makeBatch(_ b: Int, of order: [Int], epoch e: Int) -> Batch {
+    /// Image `index` as the pipeline makes it (before normalisation and flips), and, when
+    /// `keepSource`, the stored image the views are cut from. `crops` draws the random crop.
+    public func transformed(_ index: Int, decoder: ImageDecoder, crops: RandomStream?, keepSource: Bool = false) throws
+        -> (image: AugmentImage, source: AugmentImage?) {
+        let transform = trainTransform ?? dataset.transform
+        var plan: ImageTransform.Plan?
+        let source = try dataset.image(at: index, decoder: decoder) { h, w in
+            guard let transform, !transform.isIdentity(height: h, width: w) else { return 1 }
+            plan = transform.plan(height: h, width: w, rng: crops)
+            return keepSource ? 1 : plan!.reduction
+        }
+        var image = source.image
+        if let transform, let plan {
+            image = transform.apply(plan.scaled(fromHeight: source.storedHeight, width: source.storedWidth,
+                                                toHeight: image.height, width: image.width), to: image)
+        }
+        let shape = imageShape
+        guard image.channels == shape[0], image.height == shape[1], image.width == shape[2] else {
+            throw ImageDecodingError("image \(index) of \(dataset.name) is \(image.channels)x\(image.height)x\(image.width), not \(shape[0])x\(shape[1])x\(shape[2])")
+        }
+        return (image, keepSource ? source.image : nil)
+    }
+
+    /// Builds batch `b` of `order` (flips, crops and views drawn from streams seeded by (seed, epoch, batch)).
+    public func makeBatch(_ b: Int, of order: [Int], epoch e: Int, decoder: ImageDecoder = ImageDecoder()) throws -> Batch {
         let lo = b * batchSize, hi = Swift.min(lo + batchSize, order.count)
         let indices = Array(order[lo..<hi])
-        let shape = dataset.imageShape
+        let shape = imageShape
         let (c, h, w) = (shape[0], shape[1], shape[2])
         let size = c * h * w
         let storage = Storage(uninitializedCount: indices.count * size)
-        let flips = RandomStream(seed: seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b), purpose: "flip")
+        let batchSeed = seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b)
+        let flips = RandomStream(seed: batchSeed, purpose: "flip")
+        let crops = trainTransform == nil ? nil : RandomStream(seed: batchSeed, purpose: "crop")
+        var sources: [AugmentImage] = []
         for (k, index) in indices.enumerated() {
+            let (image, source) = try transformed(index, decoder: decoder, crops: crops, keepSource: views != nil)
+            if let source { sources.append(source) }
             let out = storage.base + k * size
-            dataset.copyImage(at: index, into: out)
-            for ch in 0..<c {
-                let m = mean[mean.count == 1 ? 0 : ch], s = 1 / std[std.count == 1 ? 0 : ch]
-                let plane = out + ch * h * w
-                for i in 0..<(h * w) { plane[i] = (plane[i] - m) * s }
+            image.pixels.withUnsafeBufferPointer { src in
+                for ch in 0..<c {
+                    let m = mean[mean.count == 1 ? 0 : ch], s = 1 / std[std.count == 1 ? 0 : ch]
+                    let plane = out + ch * h * w, from = src.baseAddress! + ch * h * w
+                    for i in 0..<(h * w) { plane[i] = (from[i] - m) * s }
+                }
             }
             if horizontalFlip && flips.nextFloat() < 0.5 {
                 for row in 0..<(c * h) {
@@ -79,22 +125,25 @@ public final class DataLoader: Sequence {
         var batch = Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
                           labels: indices.map { dataset.label(at: $0) }, indices: indices)
         if let views {
-            let rng = RandomStream(seed: seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b), purpose: "views")
-            let images = indices.map { index -> AugmentImage in
-                var image = AugmentImage(channels: c, height: h, width: w, pixels: [Float](repeating: 0, count: size))
-                image.pixels.withUnsafeMutableBufferPointer { dataset.copyImage(at: index, into: $0.baseAddress!) }
-                return image
-            }
-            batch.views = views.makeViews(images: images, mean: mean, std: std, rng: rng)
+            let rng = RandomStream(seed: batchSeed, purpose: "views")
+            batch.views = views.makeViews(images: sources, mean: mean, std: std, rng: rng)
         }
         return batch
     }
 
-    /// Iterates one epoch (then increments `epoch`), with batches prepared on a background thread.
-    public func makeIterator() -> PrefetchIterator {
+    /// Iterates one epoch (then increments `epoch`), with batches prepared on the worker threads.
+    public func batches() -> PrefetchIterator {
         let e = epoch
         epoch += 1
         return PrefetchIterator(loader: self, epoch: e)
+    }
+
+    /// Every batch of the next epoch (for tests and small sets; training iterates `batches()`).
+    public func allBatches() throws -> [Batch] {
+        let iterator = batches()
+        var out: [Batch] = []
+        while let batch = try iterator.next() { out.append(batch) }
+        return out
     }
 
     /// Iterates epoch `e` from batch `start` on (for a resumed run), with `epoch` left at e + 1.
@@ -104,9 +153,10 @@ public final class DataLoader: Sequence {
     }
 }
 
-/// Delivers an epoch's batches in order; a worker thread fills a bounded queue ahead of it. The
-/// thread holds only the queue, so an iterator dropped mid-epoch cancels it and the thread ends.
-public final class PrefetchIterator: IteratorProtocol {
+/// Delivers an epoch's batches in order, or the error that stopped one; `workers` threads fill a
+/// bounded queue ahead of it, each with its own decoder. The threads hold only the queue, so an
+/// iterator dropped mid-epoch cancels it and the threads end.
+public final class PrefetchIterator {
     let queue: BatchQueue
     let total: Int
     private var position = 0
@@ -114,58 +164,69 @@ public final class PrefetchIterator: IteratorProtocol {
     init(loader: DataLoader, epoch: Int, start: Int = 0) {
         total = loader.batchesPerEpoch
         position = Swift.min(start, total)
-        let queue = BatchQueue(capacity: loader.prefetch)
+        let queue = BatchQueue(capacity: loader.prefetch, first: position, end: total)
         self.queue = queue
         let order = loader.order(epoch: epoch)
-        let total = total
-        let thread = Thread {
-            for b in Swift.min(start, total)..<total {
-                guard queue.waitForRoom() else { return }
-                queue.put(b, loader.makeBatch(b, of: order, epoch: epoch))
+        for worker in 0..<Swift.min(loader.workers, Swift.max(total - position, 1)) {
+            let thread = Thread {
+                let decoder = ImageDecoder()
+                while let b = queue.claim() {
+                    queue.put(b, Result { try loader.makeBatch(b, of: order, epoch: epoch, decoder: decoder) })
+                }
             }
+            thread.name = "data-\(worker)"
+            thread.start()
         }
-        thread.name = "data-prefetch"
-        thread.start()
     }
 
     deinit { queue.cancel() }
 
-    public func next() -> Batch? {
+    /// The next batch, nil at the end of the epoch, or the error that stopped one.
+    public func next() throws -> Batch? {
         guard position < total else { return nil }
         defer { position += 1 }
-        return queue.take(position)
+        return try queue.take(position).get()
     }
 }
 
-/// Batches handed from the prefetch thread to the consumer, at most `capacity` waiting.
+/// Batches handed from the worker threads to the consumer: workers claim batch numbers in order
+/// while fewer than `capacity` are claimed and not yet taken.
 final class BatchQueue: @unchecked Sendable {
     private let condition = NSCondition()
-    private var ready: [Int: Batch] = [:]
+    private var ready: [Int: Result<Batch, Error>] = [:]
     private var cancelled = false
+    private var nextClaim: Int, taken: Int
+    private let end: Int
     let capacity: Int
 
-    init(capacity: Int) { self.capacity = Swift.max(1, capacity) }
-
-    /// Blocks until there is room; false once cancelled.
-    func waitForRoom() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        while !cancelled && ready.count >= capacity { condition.wait() }
-        return !cancelled
+    init(capacity: Int, first: Int, end: Int) {
+        self.capacity = Swift.max(1, capacity)
+        (nextClaim, taken, self.end) = (first, first, end)
     }
 
-    func put(_ index: Int, _ batch: Batch) {
+    /// The next batch number to build, once there is room; nil at the end or once cancelled.
+    func claim() -> Int? {
         condition.lock()
-        ready[index] = batch
+        defer { condition.unlock() }
+        while !cancelled && nextClaim < end && nextClaim - taken >= capacity { condition.wait() }
+        guard !cancelled, nextClaim < end else { return nil }
+        nextClaim += 1
+        return nextClaim - 1
+    }
+
+    func put(_ index: Int, _ batch: Result<Batch, Error>) {
+        condition.lock()
+        if !cancelled { ready[index] = batch }
         condition.broadcast()
         condition.unlock()
     }
 
-    func take(_ index: Int) -> Batch {
+    func take(_ index: Int) -> Result<Batch, Error> {
         condition.lock()
         defer { condition.unlock() }
         while ready[index] == nil { condition.wait() }
         let batch = ready.removeValue(forKey: index)!
+        taken = index + 1
         condition.broadcast()
         return batch
     }

@@ -1,27 +1,80 @@
 import Foundation
 import TensorCore
 
-/// A labelled image data set held as bytes (0...255), channel-first (C, H, W) per image. Image
-/// folders, CIFAR binaries and HDF5 arrays will implement it too.
+/// A labelled image data set. Images come as floats in [0, 1], channel-first, at their stored
+/// size: fixed for byte-backed sets (IDX, CIFAR, STL-10, arrays), each file's own for image
+/// folders. `transform` says how the evaluation pipeline makes them (C, H, W) = `imageShape`.
 public protocol Dataset {
     var name: String { get }
     var count: Int { get }
-    /// (channels, height, width).
+    /// (channels, height, width) of the images the evaluation pipeline gives.
     var imageShape: [Int] { get }
     var classCount: Int { get }
     func label(at index: Int) -> Int
-    /// Writes image `index` as floats in [0, 1] into `out` (C * H * W floats).
-    func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>)
+    /// Image `index` at its stored size; a JPEG file may come reduced in the DCT domain by
+    /// `reduction(storedHeight, storedWidth)` (1, 2, 4 or 8). The decoder is the calling
+    /// thread's own.
+    func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage
+    /// How stored images become `imageShape` for evaluation; nil: they already are that size.
+    var transform: ImageTransform? { get }
     /// The index of item `index` in the data set it was taken from (subsets map back to it).
     func sourceIndex(at index: Int) -> Int
 }
 
 extension Dataset {
     public func sourceIndex(at index: Int) -> Int { index }
+    public var transform: ImageTransform? { nil }
+
+    /// Image `index` at its stored size, as (C * H * W) floats in [0, 1].
+    public func pixels(at index: Int) throws -> [Float] {
+        try image(at: index, decoder: ImageDecoder()) { _, _ in 1 }.image.pixels
+    }
+}
+
+/// An image as a data set gives it, with the size it is stored at (before a JPEG reduction).
+public struct SourceImage {
+    public var image: AugmentImage
+    public var storedHeight: Int, storedWidth: Int
+    public init(image: AugmentImage, storedHeight: Int, storedWidth: Int) {
+        (self.image, self.storedHeight, self.storedWidth) = (image, storedHeight, storedWidth)
+    }
+}
+
+/// A data set of same-sized images held in (or read from) byte arrays, copied out one at a time.
+public protocol StoredImageDataset: Dataset {
+    /// Writes image `index` as floats in [0, 1] into `out` (C * H * W floats).
+    func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>)
+}
+
+extension StoredImageDataset {
+    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        let shape = imageShape
+        _ = reduction(shape[1], shape[2])
+        var image = AugmentImage(channels: shape[0], height: shape[1], width: shape[2], pixels: [Float](repeating: 0, count: shape.reduce(1, *)))
+        image.pixels.withUnsafeMutableBufferPointer { copyImage(at: index, into: $0.baseAddress!) }
+        return SourceImage(image: image, storedHeight: shape[1], storedWidth: shape[2])
+    }
+}
+
+/// A data set seen through an evaluation transform (Resize + CenterCrop to `transform.size`):
+/// a stored set at another size than its own, or with a crop fraction below 1.
+public struct Transformed: Dataset {
+    public let base: Dataset
+    public let transform: ImageTransform?
+    public init(_ base: Dataset, _ transform: ImageTransform) { (self.base, self.transform) = (base, transform) }
+    public var name: String { base.name }
+    public var count: Int { base.count }
+    public var imageShape: [Int] { [base.imageShape[0], transform!.size, transform!.size] }
+    public var classCount: Int { base.classCount }
+    public func label(at index: Int) -> Int { base.label(at: index) }
+    public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
+    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        try base.image(at: index, decoder: decoder, reduction: reduction)
+    }
 }
 
 /// A byte-backed data set (what IDX files and CIFAR binaries load into).
-public struct ByteImageDataset: Dataset {
+public struct ByteImageDataset: StoredImageDataset {
     public let name: String
     public let imageShape: [Int]
     public let classCount: Int
@@ -65,6 +118,12 @@ public struct Subset: Dataset {
         indices = Array(0..<Swift.min(count, base.count))
     }
 
+    /// The items at `indices`, in that order.
+    public init(indices: [Int], of base: Dataset) {
+        self.base = base
+        self.indices = indices
+    }
+
     /// `count` items drawn without replacement by a seeded permutation (as torch.randperm(n)[:count]).
     public init(sample count: Int, of base: Dataset, seed: UInt64) {
         self.base = base
@@ -76,7 +135,10 @@ public struct Subset: Dataset {
     public var imageShape: [Int] { base.imageShape }
     public var classCount: Int { base.classCount }
     public func label(at index: Int) -> Int { base.label(at: indices[index]) }
-    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) { base.copyImage(at: indices[index], into: out) }
+    public var transform: ImageTransform? { base.transform }
+    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        try base.image(at: indices[index], decoder: decoder, reduction: reduction)
+    }
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: indices[index]) }
 }
 
@@ -98,10 +160,14 @@ public struct RepeatedChannels: Dataset {
     public var classCount: Int { base.classCount }
     public func label(at index: Int) -> Int { base.label(at: index) }
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
-    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) {
-        base.copyImage(at: index, into: out)
-        let plane = base.imageShape[1] * base.imageShape[2]
-        for c in 1..<channels { (out + c * plane).update(from: out, count: plane) }
+    public var transform: ImageTransform? { base.transform }
+    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        var source = try base.image(at: index, decoder: decoder, reduction: reduction)
+        let plane = source.image.plane
+        source.image.pixels.reserveCapacity(plane * channels)
+        for _ in 1..<channels { source.image.pixels += source.image.pixels[0..<plane] }
+        source.image.channels = channels
+        return source
     }
 }
 

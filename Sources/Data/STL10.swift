@@ -47,7 +47,7 @@ public enum STL10 {
 
 /// Images of STL-10's layout read from a file on demand: fixed 3x96x96 records, planes stored
 /// column-major, with labels (or none: -1).
-struct ImageRecordFile: Dataset {
+struct ImageRecordFile: StoredImageDataset {
     let name: String
     let path: String
     let count: Int
@@ -107,7 +107,10 @@ struct IndexedSubset: Dataset {
     var imageShape: [Int] { base.imageShape }
     var classCount: Int { base.classCount }
     func label(at index: Int) -> Int { base.label(at: indices[index]) }
-    func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) { base.copyImage(at: indices[index], into: out) }
+    var transform: ImageTransform? { base.transform }
+    func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        try base.image(at: indices[index], decoder: decoder, reduction: reduction)
+    }
     func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: indices[index]) }
 }
 
@@ -128,6 +131,10 @@ public struct Concatenation: Dataset {
         return (parts[parts.count - 1], i)
     }
     public func label(at index: Int) -> Int { let (d, i) = locate(index); return d.label(at: i) }
-    public func copyImage(at index: Int, into out: UnsafeMutablePointer<Float>) { let (d, i) = locate(index); d.copyImage(at: i, into: out) }
+    public var transform: ImageTransform? { parts[0].transform }
+    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+        let (d, i) = locate(index)
+        return try d.image(at: i, decoder: decoder, reduction: reduction)
+    }
     public func sourceIndex(at index: Int) -> Int { index }
 }

@@ -7,14 +7,15 @@ import TensorCore
 /// Features of a hidden layer for every image of `dataset`, in order (encoder in evaluation
 /// mode, no tape): (N, ...) as the layer gives them.
 public func extractFeatures(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, mean: [Float], std: [Float],
-                            batchSize: Int = 1000) -> Tensor {
+                            batchSize: Int = 1000) throws -> Tensor {
     let wasTraining = encoder.isTraining
     encoder.eval()
     defer { encoder.train(wasTraining) }
     let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
     var rows: [Float] = []
     var rowShape: [Int] = []
-    for batch in loader {
+    let batches = loader.batches()
+    while let batch = try batches.next() {
         let out = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
         rowShape = Array(out.shape.dropFirst())
         rows += UnsafeBufferPointer(start: out.base, count: out.count)

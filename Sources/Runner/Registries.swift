@@ -29,6 +29,7 @@ public enum EncoderRegistry {
 public enum DataSetRegistry {
     public static let kinds: [any DataSetSettings.Type] = [
         FashionMNISTSettings.self, CIFAR10Settings.self, CIFAR100Settings.self, STL10Settings.self, IDXSettings.self, ArraysSettings.self,
+        ImageFolderSettings.self,
     ]
 }
 

@@ -45,7 +45,7 @@ public enum RecipeRunner {
     public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, command: [String] = CommandLine.arguments,
                              log: RunLog = RunLog()) throws -> String {
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: runsDirectory)
-        let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
+        let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile) { log($0) }
         // Weights that do not fit stop the run before its folder exists.
         let weights = try fitWeights(recipe, data: data, recipeFile: recipeFile)
         let directory = try makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
@@ -103,7 +103,7 @@ public enum RecipeRunner {
             return
         }
         try preflight(recipe, recipeFile: recipeFile, runsDirectory: nil, checkWeights: latest == nil)
-        let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile)
+        let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile) { log($0) }
         // Without a checkpoint the run starts over, from the weights file if the recipe names one.
         let weights = latest == nil ? try fitWeights(recipe, data: data, recipeFile: recipeFile) : nil
         try recordCommand(shellQuoted(command), in: directory)
@@ -201,6 +201,14 @@ public enum RecipeRunner {
             // TensorBoard drops what the interrupted run logged after the checkpoint's last step
             // (a restart at step s keeps the events of steps below s).
             events.restart(at: context.globalStepBase + (context.resumePoint?.progress.step ?? 0) + 1)
+        }
+        for note in data.notes { log(note) }
+        if recipe.data.onError == "skip" && !resuming {
+            // How many images were left out (and which, with why), for the analysis of the run.
+            try metrics.withFile { file in
+                try file.root.setAttribute("skipped_images", data.skipped.count)
+                if !data.skipped.isEmpty { try file.root.writeStrings("skipped_files", data.skipped) }
+            }
         }
         log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(counted(Parallel.threads, "thread"))")
         for index in first..<recipe.stages.count {

@@ -50,12 +50,12 @@ public final class RunContext {
 
     /// Train and test features of `layer` for the encoder as it is now, extracted once and shared
     /// by the evaluation stages that follow each other.
-    public func features(_ layer: String, batchSize: Int = 1000) -> (train: Tensor, test: Tensor) {
+    public func features(_ layer: String, batchSize: Int = 1000) throws -> (train: Tensor, test: Tensor) {
         let key = "\(layer)@\(encoderVersion)"
         if let cached = featureCache[key] { return cached }
         let start = Date()
-        let train = extractFeatures(encoder, layer: layer, dataset: data.train, mean: data.mean, std: data.std, batchSize: batchSize)
-        let test = extractFeatures(encoder, layer: layer, dataset: data.test, mean: data.mean, std: data.std, batchSize: batchSize)
+        let train = try extractFeatures(encoder, layer: layer, dataset: data.train, mean: data.mean, std: data.std, batchSize: batchSize)
+        let test = try extractFeatures(encoder, layer: layer, dataset: data.test, mean: data.mean, std: data.std, batchSize: batchSize)
         log(String(format: "%@: '%@' features of %d + %d images in %.1f s", stageName, layer, data.train.count, data.test.count,
                    Date().timeIntervalSince(start)))
         featureCache = [key: (train, test)]
@@ -129,14 +129,43 @@ public struct RunData {
     public let mean: [Float]
     public let std: [Float]
     public let classNames: [String]
+    /// Side of the images the encoder sees, and the filter of every resize.
+    public var imageSize: Int
+    public var filter: ResizeFilter = .bilinear
+    /// What loading found, for the run's log (folder listings).
+    public var notes: [String] = []
+    /// The files left out because they did not decode (data.on_error: skip), with why.
+    public var skipped: [String] = []
 
-    /// Loads the data set, or throws a RecipeError naming `data.path` and what to do.
-    public static func load(_ section: DataSection, seed: UInt64, recipeFile: String) throws -> RunData {
+    /// Loads the data set, or throws a RecipeError naming `data.path` and what to do. An image
+    /// folder is listed, and (verify) every image decoded once on data.workers threads; `progress`
+    /// hears how far that got.
+    public static func load(_ section: DataSection, seed: UInt64, recipeFile: String, progress: ((String) -> Void)? = nil) throws -> RunData {
         var train: Dataset, test: Dataset, classNames: [String]
+        let filter = ResizeFilter(rawValue: section.interpolation) ?? .bilinear
+        let evaluation = ImageTransform.center(size: section.imageSize, cropPct: section.cropPct, filter: filter)
+        var options = DataLoadOptions()
+        (options.channels, options.transform, options.cache) = (section.channels, evaluation, section.cache)
+        let workers = section.workers ?? ProcessInfo.processInfo.activeProcessorCount
+        DataLoader.defaultWorkers = workers
         do {
-            (train, test, classNames) = try section.source.load(path: section.path)
+            (train, test, classNames) = try section.source.load(path: section.path, options: options)
         } catch let error as DataError {
             throw RecipeError(file: recipeFile, location: nil, keyPath: "data.path", message: error.description)
+        }
+        // Stored images of another size than image_size (or cropped for evaluation) are transformed.
+        func sized(_ d: Dataset) -> Dataset {
+            guard d.transform == nil, d.imageShape[1] != section.imageSize || d.imageShape[2] != section.imageSize || section.cropPct != 1 else { return d }
+            return Transformed(d, evaluation)
+        }
+        (train, test) = (sized(train), sized(test))
+        var notes: [String] = []
+        for (split, d) in [("train", train), ("test", test)] {
+            if let folder = d as? ImageFolder {
+                let l = folder.listing
+                notes.append("\(section.dataset) \(split): \(counted(l.files.count, "image")) in \(counted(l.classNames.count, "class")) under \(l.root)"
+                             + (l.ignored > 0 ? "; \(counted(l.ignored, "other file")) passed over (e.g. \(l.ignoredExamples[0]))" : ""))
+            }
         }
         if let n = section.trainSubset {
             train = section.subsetMode == "sample" ? Subset(sample: n, of: train, seed: seed) : Subset(first: n, of: train)
@@ -145,15 +174,48 @@ public struct RunData {
             test = section.subsetMode == "sample" ? Subset(sample: n, of: test, seed: seed &+ 1) : Subset(first: n, of: test)
         }
         var pretrain = train
+        var unlabelledImages: Dataset?
         if section.pretrainImages != "train" {
             do {
-                guard let unlabelled = try section.source.loadUnlabelled(path: section.path) else {
+                guard let found = try section.source.loadUnlabelled(path: section.path, options: options) else {
                     throw RecipeError(file: recipeFile, location: nil, keyPath: "data.pretrain_images", message: "\(section.dataset) has no unlabelled images")
+                }
+                let unlabelled = sized(found)
+                unlabelledImages = unlabelled
+                if let folder = unlabelled as? ImageFolder {
+                    notes.append("\(section.dataset) unlabelled: \(counted(folder.count, "image")) under \(folder.path)")
                 }
                 pretrain = section.pretrainImages == "unlabelled" ? unlabelled : Concatenation([train, unlabelled])
             } catch let error as DataError {
                 throw RecipeError(file: recipeFile, location: nil, keyPath: "data.pretrain_images", message: error.description)
             }
+        }
+        // Every image decoded once before training: a bad file stops the run here, or is left out.
+        var skipped: [String] = []
+        if section.source.verifiesImages {
+            let pretrainOnly = unlabelledImages.map { [("unlabelled", $0)] } ?? []
+            var checked: [String: Dataset] = [:]
+            for (split, d) in [("train", train), ("test", test)] + pretrainOnly {
+                let start = Date()
+                let failures = verifyImages(d, workers: workers) { done in progress?("checking \(split) images: \(done) of \(d.count)") }
+                progress?(String(format: "checked the %d %@ images in %.1f s", d.count, split, Date().timeIntervalSince(start)))
+                if failures.isEmpty { checked[split] = d; continue }
+                guard section.onError == "skip" else {
+                    let more = failures.count > 1 ? " (and \(counted(failures.count - 1, "other image")) that do not decode)" : ""
+                    throw RecipeError(file: recipeFile, location: nil, keyPath: "data.on_error",
+                                      message: failures[0].message + more + "; replace or remove the file, or set data.on_error: skip to leave such files out")
+                }
+                for f in failures { skipped.append(f.message) }
+                let bad = Set(failures.map(\.index))
+                checked[split] = Subset(indices: (0..<d.count).filter { !bad.contains($0) }, of: d)
+            }
+            (train, test) = (checked["train"]!, checked["test"]!)
+            if let unlabelled = checked["unlabelled"] {
+                pretrain = section.pretrainImages == "unlabelled" ? unlabelled : Concatenation([train, unlabelled])
+            } else {
+                pretrain = train
+            }
+            if !skipped.isEmpty { notes.append("left out \(counted(skipped.count, "image")) that did not decode (data.on_error: skip): \(skipped.prefix(3).joined(separator: "; "))\(skipped.count > 3 ? "; ..." : "")") }
         }
         if section.channels > train.imageShape[0] {
             train = RepeatedChannels(train, channels: section.channels)
@@ -161,7 +223,7 @@ public struct RunData {
             pretrain = RepeatedChannels(pretrain, channels: section.channels)
         }
         return RunData(train: train, test: test, pretrain: pretrain, mean: section.mean.map { Float($0) }, std: section.std.map { Float($0) },
-                       classNames: classNames)
+                       classNames: classNames, imageSize: section.imageSize, filter: filter, notes: notes, skipped: skipped)
     }
 
     /// Whether the files exist, without reading them (for `validate`).

@@ -102,7 +102,7 @@ public final class TrainingLoop {
             let elapsedBefore = progress.sums["seconds"] ?? 0
             let iterator = loader.iterate(epoch: progress.epoch, from: progress.batch)
             var stepStart = DispatchTime.now().uptimeNanoseconds
-            while let batch = iterator.next() {
+            while let batch = try iterator.next() {
                 let lr = schedule.value(at: progress.step)
                 optimizer.learningRate = Float(lr)
                 if let weightDecaySchedule { optimizer.weightDecay = Float(weightDecaySchedule.value(at: progress.step)) }

@@ -240,13 +240,16 @@ struct Views: ParsableCommand {
                 for (split, dataset) in [("train", data.train), ("test", data.test)] {
                     let n = Swift.min(count, dataset.count)
                     let shape = dataset.imageShape
-                    let size = shape.reduce(1, *)
+                    // The evaluation transform's images, and the stored images the views are cut from.
+                    let loader = DataLoader(dataset, batchSize: 1, shuffle: false, dropLast: false, mean: [0], std: [1], seed: 0)
+                    let decoder = ImageDecoder()
                     var images: [AugmentImage] = []
-                    var pixels = [Float](repeating: 0, count: n * size)
-                    pixels.withUnsafeMutableBufferPointer { p in
-                        for i in 0..<n { dataset.copyImage(at: i, into: p.baseAddress! + i * size) }
+                    var pixels: [Float] = []
+                    for i in 0..<n {
+                        let (image, source) = try loader.transformed(i, decoder: decoder, crops: nil, keepSource: true)
+                        pixels += image.pixels
+                        images.append(source!)
                     }
-                    for i in 0..<n { images.append(AugmentImage(channels: shape[0], height: shape[1], width: shape[2], pixels: Array(pixels[(i * size)..<((i + 1) * size)]))) }
                     let group = try h5.root.group(split)
                     try group.write("eval", pixels, shape: [n] + shape)
                     try group.write("labels", (0..<n).map { Int64(dataset.label(at: $0)) })

@@ -69,17 +69,17 @@ final class DataTests: XCTestCase {
         return ByteImageDataset(name: "toy", imageShape: [1, 2, 3], classCount: 10, pixels: pixels, labels: (0..<10).map(UInt8.init))
     }
 
-    func testLoaderShufflesDeterministicallyAndCoversEveryImage() {
+    func testLoaderShufflesDeterministicallyAndCoversEveryImage() throws {
         let loader = DataLoader(smallDataset(), batchSize: 4, shuffle: true, dropLast: false, mean: [0], std: [1], seed: 3)
-        let first = loader.map(\.indices)
+        let first = try loader.allBatches().map(\.indices)
         XCTAssertEqual(first.map(\.count), [4, 4, 2])
         XCTAssertEqual(first.flatMap { $0 }.sorted(), Array(0..<10))
-        let second = loader.map(\.indices)
+        let second = try loader.allBatches().map(\.indices)
         XCTAssertNotEqual(first, second, "each epoch has its own order")
         let again = DataLoader(smallDataset(), batchSize: 4, shuffle: true, dropLast: false, mean: [0], std: [1], seed: 3)
-        XCTAssertEqual(again.map(\.indices), first, "same seed, same order")
+        XCTAssertEqual(try again.allBatches().map(\.indices), first, "same seed, same order")
         let dropping = DataLoader(smallDataset(), batchSize: 4, shuffle: false, dropLast: true, mean: [0], std: [1], seed: 0)
-        XCTAssertEqual(dropping.map(\.indices), [[0, 1, 2, 3], [4, 5, 6, 7]])
+        XCTAssertEqual(try dropping.allBatches().map(\.indices), [[0, 1, 2, 3], [4, 5, 6, 7]])
     }
 
     static func threadCount() -> Int {
@@ -88,12 +88,12 @@ final class DataTests: XCTestCase {
         return Int(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? -1
     }
 
-    func testStoppingEarlyEndsThePrefetchThread() {
+    func testStoppingEarlyEndsThePrefetchThread() throws {
         let loader = DataLoader(smallDataset(), batchSize: 1, shuffle: false, dropLast: false, mean: [0], std: [1], seed: 0, prefetch: 1)
         let before = Self.threadCount()
         for _ in 0..<5 {
-            let iterator = loader.makeIterator()
-            XCTAssertEqual(iterator.next()?.labels.count, 1)
+            let iterator = loader.batches()
+            XCTAssertEqual(try iterator.next()?.labels.count, 1)
         }
         // Each dropped iterator cancelled its queue, and its thread, blocked on a full queue, ended.
         let deadline = Date().addingTimeInterval(5)
@@ -101,14 +101,14 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(Self.threadCount(), before, "prefetch threads outlived their iterators")
     }
 
-    func testNormalisationLabelsAndFlips() {
+    func testNormalisationLabelsAndFlips() throws {
         let plain = DataLoader(smallDataset(), batchSize: 10, shuffle: false, dropLast: false, mean: [0.5], std: [0.25], seed: 0)
-        let batch = plain.makeBatch(0, of: Array(0..<10), epoch: 0)
+        let batch = try plain.makeBatch(0, of: Array(0..<10), epoch: 0)
         XCTAssertEqual(batch.images.shape, [10, 1, 2, 3])
         XCTAssertEqual(batch.labels, Array(0..<10))
         XCTAssertEqual(batch.images.scalars[7], ((Float(11) / 255) - 0.5) / 0.25, accuracy: 1e-6)
         let flipping = DataLoader(smallDataset(), batchSize: 10, shuffle: false, dropLast: false, mean: [0], std: [1], horizontalFlip: true, seed: 0)
-        let flipped = flipping.makeBatch(0, of: Array(0..<10), epoch: 0).images.scalars
+        let flipped = try flipping.makeBatch(0, of: Array(0..<10), epoch: 0).images.scalars
         var flips = 0
         for i in 0..<10 {
             let row = Array(flipped[(i * 6)..<(i * 6 + 3)]).map { Int(($0 * 255).rounded()) }
@@ -116,7 +116,7 @@ final class DataTests: XCTestCase {
         }
         XCTAssertGreaterThan(flips, 0)
         XCTAssertLessThan(flips, 10)
-        XCTAssertEqual(flipping.makeBatch(0, of: Array(0..<10), epoch: 0).images.scalars, flipped, "flips are seeded")
+        XCTAssertEqual(try flipping.makeBatch(0, of: Array(0..<10), epoch: 0).images.scalars, flipped, "flips are seeded")
     }
 
     func testSubsets() {

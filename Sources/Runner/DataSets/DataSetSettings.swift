@@ -29,12 +29,37 @@ public protocol DataSetSettings: RecipeSection {
     static var hasUnlabelled: Bool { get }
     /// Those images (label -1), or nil.
     func loadUnlabelled(path: String) throws -> Dataset?
+    /// Both splits, for data sets whose images depend on the data section (image folders: the
+    /// channels, the evaluation transform, the cache). Default: load(path:).
+    func load(path: String, options: DataLoadOptions) throws -> (train: Dataset, test: Dataset, classNames: [String])
+    func loadUnlabelled(path: String, options: DataLoadOptions) throws -> Dataset?
+    /// Whether these settings give unlabelled images (default: hasUnlabelled).
+    var unlabelledAvailable: Bool { get }
+    /// Whether every image is decoded once before training (image folders, `verify`).
+    var verifiesImages: Bool { get }
+    /// The default data.crop_pct: 1 for data sets stored at one size, timm's 0.875 for photographs.
+    static var cropPct: Double { get }
 }
 
 extension DataSetSettings {
     public static var usualImageShape: [Int] { [3, 224, 224] }
     public static var hasUnlabelled: Bool { false }
+    public static var cropPct: Double { 1 }
     public func loadUnlabelled(path: String) throws -> Dataset? { nil }
+    public func load(path: String, options: DataLoadOptions) throws -> (train: Dataset, test: Dataset, classNames: [String]) {
+        try load(path: path)
+    }
+    public func loadUnlabelled(path: String, options: DataLoadOptions) throws -> Dataset? { try loadUnlabelled(path: path) }
+    public var unlabelledAvailable: Bool { Self.hasUnlabelled }
+    public var verifiesImages: Bool { false }
+}
+
+/// What a data set that decodes files needs from the data section.
+public struct DataLoadOptions {
+    public var channels = 3
+    public var transform = ImageTransform.center(size: 224, cropPct: 0.875)
+    public var cache = false
+    public init() {}
 }
 
 /// `data`: the data set, and the keys every data set shares (how images are sized, normalised and
@@ -51,6 +76,12 @@ public struct DataSection: RecipeSection {
     public var testSubset: Int?
     /// What pretrain stages train on: the training split, the unlabelled images, or both.
     public var pretrainImages = "train"
+    public var cropPct: Double
+    public var interpolation = "bilinear"
+    /// Decoding threads; nil: the machine's cores.
+    public var workers: Int?
+    public var cache = false
+    public var onError = "stop"
 
     public init() { self.init(FashionMNISTSettings()) }
 
@@ -61,6 +92,7 @@ public struct DataSection: RecipeSection {
         path = type.defaultPath
         let shape = source.imageShape(path: type.defaultPath) ?? type.usualImageShape
         (channels, imageSize, mean, std) = (shape[0], shape[1], type.mean, type.std)
+        cropPct = type.cropPct
     }
 
     public var dataset: String { Swift.type(of: source).kind }
@@ -69,11 +101,8 @@ public struct DataSection: RecipeSection {
 
     public static let fields: [Field<DataSection>] = [
         .value("path", \.path, "the folder (or file) holding the data set; default: where its Debian package installs it"),
-        .value("image_size", \.imageSize, "side of the images the encoder sees, in pixels", .positive, where: { size, s in
-            guard let shape = s.source.imageShape(path: s.path), shape[1] != size || shape[2] != size else { return nil }
-            return "\(s.dataset) images are \(shape[1])x\(shape[2]) and the data pipeline does not resize; use image_size: \(shape[1])"
-        }),
-        .value("channels", \.channels, "1 or 3 (3 repeats a gray channel, for RGB encoders)", where: { channels, s in
+        .value("image_size", \.imageSize, "side of the images the encoder sees, in pixels; other sizes are resized (evaluation: Resize to image_size / crop_pct on the shorter side, then CenterCrop; training: the stage's random_resized_crop)", .positive),
+        .value("channels", \.channels, "1 or 3 (3 repeats a gray channel, for RGB encoders; image folders convert as PIL's convert(\"RGB\") or (\"L\"))", where: { channels, s in
             guard channels == 1 || channels == 3 else { return "channels must be 1 or 3 (3 repeats the gray channel), got \(channels)" }
             if let stored = s.source.imageShape(path: s.path)?[0], stored == 3, channels != 3 {
                 return "\(s.dataset) images have 3 channels; use channels: 3"
@@ -95,8 +124,17 @@ public struct DataSection: RecipeSection {
         .choice("pretrain_images", \.pretrainImages, ["train", "unlabelled", "train+unlabelled"],
                 "what pretrain stages train on: train (the training split, after train_subset) | unlabelled (the data set's images without labels, stl10) | train+unlabelled; evaluation and supervised stages always use train and test")
             .checked(\.pretrainImages) { images, s in
-                images == "train" || Swift.type(of: s.source).hasUnlabelled ? nil
-                    : "\(s.dataset) has no unlabelled images; use pretrain_images: train (or a data set that has them, such as stl10)"
+                if images == "train" || s.source.unlabelledAvailable { return nil }
+                if s.source is ImageFolderSettings { return "set data.unlabelled_folder to a folder of images without labels, or use pretrain_images: train" }
+                return "\(s.dataset) has no unlabelled images; use pretrain_images: train (or a data set that has them, such as stl10)"
+            },
+        .value("crop_pct", \.cropPct, "evaluation crop fraction (timm's crop_pct): Resize the shorter side to floor(image_size / crop_pct), then CenterCrop(image_size); default 0.875 for image folders (torchvision's 256 -> 224), 1 for the others", .that({ $0 > 0 && $0 <= 1 }) { _ in "must be in (0, 1], e.g. 0.875" }),
+        .choice("interpolation", \.interpolation, ResizeFilter.allCases.map(\.rawValue), "the resampling filter of every resize and crop: bilinear | bicubic (antialiased, as PIL's)"),
+        .nullable("workers", \.workers, "threads that read, decode and transform images (the batches do not depend on it); null: the machine's cores", .positive),
+        .value("cache", \.cache, "keep decoded images in memory after their first use (image folders that fit in memory; the other data sets are held in memory already)"),
+        .choice("on_error", \.onError, ["stop", "skip"], "an image that does not decode: stop (the run stops before training, naming the file) | skip (leave it out, log it, count it in metrics.h5 under skipped_images)")
+            .checked(\.onError) { mode, s in
+                mode == "stop" || s.source.verifiesImages ? nil : "on_error: skip needs a data set whose images are checked before training (dataset: imagefolder with verify: true)"
             },
     ]
 

@@ -55,7 +55,7 @@ public enum Embeddings {
     static func writeAttention(_ encoder: some PatchTransformer, dataset: Dataset, count: Int, mean: [Float], std: [Float],
                                into group: HDF5Group) throws {
         let loader = DataLoader(Subset(first: count, of: dataset), batchSize: count, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
-        guard let batch = loader.makeIterator().next() else { return }
+        guard let batch = try loader.batches().next() else { return }
         let maps = Autograd.noGrad { encoder.attentionMaps(batch.images) }
         let (heads, tokens) = (maps[0].shape[1], maps[0].shape[2])
         let perImage = heads * tokens * tokens
@@ -92,7 +92,8 @@ public enum Embeddings {
                 var features: HDF5Dataset?
                 var rowShape: [Int] = []
                 var labels: [Int64] = [], indices: [Int64] = []
-                for batch in loader {
+                let batches = loader.batches()
+                while let batch = try batches.next() {
                     let output = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
                     if features == nil {
                         rowShape = Array(output.shape.dropFirst())

@@ -112,7 +112,7 @@ public struct PretrainStage: Stage {
             guard knnMonitor > 0 else {
                 return EpochReport(columns: ["loss": loss, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false, line: line)
             }
-            let knn = (epoch + 1) % knnMonitor == 0 ? monitorKNN(model.trainedEncoder, context) : .nan
+            let knn = (epoch + 1) % knnMonitor == 0 ? try monitorKNN(model.trainedEncoder, context) : .nan
             return EpochReport(columns: ["loss": loss, "knn_top1": knn, "seconds": seconds, "images_per_s": rate], score: loss, higherIsBetter: false,
                                line: line + (knn.isNaN ? "" : String(format: "  kNN top-1 %.2f%%", 100 * knn)))
         })
@@ -129,11 +129,11 @@ public struct PretrainStage: Stage {
 
     /// kNN top-1 (k 20, T 0.07, as the knn stage) of `encoder`'s monitor layer: the first
     /// knn_monitor_images training images against the whole test split.
-    func monitorKNN(_ encoder: any HiddenLayerEncoder, _ context: RunContext) -> Double {
+    func monitorKNN(_ encoder: any HiddenLayerEncoder, _ context: RunContext) throws -> Double {
         let data = context.data
         let bank = Subset(first: Swift.min(knnMonitorImages, data.train.count), of: data.train)
-        let train = extractFeatures(encoder, layer: knnMonitorLayer, dataset: bank, mean: data.mean, std: data.std)
-        let test = extractFeatures(encoder, layer: knnMonitorLayer, dataset: data.test, mean: data.mean, std: data.std)
+        let train = try extractFeatures(encoder, layer: knnMonitorLayer, dataset: bank, mean: data.mean, std: data.std)
+        let test = try extractFeatures(encoder, layer: knnMonitorLayer, dataset: data.test, mean: data.mean, std: data.std)
         let scores = knnClassify(train: train, trainLabels: (0..<bank.count).map { bank.label(at: $0) }, test: test, classes: data.classNames.count)
         return topAccuracy(scores, labels: (0..<data.test.count).map { data.test.label(at: $0) }).top1
     }
@@ -145,7 +145,7 @@ public struct PretrainStage: Stage {
         let count = Swift.min(8, data.test.count)
         let loader = DataLoader(Subset(first: count, of: data.test), batchSize: count, shuffle: false, dropLast: false,
                                 mean: data.mean, std: data.std, seed: 0)
-        guard let batch = loader.makeIterator().next(),
+        guard let batch = try loader.batches().next(),
               let grid = Autograd.noGrad({ model.reconstructions(batch.images, rng: RandomStream(seed: context.recipe.seed, purpose: "reconstructions")) })
         else { return }
         let shape = batch.images.shape

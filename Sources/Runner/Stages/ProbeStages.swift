@@ -37,7 +37,7 @@ public struct LinearProbeStage: Stage {
     public func validate(_ recipe: Recipe) throws { try checkHiddenLayer(hiddenLayer, recipe) }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
-        let evaluation = FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
+        let evaluation = try FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
         let (trainStd, testStd) = standardize(train: evaluation.train, test: evaluation.test)
         let start = Date()
         let model = LogisticRegression.fit(trainStd, labels: evaluation.trainLabels, classes: evaluation.classes,
@@ -80,7 +80,7 @@ public struct KNNStage: Stage {
     }
 
     public func run(_ context: RunContext) throws -> [String: Double] {
-        let evaluation = FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
+        let evaluation = try FrozenEvaluation(context, layer: hiddenLayer, batchSize: batchSize)
         let start = Date()
         let scores = knnClassify(train: evaluation.train, trainLabels: evaluation.trainLabels, test: evaluation.test,
                                  classes: evaluation.classes, k: k, temperature: temperature)
@@ -99,9 +99,9 @@ struct FrozenEvaluation {
     let trainLabels: [Int], testLabels: [Int]
     let classes: Int
 
-    init(_ context: RunContext, layer: String, batchSize: Int) {
+    init(_ context: RunContext, layer: String, batchSize: Int) throws {
         self.context = context
-        (train, test) = context.features(layer, batchSize: batchSize)
+        (train, test) = try context.features(layer, batchSize: batchSize)
         let data = context.data
         trainLabels = (0..<data.train.count).map { data.train.label(at: $0) }
         testLabels = (0..<data.test.count).map { data.test.label(at: $0) }

@@ -106,8 +106,8 @@ public struct ClassifierTraining {
         let loop = training.loop(context, module: model, loader: loader)
         var last: (top1: Double, top5: Double, loss: Double) = (0, 0, 0)
         let testLabels = (0..<data.test.count).map { data.test.label(at: $0) }
-        func testLogits() -> Tensor {
-            extractFeatures(model, layer: "logits", dataset: data.test, mean: data.mean, std: data.std, batchSize: evalBatchSize)
+        func testLogits() throws -> Tensor {
+            try extractFeatures(model, layer: "logits", dataset: data.test, mean: data.mean, std: data.std, batchSize: evalBatchSize)
         }
         var lastLogits: Tensor?
         let steps = try loop.run(step: { batch in
@@ -116,7 +116,7 @@ public struct ClassifierTraining {
             let predicted = logits.topK(1).indices.values
             return StepOutput(loss: loss, correct: zip(predicted, batch.labels).filter { $0 == $1 }.count)
         }, endOfEpoch: { epoch, sums in
-            let logits = testLogits()
+            let logits = try testLogits()
             lastLogits = logits
             let (top1, top5) = topAccuracy(logits, labels: testLabels)
             let loss = sums["loss", default: 0] / Swift.max(sums["batches", default: 1], 1)
@@ -131,7 +131,7 @@ public struct ClassifierTraining {
                                             context.stageName, epoch + 1, epochs, loss, 100 * trainTop1, 100 * top1, 100 * top5, seconds, rate))
         })
         // The last epoch's test logits (one evaluation pass per epoch, none extra for the matrix).
-        let confusion = confusionCounts(lastLogits ?? testLogits(), labels: testLabels, classes: data.classNames.count)
+        let confusion = confusionCounts(try lastLogits ?? testLogits(), labels: testLabels, classes: data.classNames.count)
         try context.metrics.results(context.stageName, scalars: ["test_top1": last.top1, "test_top5": last.top5, "final_loss": last.loss],
                                     arrays: ["confusion": (confusion, [data.classNames.count, data.classNames.count])],
                                     strings: ["class_names": data.classNames])

@@ -20,6 +20,8 @@ public struct TrainingSettings: RecipeSection {
     public var decayAll = true
     public var momentum = 0.9
     public var horizontalFlip = true
+    /// RandomResizedCrop's area range for the training images; nil: the evaluation transform.
+    public var randomResizedCrop: [Double]?
     public var gradientClip: Double?
 
     public init() {}
@@ -42,6 +44,8 @@ public struct TrainingSettings: RecipeSection {
         .value("decay_all", \.decayAll, "decay every parameter (vit-pytorch recipes); false exempts biases, norms, positions and the class token"),
         .value("momentum", \.momentum, "sgd's and lars' momentum", .fraction),
         .value("horizontal_flip", \.horizontalFlip, "flip each image with probability 0.5 (seeded)"),
+        .nullable("random_resized_crop", \.randomResizedCrop, "train on torchvision's RandomResizedCrop(data.image_size, scale: [low, high], ratio 3/4 to 4/3) of each image, e.g. [0.08, 1.0] (supervised), [0.2, 1.0] (MAE); null: the evaluation transform (data.crop_pct)",
+                  .that({ $0.count == 2 && $0[0] > 0 && $0[0] <= $0[1] && $0[1] <= 1 }) { _ in "give [low, high] area fractions with 0 < low <= high <= 1, e.g. [0.08, 1.0]" }),
         .nullable("gradient_clip", \.gradientClip, "the largest global gradient norm; null: no clipping", .positive),
     ]
 
@@ -54,8 +58,13 @@ public struct TrainingSettings: RecipeSection {
     /// The shuffled, flipped batches of `images` (the training split unless given; the last
     /// partial batch dropped).
     public func loader(_ data: RunData, seed: UInt64, images: Dataset? = nil) -> DataLoader {
-        DataLoader(images ?? data.train, batchSize: batchSize, shuffle: true, dropLast: true, mean: data.mean, std: data.std,
-                   horizontalFlip: horizontalFlip, seed: seed)
+        let loader = DataLoader(images ?? data.train, batchSize: batchSize, shuffle: true, dropLast: true, mean: data.mean, std: data.std,
+                                horizontalFlip: horizontalFlip, seed: seed)
+        if let scale = randomResizedCrop {
+            loader.trainTransform = ImageTransform(size: data.imageSize, kind: .randomResizedCrop(scale: scale, ratio: [3.0 / 4.0, 4.0 / 3.0]),
+                                                   filter: data.filter)
+        }
+        return loader
     }
 
     public func makeOptimizer(_ parameters: [Parameter]) -> Optimizer {
