@@ -80,10 +80,15 @@ public final class DataLoader {
             plan = transform.plan(height: h, width: w, rng: crops)
             return keepSource ? 1 : plan!.reduction
         }
-        var image = source.image
+        var image: AugmentImage
         if let transform, let plan {
-            image = transform.apply(plan.scaled(fromHeight: source.storedHeight, width: source.storedWidth,
-                                                toHeight: image.height, width: image.width), to: image)
+            // Only the crop becomes floats; the transform then reads it from its origin.
+            var held = plan.scaled(fromHeight: source.storedHeight, width: source.storedWidth, toHeight: source.height, width: source.width)
+            let crop = source.crop(held.box)
+            held.box = Augment.Box(top: 0, left: 0, height: held.box.height, width: held.box.width)
+            image = transform.apply(held, to: crop)
+        } else {
+            image = source.image
         }
         let shape = imageShape
         guard image.channels == shape[0], image.height == shape[1], image.width == shape[2] else {

@@ -31,12 +31,43 @@ extension Dataset {
     }
 }
 
-/// An image as a data set gives it, with the size it is stored at (before a JPEG reduction).
+/// An image as a data set gives it, with the size it is stored at (before a JPEG reduction):
+/// floats already, or decoded bytes that become floats only where a crop reads them.
 public struct SourceImage {
-    public var image: AugmentImage
+    private var planar: AugmentImage?
+    private var bytes: DecodedImage?
     public var storedHeight: Int, storedWidth: Int
+
     public init(image: AugmentImage, storedHeight: Int, storedWidth: Int) {
-        (self.image, self.storedHeight, self.storedWidth) = (image, storedHeight, storedWidth)
+        (planar, self.storedHeight, self.storedWidth) = (image, storedHeight, storedWidth)
+    }
+
+    public init(decoded: DecodedImage, storedHeight: Int, storedWidth: Int) {
+        (bytes, self.storedHeight, self.storedWidth) = (decoded, storedHeight, storedWidth)
+    }
+
+    /// The size as held (a reduced JPEG is smaller than its stored size).
+    public var height: Int { planar?.height ?? bytes!.height }
+    public var width: Int { planar?.width ?? bytes!.width }
+
+    /// The whole image as channel-first floats in [0, 1].
+    public var image: AugmentImage {
+        planar ?? ImageFolder.planar(bytes!, box: Augment.Box(top: 0, left: 0, height: bytes!.height, width: bytes!.width))
+    }
+
+    /// `box` of the image as channel-first floats (the whole image when the box covers it).
+    public func crop(_ box: Augment.Box) -> AugmentImage {
+        if let bytes { return ImageFolder.planar(bytes, box: box) }
+        let image = planar!
+        if box == Augment.Box(top: 0, left: 0, height: image.height, width: image.width) { return image }
+        var out = [Float](repeating: 0, count: image.channels * box.height * box.width)
+        for ch in 0..<image.channels {
+            for y in 0..<box.height {
+                let from = (ch * image.height + box.top + y) * image.width + box.left
+                out.replaceSubrange(((ch * box.height + y) * box.width)..<((ch * box.height + y + 1) * box.width), with: image.pixels[from..<(from + box.width)])
+            }
+        }
+        return AugmentImage(channels: image.channels, height: box.height, width: box.width, pixels: out)
     }
 }
 
@@ -162,12 +193,13 @@ public struct RepeatedChannels: Dataset {
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
     public var transform: ImageTransform? { base.transform }
     public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        var source = try base.image(at: index, decoder: decoder, reduction: reduction)
-        let plane = source.image.plane
-        source.image.pixels.reserveCapacity(plane * channels)
-        for _ in 1..<channels { source.image.pixels += source.image.pixels[0..<plane] }
-        source.image.channels = channels
-        return source
+        let source = try base.image(at: index, decoder: decoder, reduction: reduction)
+        var image = source.image
+        let plane = image.plane
+        image.pixels.reserveCapacity(plane * channels)
+        for _ in 1..<channels { image.pixels += image.pixels[0..<plane] }
+        image.channels = channels
+        return SourceImage(image: image, storedHeight: source.storedHeight, storedWidth: source.storedWidth)
     }
 }
 

@@ -80,28 +80,33 @@ public final class ImageFolder: Dataset, @unchecked Sendable {
 
     public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
         let (image, h, w) = try decoded(index, decoder: decoder, reduction: reduction)
-        return SourceImage(image: Self.planar(image), storedHeight: h, storedWidth: w)
+        return SourceImage(decoded: image, storedHeight: h, storedWidth: w)
     }
 
-    /// Interleaved bytes to channel-first floats in [0, 1].
-    public static func planar(_ image: DecodedImage) -> AugmentImage {
-        let (c, n) = (image.channels, image.width * image.height)
+    /// `box` of interleaved bytes as channel-first floats in [0, 1] (the whole image by default).
+    public static func planar(_ image: DecodedImage, box: Augment.Box? = nil) -> AugmentImage {
+        let box = box ?? Augment.Box(top: 0, left: 0, height: image.height, width: image.width)
+        let (c, n, bw) = (image.channels, box.width * box.height, box.width)
         var pixels = [Float](repeating: 0, count: c * n)
         pixels.withUnsafeMutableBufferPointer { out in
             image.pixels.withUnsafeBufferPointer { src in
-                let o = out.baseAddress!, s = src.baseAddress!
-                if c == 1 {
-                    for i in 0..<n { o[i] = Float(s[i]) * (1 / 255) }
-                } else {
-                    for i in 0..<n {
-                        o[i] = Float(s[3 * i]) * (1 / 255)
-                        o[n + i] = Float(s[3 * i + 1]) * (1 / 255)
-                        o[2 * n + i] = Float(s[3 * i + 2]) * (1 / 255)
+                let o = out.baseAddress!
+                for y in 0..<box.height {
+                    let s = src.baseAddress! + ((box.top + y) * image.width + box.left) * c
+                    let row = y * bw
+                    if c == 1 {
+                        for x in 0..<bw { o[row + x] = Float(s[x]) * (1 / 255) }
+                    } else {
+                        for x in 0..<bw {
+                            o[row + x] = Float(s[3 * x]) * (1 / 255)
+                            o[n + row + x] = Float(s[3 * x + 1]) * (1 / 255)
+                            o[2 * n + row + x] = Float(s[3 * x + 2]) * (1 / 255)
+                        }
                     }
                 }
             }
         }
-        return AugmentImage(channels: c, height: image.height, width: image.width, pixels: pixels)
+        return AugmentImage(channels: c, height: box.height, width: box.width, pixels: pixels)
     }
 
     // MARK: Listing
