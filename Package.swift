@@ -18,7 +18,7 @@ let vectorSettings: [SwiftSetting] = {
 }()
 
 // Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS (and CSpin);
-// Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5; Data decodes images through CTurboJPEG, CPNGDecode and CWebP).
+// Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5; Data decodes images through CTurboJPEG, CCodecs (libpng and libjpeg shims) and CWebP).
 // See docs/ARCHITECTURE.md.
 let package = Package(
     name: "SwiftViTWorkbench",
@@ -45,13 +45,15 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
                        providers: [.apt(["libwebp-dev"])]),
-        .target(name: "CPNGDecode", dependencies: ["CPNG"]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .target(name: "CCodecs", dependencies: ["CPNG", "CJPEG"]),
         .target(name: "CSpin"),
         .target(name: "TensorCore", dependencies: ["CBLAS", "CSpin"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
         .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),
-        .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib", "CTurboJPEG", "CPNGDecode", "CWebP"]),
+        .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib", "CTurboJPEG", "CCodecs", "CWebP"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CWorkbenchZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "Runner", dependencies: [

@@ -56,7 +56,10 @@ public enum Augment {
     /// downscaling factor, normalised over the taps inside the input. Output i reads inputs
     /// first[i] ..< first[i] + taps (relative to the crop's start), weighted by weights[i * taps ...].
     struct AxisWeights {
+        /// Output i reads inputs first[i] ..< first[i] + count[i] with weights[i * taps ..< i * taps + count[i]]
+        /// (the filter's zero weights at both ends left out).
         let first: [Int]
+        let count: [Int]
         let taps: Int
         let weights: [Float]
 
@@ -65,23 +68,28 @@ public enum Augment {
             let support = (scale >= 1 ? scale : 1) * filter.support
             let invScale = scale >= 1 ? 1 / scale : 1
             let taps = Int(support.rounded(.up)) * 2 + 1
-            var first = [Int](repeating: 0, count: output)
+            var first = [Int](repeating: 0, count: output), count = [Int](repeating: 0, count: output)
             var weights = [Float](repeating: 0, count: output * taps)
+            var row = [Double](repeating: 0, count: taps)
             for i in 0..<output {
                 let center = scale * (Double(i) + 0.5)
                 let lo = Swift.max(Int(center - support + 0.5), 0)
-                let size = Swift.min(Int(center + support + 0.5), input) - lo
+                let size = Swift.min(Swift.min(Int(center + support + 0.5), input) - lo, taps)
                 var total = 0.0
-                var row = [Double](repeating: 0, count: taps)
-                for j in 0..<Swift.min(size, taps) {
+                for j in 0..<taps { row[j] = 0 }
+                for j in 0..<Swift.max(size, 0) {
                     let x = (Double(j + lo) - center + 0.5) * invScale
                     row[j] = filter.weight(x)
                     total += row[j]
                 }
-                first[i] = lo
-                for j in 0..<taps { weights[i * taps + j] = Float(total != 0 ? row[j] / total : row[j]) }
+                var start = 0, end = Swift.max(size, 0)
+                while start < end && row[start] == 0 { start += 1 }
+                while end > start && row[end - 1] == 0 { end -= 1 }
+                first[i] = lo + start
+                count[i] = end - start
+                for j in start..<end { weights[i * taps + j - start] = Float(total != 0 ? row[j] / total : row[j]) }
             }
-            (self.first, self.taps, self.weights) = (first, taps, weights)
+            (self.first, self.count, self.taps, self.weights) = (first, count, taps, weights)
         }
     }
 
@@ -90,44 +98,8 @@ public enum Augment {
     public static func resizedCrop(_ image: AugmentImage, box: Box, outHeight: Int, outWidth: Int) -> AugmentImage {
         precondition(box.top >= 0 && box.left >= 0 && box.top + box.height <= image.height && box.left + box.width <= image.width,
                      "crop box \(box) outside a \(image.height)x\(image.width) image")
-        let wx = AxisWeights(input: box.width, output: outWidth)
-        let wy = AxisWeights(input: box.height, output: outHeight)
-        let c = image.channels
-        var rows = [Float](repeating: 0, count: c * box.height * outWidth)
-        var out = [Float](repeating: 0, count: c * outHeight * outWidth)
-        image.pixels.withUnsafeBufferPointer { src in
-            rows.withUnsafeMutableBufferPointer { tmp in
-                // Horizontal pass over the crop's rows.
-                for ch in 0..<c {
-                    for y in 0..<box.height {
-                        let line = src.baseAddress! + (ch * image.height + box.top + y) * image.width + box.left
-                        let dst = tmp.baseAddress! + (ch * box.height + y) * outWidth
-                        for x in 0..<outWidth {
-                            let lo = wx.first[x]
-                            var s: Float = 0
-                            for j in 0..<Swift.min(wx.taps, box.width - lo) { s += line[lo + j] * wx.weights[x * wx.taps + j] }
-                            dst[x] = s
-                        }
-                    }
-                }
-                // Vertical pass.
-                out.withUnsafeMutableBufferPointer { dst in
-                    for ch in 0..<c {
-                        for y in 0..<outHeight {
-                            let lo = wy.first[y]
-                            let row = dst.baseAddress! + (ch * outHeight + y) * outWidth
-                            for j in 0..<Swift.min(wy.taps, box.height - lo) {
-                                let w = wy.weights[y * wy.taps + j]
-                                if w == 0 { continue }
-                                let srcRow = tmp.baseAddress! + (ch * box.height + lo + j) * outWidth
-                                for x in 0..<outWidth { row[x] += w * srcRow[x] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return AugmentImage(channels: c, height: outHeight, width: outWidth, pixels: out)
+        return Resample.apply(image, box: box, resizedHeight: outHeight, resizedWidth: outWidth,
+                              window: Box(top: 0, left: 0, height: outHeight, width: outWidth), filter: .bilinear)
     }
 
     /// Mirrors the image left to right.

@@ -76,9 +76,9 @@ public final class DataLoader {
         let transform = trainTransform ?? dataset.transform
         var plan: ImageTransform.Plan?
         let source = try dataset.image(at: index, decoder: decoder) { h, w in
-            guard let transform, !transform.isIdentity(height: h, width: w) else { return 1 }
+            guard let transform, !transform.isIdentity(height: h, width: w) else { return .whole }
             plan = transform.plan(height: h, width: w, rng: crops)
-            return keepSource ? 1 : plan!.reduction
+            return keepSource ? .whole : DecodeRequest(reduction: plan!.reduction, region: plan!.box)
         }
         var image: AugmentImage
         if let transform, let plan {

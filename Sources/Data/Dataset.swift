@@ -11,10 +11,10 @@ public protocol Dataset {
     var imageShape: [Int] { get }
     var classCount: Int { get }
     func label(at index: Int) -> Int
-    /// Image `index` at its stored size; a JPEG file may come reduced in the DCT domain by
-    /// `reduction(storedHeight, storedWidth)` (1, 2, 4 or 8). The decoder is the calling
-    /// thread's own.
-    func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage
+    /// Image `index` at its stored size; `request(storedHeight, storedWidth)` may ask a JPEG
+    /// file for a DCT-domain reduction (1, 2, 4 or 8) and for the region a crop reads alone.
+    /// The decoder is the calling thread's own.
+    func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage
     /// How stored images become `imageShape` for evaluation; nil: they already are that size.
     var transform: ImageTransform? { get }
     /// The index of item `index` in the data set it was taken from (subsets map back to it).
@@ -27,37 +27,50 @@ extension Dataset {
 
     /// Image `index` at its stored size, as (C * H * W) floats in [0, 1].
     public func pixels(at index: Int) throws -> [Float] {
-        try image(at: index, decoder: ImageDecoder()) { _, _ in 1 }.image.pixels
+        try image(at: index, decoder: ImageDecoder()) { _, _ in .whole }.image.pixels
     }
 }
 
+/// What a decode is asked for: a DCT-domain reduction (JPEG: 1, 2, 4 or 8) and the region of
+/// the stored image a crop will read (nil: all of it).
+public struct DecodeRequest: Equatable, Sendable {
+    public var reduction: Int
+    public var region: Augment.Box?
+    public init(reduction: Int, region: Augment.Box?) { (self.reduction, self.region) = (reduction, region) }
+    public static let whole = DecodeRequest(reduction: 1, region: nil)
+}
+
 /// An image as a data set gives it, with the size it is stored at (before a JPEG reduction):
-/// floats already, or decoded bytes that become floats only where a crop reads them.
+/// floats already, or decoded bytes (perhaps of a region only) that become floats only where a
+/// crop reads them.
 public struct SourceImage {
     private var planar: AugmentImage?
-    private var bytes: DecodedImage?
+    private var bytes: DecodedRegion?
     public var storedHeight: Int, storedWidth: Int
 
     public init(image: AugmentImage, storedHeight: Int, storedWidth: Int) {
         (planar, self.storedHeight, self.storedWidth) = (image, storedHeight, storedWidth)
     }
 
-    public init(decoded: DecodedImage, storedHeight: Int, storedWidth: Int) {
+    public init(decoded: DecodedRegion, storedHeight: Int, storedWidth: Int) {
         (bytes, self.storedHeight, self.storedWidth) = (decoded, storedHeight, storedWidth)
     }
 
-    /// The size as held (a reduced JPEG is smaller than its stored size).
-    public var height: Int { planar?.height ?? bytes!.height }
-    public var width: Int { planar?.width ?? bytes!.width }
+    /// The size of the image as decoded (a reduced JPEG is smaller than its stored size).
+    public var height: Int { planar?.height ?? bytes!.fullHeight }
+    public var width: Int { planar?.width ?? bytes!.fullWidth }
 
-    /// The whole image as channel-first floats in [0, 1].
+    /// The whole image as channel-first floats in [0, 1] (only for a whole decode).
     public var image: AugmentImage {
-        planar ?? ImageFolder.planar(bytes!, box: Augment.Box(top: 0, left: 0, height: bytes!.height, width: bytes!.width))
+        planar ?? crop(Augment.Box(top: 0, left: 0, height: height, width: width))
     }
 
-    /// `box` of the image as channel-first floats (the whole image when the box covers it).
+    /// `box` of the image as channel-first floats (the whole image when the box covers it); the
+    /// box must lie in the decoded region.
     public func crop(_ box: Augment.Box) -> AugmentImage {
-        if let bytes { return ImageFolder.planar(bytes, box: box) }
+        if let bytes {
+            return ImageFolder.planar(bytes.image, box: Augment.Box(top: box.top - bytes.top, left: box.left - bytes.left, height: box.height, width: box.width))
+        }
         let image = planar!
         if box == Augment.Box(top: 0, left: 0, height: image.height, width: image.width) { return image }
         var out = [Float](repeating: 0, count: image.channels * box.height * box.width)
@@ -78,9 +91,9 @@ public protocol StoredImageDataset: Dataset {
 }
 
 extension StoredImageDataset {
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
         let shape = imageShape
-        _ = reduction(shape[1], shape[2])
+        _ = request(shape[1], shape[2])
         var image = AugmentImage(channels: shape[0], height: shape[1], width: shape[2], pixels: [Float](repeating: 0, count: shape.reduce(1, *)))
         image.pixels.withUnsafeMutableBufferPointer { copyImage(at: index, into: $0.baseAddress!) }
         return SourceImage(image: image, storedHeight: shape[1], storedWidth: shape[2])
@@ -99,8 +112,8 @@ public struct Transformed: Dataset {
     public var classCount: Int { base.classCount }
     public func label(at index: Int) -> Int { base.label(at: index) }
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        try base.image(at: index, decoder: decoder, reduction: reduction)
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
+        try base.image(at: index, decoder: decoder, request: request)
     }
 }
 
@@ -167,8 +180,8 @@ public struct Subset: Dataset {
     public var classCount: Int { base.classCount }
     public func label(at index: Int) -> Int { base.label(at: indices[index]) }
     public var transform: ImageTransform? { base.transform }
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        try base.image(at: indices[index], decoder: decoder, reduction: reduction)
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
+        try base.image(at: indices[index], decoder: decoder, request: request)
     }
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: indices[index]) }
 }
@@ -192,8 +205,8 @@ public struct RepeatedChannels: Dataset {
     public func label(at index: Int) -> Int { base.label(at: index) }
     public func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: index) }
     public var transform: ImageTransform? { base.transform }
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        let source = try base.image(at: index, decoder: decoder, reduction: reduction)
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
+        let source = try base.image(at: index, decoder: decoder, request: request)
         var image = source.image
         let plane = image.plane
         image.pixels.reserveCapacity(plane * channels)

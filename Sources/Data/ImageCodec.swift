@@ -1,4 +1,4 @@
-import CPNGDecode
+import CCodecs
 import CTurboJPEG
 import CWebP
 import Foundation
@@ -30,6 +30,22 @@ public struct DecodedImage: Equatable {
             out[i] = UInt8(v >> 16)
         }
         return DecodedImage(width: width, height: height, channels: 1, pixels: out)
+    }
+}
+
+/// A decoded part of an image: `image` holds rows top ..< top + image.height and columns
+/// left ..< left + image.width of the (perhaps reduced) fullHeight x fullWidth image.
+public struct DecodedRegion {
+    public var image: DecodedImage
+    public var top: Int, left: Int
+    public var fullHeight: Int, fullWidth: Int
+
+    public init(whole image: DecodedImage) {
+        (self.image, top, left, fullHeight, fullWidth) = (image, 0, 0, image.height, image.width)
+    }
+
+    public init(image: DecodedImage, top: Int, left: Int, fullHeight: Int, fullWidth: Int) {
+        (self.image, self.top, self.left, self.fullHeight, self.fullWidth) = (image, top, left, fullHeight, fullWidth)
     }
 }
 
@@ -115,6 +131,52 @@ public final class ImageDecoder {
         }
     }
 
+    /// Decodes what `request` asks for: a JPEG only the rows and columns (whole iMCUs) of the
+    /// region, reduced in the DCT domain, through libjpeg; every other format, and a request
+    /// without a region, whole.
+    public func decodeRegion(_ bytes: UnsafeRawBufferPointer, _ request: DecodeRequest) throws -> DecodedRegion {
+        let (format, w, h) = try header(bytes)
+        guard format == .jpeg, let box = request.region else {
+            return DecodedRegion(whole: try decode(bytes) { _, _ in request.reduction })
+        }
+        let d = Self.reductions.contains(request.reduction) ? request.reduction : 1
+        let (fh, fw) = ((h + d - 1) / d, (w + d - 1) / d)
+        let sy = Double(fh) / Double(h), sx = Double(fw) / Double(w)
+        // The region in reduced coordinates, a pixel wider than the crop's rounded mapping.
+        let y0 = Swift.max(0, Int((Double(box.top) * sy).rounded(.down)) - 1)
+        let y1 = Swift.min(fh, Int((Double(box.top + box.height) * sy).rounded(.up)) + 1)
+        let x0 = Swift.max(0, Int((Double(box.left) * sx).rounded(.down)) - 1)
+        let x1 = Swift.min(fw, Int((Double(box.left + box.width) * sx).rounded(.up)) + 1)
+        guard y1 > y0, x1 > x0 else { return DecodedRegion(whole: try decode(bytes) { _, _ in d }) }
+        var buffer = [UInt8](repeating: 0, count: (y1 - y0) * fw * 4)
+        var error = [CChar](repeating: 0, count: 256)
+        var outX: Int32 = 0, outCols: Int32 = 0, channels: Int32 = 0
+        let status = buffer.withUnsafeMutableBufferPointer { out in
+            wb_jpeg_decode_region(bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count, Int32(d), Int32(y0), Int32(y1 - y0), Int32(x0), Int32(x1 - x0),
+                                  out.baseAddress, out.count, &outX, &outCols, &channels, &error, 256)
+        }
+        guard status == 0 else { throw ImageDecodingError("JPEG: " + String(cString: error)) }
+        let (cols, c) = (Int(outCols), Int(channels))
+        buffer.removeSubrange(((y1 - y0) * cols * c)...)
+        var image = DecodedImage(width: cols, height: y1 - y0, channels: c, pixels: buffer)
+        if c == 4 { image = Self.cmykToRGB(image) }
+        return DecodedRegion(image: image, top: y0, left: Int(outX), fullHeight: fh, fullWidth: fw)
+    }
+
+    /// PIL's CMYK to RGB of an Adobe (inverted) CMYK JPEG: R = C * K / 255 on the stored values.
+    static func cmykToRGB(_ image: DecodedImage) -> DecodedImage {
+        let n = image.width * image.height
+        var rgb = [UInt8](repeating: 0, count: n * 3)
+        for i in 0..<n {
+            let k = Int(image.pixels[4 * i + 3])
+            for ch in 0..<3 {
+                let v = Int(image.pixels[4 * i + ch]) * k + 128
+                rgb[3 * i + ch] = UInt8((v + (v >> 8)) >> 8)
+            }
+        }
+        return DecodedImage(width: image.width, height: image.height, channels: 3, pixels: rgb)
+    }
+
     private func jpegError() -> String {
         String(cString: tjGetErrorStr2(jpeg))
     }
@@ -148,17 +210,8 @@ public final class ImageDecoder {
                 throw ImageDecodingError("JPEG: " + message + (message.contains("Premature end") ? " (the file is truncated)" : ""))
             }
         }
-        guard cmyk else { return DecodedImage(width: sw, height: sh, channels: channels, pixels: pixels) }
-        // PIL's CMYK to RGB of an Adobe (inverted) CMYK JPEG: R = C * K / 255 on the stored values.
-        var rgb = [UInt8](repeating: 0, count: sw * sh * 3)
-        for i in 0..<(sw * sh) {
-            let k = Int(pixels[4 * i + 3])
-            for ch in 0..<3 {
-                let v = Int(pixels[4 * i + ch]) * k + 128
-                rgb[3 * i + ch] = UInt8((v + (v >> 8)) >> 8)
-            }
-        }
-        return DecodedImage(width: sw, height: sh, channels: 3, pixels: rgb)
+        let image = DecodedImage(width: sw, height: sh, channels: channels, pixels: pixels)
+        return cmyk ? Self.cmykToRGB(image) : image
     }
 
     private func decodePNG(_ bytes: UnsafeRawBufferPointer) throws -> DecodedImage {

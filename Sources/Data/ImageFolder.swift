@@ -45,14 +45,14 @@ public final class ImageFolder: Dataset, @unchecked Sendable {
     public func file(_ index: Int) -> String { listing.files[index] }
 
     /// Reads and decodes image `index` (the error names the file).
-    public func decoded(_ index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> (image: DecodedImage, storedHeight: Int, storedWidth: Int) {
+    public func decoded(_ index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> (image: DecodedRegion, storedHeight: Int, storedWidth: Int) {
         if caching {
             lock.lock()
             let hit = cached[index]
             lock.unlock()
             if let hit {
-                _ = reduction(hit.height, hit.width)
-                return (hit, hit.height, hit.width)
+                _ = request(hit.height, hit.width)
+                return (DecodedRegion(whole: hit), hit.height, hit.width)
             }
         }
         let path = listing.files[index]
@@ -63,23 +63,23 @@ public final class ImageFolder: Dataset, @unchecked Sendable {
             return try data.withUnsafeBytes { bytes in
                 let (_, w, h) = try decoder.header(bytes)
                 // The transform plans on the stored size; a cached image is kept whole.
-                let d = reduction(h, w)
-                var image = try decoder.decode(bytes) { _, _ in caching ? 1 : d }
-                image = channels == 3 ? image.rgb() : image.gray()
+                let asked = request(h, w)
+                var region = try decoder.decodeRegion(bytes, caching ? .whole : asked)
+                region.image = channels == 3 ? region.image.rgb() : region.image.gray()
                 if caching {
                     lock.lock()
-                    cached[index] = image
+                    cached[index] = region.image
                     lock.unlock()
                 }
-                return (image, h, w)
+                return (region, h, w)
             }
         } catch let error as ImageDecodingError {
             throw DataError.corrupt(path: path, reason: error.reason)
         }
     }
 
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        let (image, h, w) = try decoded(index, decoder: decoder, reduction: reduction)
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
+        let (image, h, w) = try decoded(index, decoder: decoder, request: request)
         return SourceImage(decoded: image, storedHeight: h, storedWidth: w)
     }
 
@@ -222,7 +222,7 @@ public func verifyImages(_ dataset: Dataset, workers: Int, progress: ((Int) -> V
                 tally.lock.unlock()
                 guard i < n else { break }
                 var failure: String?
-                do { _ = try dataset.image(at: i, decoder: decoder) { _, _ in 1 } } catch { failure = "\(error)" }
+                do { _ = try dataset.image(at: i, decoder: decoder) { _, _ in .whole } } catch { failure = "\(error)" }
                 tally.lock.lock()
                 if let failure { tally.failures.append((i, failure)) }
                 tally.done += 1

@@ -108,8 +108,8 @@ struct IndexedSubset: Dataset {
     var classCount: Int { base.classCount }
     func label(at index: Int) -> Int { base.label(at: indices[index]) }
     var transform: ImageTransform? { base.transform }
-    func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
-        try base.image(at: indices[index], decoder: decoder, reduction: reduction)
+    func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
+        try base.image(at: indices[index], decoder: decoder, request: request)
     }
     func sourceIndex(at index: Int) -> Int { base.sourceIndex(at: indices[index]) }
 }
@@ -132,9 +132,9 @@ public struct Concatenation: Dataset {
     }
     public func label(at index: Int) -> Int { let (d, i) = locate(index); return d.label(at: i) }
     public var transform: ImageTransform? { parts[0].transform }
-    public func image(at index: Int, decoder: ImageDecoder, reduction: (Int, Int) -> Int) throws -> SourceImage {
+    public func image(at index: Int, decoder: ImageDecoder, request: (Int, Int) -> DecodeRequest) throws -> SourceImage {
         let (d, i) = locate(index)
-        return try d.image(at: i, decoder: decoder, reduction: reduction)
+        return try d.image(at: i, decoder: decoder, request: request)
     }
     public func sourceIndex(at index: Int) -> Int { index }
 }

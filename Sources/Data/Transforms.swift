@@ -113,7 +113,6 @@ public struct ImageTransform: Equatable, Sendable {
         let box = plan.box, window = plan.window
         if box == Augment.Box(top: 0, left: 0, height: image.height, width: image.width) && plan.resizedHeight == image.height
             && plan.resizedWidth == image.width && window == box { return image }
-        if case .randomResizedCrop = kind, filter == .bilinear { return Augment.resizedCrop(image, box: box, outHeight: size, outWidth: size) }
         return Resample.apply(image, box: box, resizedHeight: plan.resizedHeight, resizedWidth: plan.resizedWidth, window: window,
                               filter: filter)
     }
@@ -127,45 +126,47 @@ enum Resample {
         let wx = Augment.AxisWeights(input: box.width, output: resizedWidth, filter: filter)
         let wy = Augment.AxisWeights(input: box.height, output: resizedHeight, filter: filter)
         let c = image.channels, (oh, ow) = (window.height, window.width)
-        var rows = [Float](repeating: 0, count: c * box.height * ow)
+        // The vertical pass reads only the box rows some output row needs.
+        let rowLo = (window.top..<(window.top + oh)).map { wy.first[$0] }.min() ?? 0
+        let rowHi = (window.top..<(window.top + oh)).map { wy.first[$0] + wy.count[$0] }.max() ?? 0
+        let rowsNeeded = Swift.max(rowHi - rowLo, 0)
+        var rows = [Float](repeating: 0, count: c * rowsNeeded * ow)
         var out = [Float](repeating: 0, count: c * oh * ow)
         let clamp = filter == .bicubic
-        image.pixels.withUnsafeBufferPointer { src in
-            rows.withUnsafeMutableBufferPointer { tmp in
-                for ch in 0..<c {
-                    for y in 0..<box.height {
-                        let line = src.baseAddress! + (ch * image.height + box.top + y) * image.width + box.left
-                        let dst = tmp.baseAddress! + (ch * box.height + y) * ow
-                        for x in 0..<ow {
-                            let xi = window.left + x
-                            let lo = wx.first[xi]
-                            var s: Float = 0
-                            wx.weights.withUnsafeBufferPointer { w in
-                                let wp = w.baseAddress! + xi * wx.taps
-                                for j in 0..<Swift.min(wx.taps, box.width - lo) { s += line[lo + j] * wp[j] }
-                            }
-                            dst[x] = s
-                        }
-                    }
-                }
-                out.withUnsafeMutableBufferPointer { dst in
-                    for ch in 0..<c {
-                        for y in 0..<oh {
-                            let yi = window.top + y
-                            let lo = wy.first[yi]
-                            let row = dst.baseAddress! + (ch * oh + y) * ow
-                            for j in 0..<Swift.min(wy.taps, box.height - lo) {
-                                let w = wy.weights[yi * wy.taps + j]
-                                if w == 0 { continue }
-                                let srcRow = tmp.baseAddress! + (ch * box.height + lo + j) * ow
-                                for x in 0..<ow { row[x] += w * srcRow[x] }
-                            }
-                            if clamp { for x in 0..<ow { row[x] = Swift.min(Swift.max(row[x], 0), 1) } }
-                        }
+        image.pixels.withUnsafeBufferPointer { srcBuffer in
+        rows.withUnsafeMutableBufferPointer { tmpBuffer in
+        out.withUnsafeMutableBufferPointer { dstBuffer in
+        wx.weights.withUnsafeBufferPointer { wxw in
+        wx.first.withUnsafeBufferPointer { wxf in
+        wx.count.withUnsafeBufferPointer { wxc in
+            let src = srcBuffer.baseAddress!, tmp = tmpBuffer.baseAddress!, dst = dstBuffer.baseAddress!
+            let weightsX = wxw.baseAddress!, firstX = wxf.baseAddress! + window.left, countX = wxc.baseAddress! + window.left
+            let tapsX = wx.taps
+            for ch in 0..<c {
+                for y in 0..<rowsNeeded {
+                    let line = src + (ch * image.height + box.top + rowLo + y) * image.width + box.left
+                    let row = tmp + (ch * rowsNeeded + y) * ow
+                    for x in 0..<ow {
+                        let from = line + firstX[x], w = weightsX + (window.left + x) * tapsX
+                        var s: Float = 0
+                        for j in 0..<countX[x] { s += from[j] * w[j] }
+                        row[x] = s
                     }
                 }
             }
-        }
+            for ch in 0..<c {
+                for y in 0..<oh {
+                    let yi = window.top + y
+                    let row = dst + (ch * oh + y) * ow
+                    for j in 0..<wy.count[yi] {
+                        let w = wy.weights[yi * wy.taps + j]
+                        let from = tmp + (ch * rowsNeeded + wy.first[yi] - rowLo + j) * ow
+                        for x in 0..<ow { row[x] += w * from[x] }
+                    }
+                    if clamp { for x in 0..<ow { row[x] = Swift.min(Swift.max(row[x], 0), 1) } }
+                }
+            }
+        }}}}}}
         return AugmentImage(channels: c, height: oh, width: ow, pixels: out)
     }
 }

@@ -54,6 +54,36 @@ final class ImageTests: XCTestCase {
         XCTAssertLessThan(worst, 40)
     }
 
+    func testJPEGRegionDecodingGivesTheFullDecodesPixels() throws {
+        let data = try bytes("rgb.jpg")
+        let decoder = ImageDecoder()
+        for reduction in [1, 2] {
+            let full = try data.withUnsafeBytes { try decoder.decode($0) { _, _ in reduction } }
+            for box in [Augment.Box(top: 5, left: 17, height: 20, width: 30), Augment.Box(top: 0, left: 0, height: 37, width: 53),
+                        Augment.Box(top: 30, left: 40, height: 7, width: 13)] {
+                let region = try data.withUnsafeBytes { try decoder.decodeRegion($0, DecodeRequest(reduction: reduction, region: box)) }
+                XCTAssertEqual([region.fullHeight, region.fullWidth], [full.height, full.width])
+                // Fancy upsampling differs in the region's outermost columns (where the crop cut
+                // the chroma planes); the decoder asks for one column more than a crop reads.
+                var worst = 0
+                let firstColumn = region.left == 0 ? 0 : 1
+                let lastColumn = region.left + region.image.width == full.width ? region.image.width : region.image.width - 1
+                for y in 0..<region.image.height {
+                    for x in (firstColumn * 3)..<(lastColumn * 3) {
+                        let a = Int(region.image.pixels[y * region.image.width * 3 + x])
+                        let b = Int(full.pixels[(region.top + y) * full.width * 3 + region.left * 3 + x])
+                        worst = Swift.max(worst, Swift.abs(a - b))
+                    }
+                }
+                XCTAssertEqual(worst, 0, "region \(box) at 1/\(reduction)")
+                // The region covers the box (mapped to the reduced image).
+                XCTAssertTrue(region.left == 0 || region.left < box.left / reduction, "a column of margin")
+                XCTAssertLessThanOrEqual(region.top, box.top / reduction)
+                XCTAssertGreaterThanOrEqual(region.top + region.image.height, (box.top + box.height) / reduction)
+            }
+        }
+    }
+
     func planar(_ name: String) throws -> AugmentImage { ImageFolder.planar(try decode(name).rgb()) }
 
     func testResizeAndCenterCropMatchTorchvision() throws {
@@ -227,7 +257,7 @@ final class ImageTests: XCTestCase {
         XCTAssertEqual(try epoch(workers: 4), one, "4 workers give the 1-worker batches")
         XCTAssertEqual(try epoch(workers: 2, cache: true), try epoch(workers: 2, cache: true))
         // The evaluation transform of a gray file gives three equal planes (convert("RGB")).
-        let gray = try folder.image(at: 3, decoder: ImageDecoder()) { _, _ in 1 }
+        let gray = try folder.image(at: 3, decoder: ImageDecoder()) { _, _ in .whole }
         XCTAssertEqual(Array(gray.image.pixels[0..<gray.image.plane]), Array(gray.image.pixels[gray.image.plane..<(2 * gray.image.plane)]))
     }
 
