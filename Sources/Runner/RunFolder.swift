@@ -78,7 +78,9 @@ public final class RunLog {
 }
 
 /// "1 epoch", "2 epochs": a count with its noun in the right number.
-public func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+public func counted(_ n: Int, _ noun: String) -> String {
+    "\(n) \(noun)\(n == 1 ? "" : (noun.hasSuffix("s") || noun.hasSuffix("x") ? "es" : "s"))"
+}
 
 /// A failure of the run itself (as opposed to a bad recipe), with what to do about it.
 public struct RunError: Error, CustomStringConvertible {
