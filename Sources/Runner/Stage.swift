@@ -88,8 +88,12 @@ public final class RunContext {
 
     /// Metadata stored in every safetensors file the run writes.
     public var weightsMetadata: [String: String] {
-        ["format": "pt", "encoder": RecipeLoader.yamlFragment(recipe.encoder), "data": RecipeLoader.yamlFragment(recipe.data),
-         "recipe": recipe.name, "seed": String(recipe.seed), "workbench_version": WorkbenchInfo.version]
+        // Whether the classifier head has been trained (by a supervised or finetune stage up to this one), for `predict`.
+        let trainedBy = recipe.stages.indices.filter { $0 <= stageIndex && ["supervised", "finetune"].contains(recipe.stages[$0].kind) }.last
+        let names = (try? JSONEncoder().encode(data.classNames)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        return ["format": "pt", "encoder": RecipeLoader.yamlFragment(recipe.encoder), "data": RecipeLoader.yamlFragment(recipe.data),
+                "recipe": recipe.name, "seed": String(recipe.seed), "workbench_version": WorkbenchInfo.version,
+                "class_names": names, "head": trainedBy.map { "trained by \(recipe.stageNames[$0])" } ?? "untrained"]
     }
 
     /// Saves a resumable checkpoint of the current stage.

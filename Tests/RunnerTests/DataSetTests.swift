@@ -213,7 +213,10 @@ final class DataSetTests: XCTestCase {
         let recipe = try RecipeLoader.parse(text, file: "r.yaml")
         XCTAssertEqual(recipe.data.imageShape[0], 3)
         let data = try RunData.load(recipe.data, seed: 0, recipeFile: "r.yaml")
-        XCTAssertEqual(data.train.imageShape, [3, 4, 6], "channels-last arrays become (C, H, W)")
+        // Stored (C, H, W) = (3, 4, 6); the encoder sees image_size 4 (the height), so the evaluation
+        // transform resizes the shorter side to 4 and centre-crops 4x4.
+        XCTAssertEqual(data.train.imageShape, [3, 4, 4])
+        XCTAssertEqual(try data.train.image(at: 0, decoder: ImageDecoder()) { _, _ in .whole }.image.width, 6, "channels-last arrays become (C, H, W)")
         XCTAssertEqual(data.classNames, ["a", "b", "c"])
         var pixels = [Float](repeating: 0, count: 72)
         pixels = try data.train.pixels(at: 3)

@@ -62,6 +62,24 @@ final class ImageFolderRunTests: XCTestCase {
         let runFolder = try FileManager.default.contentsOfDirectory(atPath: root + "/runs/folder").first!
         let embeddings = try HDF5File(path: "\(root!)/runs/folder/\(runFolder)/embeddings.h5", mode: .readOnly)
         XCTAssertEqual(try embeddings.root.dataset("class_names").readStrings(), ["a", "b", "c"])
+        // predict applies the run's evaluation transform: its scores are the softmax of the test
+        // split's logits as extract computes them, file by file.
+        let checkpoint = "runs/folder/\(runFolder)/checkpoints/encoder.safetensors"
+        let extract = try WorkbenchProcess.run(["extract", "--checkpoint", checkpoint, "--hidden-layer", "logits", "--split", "test", "--out", "logits.h5"], in: root)
+        XCTAssertEqual(extract.status, 0, extract.error)
+        let logits = try HDF5File(path: root + "/logits.h5", mode: .readOnly).root.dataset("test/features").read(as: Float.self)
+        let predict = try WorkbenchProcess.run(["predict", "--checkpoint", checkpoint, "--json", "--top", "3", "\(folder)/val"], in: root)
+        XCTAssertEqual(predict.status, 0, predict.error)
+        let list = try JSONSerialization.jsonObject(with: Data(predict.output.utf8)) as! [[String: Any]]
+        XCTAssertEqual(list.count, 6)
+        for (i, entry) in list.enumerated() {
+            let row = Array(logits[(3 * i)..<(3 * i + 3)]), top = row.max()!
+            let exps = row.map { Foundation.exp(Double($0 - top)) }, total = exps.reduce(0, +)
+            for p in entry["predictions"] as! [[String: Any]] {
+                XCTAssertEqual(p["score"] as! Double, exps[p["index"] as! Int] / total, accuracy: 1e-5, "\(entry["file"]!)")
+            }
+        }
+        XCTAssertTrue(predict.error.isEmpty, "a trained head: no warning")
     }
 
     func testPretrainingOnAnUnlabelledFolderAndTheSameBatchesWithAnyWorkers() throws {
