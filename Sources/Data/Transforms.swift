@@ -22,6 +22,17 @@ public enum ResizeFilter: String, Sendable, CaseIterable {
     }
 }
 
+extension ResizeFilter {
+    /// The antialiased resampling of one axis of `input` samples to `output` as a dense
+    /// (output, input) matrix: PIL's weights, which are torch's interpolate(antialias=True).
+    public func matrix(input: Int, output: Int) -> [Float] {
+        let w = Augment.AxisWeights(input: input, output: output, filter: self)
+        var out = [Float](repeating: 0, count: output * input)
+        for i in 0..<output { for j in 0..<w.count[i] { out[i * input + w.first[i] + j] = w.weights[i * w.taps + j] } }
+        return out
+    }
+}
+
 /// How an image of any size becomes the (C, size, size) image an encoder sees, with
 /// torchvision's semantics on PIL images:
 /// - `center`: Resize(resize) on the shorter side (the longer one int(resize * long / short)),

@@ -1,3 +1,4 @@
+import Data
 import Encoders
 import Foundation
 import NN
@@ -49,8 +50,12 @@ public enum EncoderWeights {
             throw problem("\(error)")
         }
         var notes: [String] = []
+        // timm resamples a hub checkpoint's positions bicubically with antialiasing (checkpoint_filter_fn)
+        // and a Google .npz's bilinearly without (_load_weights); the workbench does as timm would.
+        var resampling = PositionResampling.bicubicAntialiased
         if let timm = GoogleViTNames.toTimm(file) {
             file = timm
+            resampling = .bilinear
             notes.append("Google ViT names mapped to timm's")
         }
         let expected = encoder.stateDict()
@@ -71,9 +76,10 @@ public enum EncoderWeights {
         // resampled, the class token's row kept.
         for key in ["pos_embedding", "pos_embed"] {
             if let mine = expected[key], let theirs = weights[key], mine.shape != theirs.shape,
-               mine.shape.count == 3, theirs.shape.count == 3, mine.shape[2] == theirs.shape[2], let resized = resample(theirs, to: mine.shape) {
+               mine.shape.count == 3, theirs.shape.count == 3, mine.shape[2] == theirs.shape[2],
+               let resized = resample(theirs, to: mine.shape, resampling) {
                 weights[key] = resized
-                notes.append("\(key) resampled bicubically from \(theirs.shape[1]) to \(mine.shape[1]) positions")
+                notes.append("\(key) resampled \(resampling.rawValue) from \(theirs.shape[1]) to \(mine.shape[1]) positions")
             }
         }
         let missing = wanted.filter { weights[$0] == nil }.sorted()
@@ -141,14 +147,45 @@ public enum EncoderWeights {
         return "the file has \(facts.joined(separator: " and ")): set \(keys.joined(separator: ", "))."
     }
 
-    /// A (1, 1 + n*n, D) table resampled to (1, 1 + m*m, D): the class row kept, the grid through
-    /// torch's bicubic interpolation (align_corners false), as timm's resample_abs_pos_embed.
-    static func resample(_ table: Tensor, to shape: [Int]) -> Tensor? {
+    /// How timm resamples a position grid: torch's interpolate with align_corners false, bicubic
+    /// with antialias (PIL's cubic, a = -0.5, widened when shrinking), or bilinear without.
+    enum PositionResampling: String {
+        case bicubicAntialiased = "bicubically (antialiased)"
+        case bilinear = "bilinearly"
+
+        /// The (m, n) matrix of one axis.
+        func axis(from n: Int, to m: Int) -> [Float] {
+            switch self {
+            case .bicubicAntialiased: return ResizeFilter.bicubic.matrix(input: n, output: m)
+            case .bilinear:
+                var w = [Float](repeating: 0, count: m * n)
+                let scale = Double(n) / Double(m)
+                for i in 0..<m {
+                    let source = Swift.max(scale * (Double(i) + 0.5) - 0.5, 0)
+                    let i0 = Swift.min(Int(source), n - 1), i1 = Swift.min(i0 + 1, n - 1)
+                    let l1 = Float(source - Double(i0))
+                    w[i * n + i0] += 1 - l1
+                    w[i * n + i1] += l1
+                }
+                return w
+            }
+        }
+    }
+
+    /// A (1, 1 + n*n, D) table resampled to (1, 1 + m*m, D): the class row kept, the grid as
+    /// timm's resample_abs_pos_embed does it.
+    static func resample(_ table: Tensor, to shape: [Int], _ resampling: PositionResampling) -> Tensor? {
         let (from, to, width) = (table.shape[1], shape[1], shape[2])
         for extra in [1, 0] {
             let n = Int(Double(from - extra).squareRoot().rounded()), m = Int(Double(to - extra).squareRoot().rounded())
             guard n * n == from - extra, m * m == to - extra, n > 0, m > 0 else { continue }
-            let matrix = bicubicResizeMatrix(from: (n, n), to: (m, m))
+            // The grid's matrix: the axis matrix applied to rows and to columns.
+            let a = resampling.axis(from: n, to: m)
+            var grid = [Float](repeating: 0, count: m * m * n * n)
+            for yo in 0..<m { for xo in 0..<m { for yi in 0..<n { for xi in 0..<n {
+                grid[(yo * m + xo) * n * n + yi * n + xi] = a[yo * n + yi] * a[xo * n + xi]
+            } } } }
+            let matrix = Tensor(shape: [m * m, n * n], grid)
             let values = table.scalars
             var out = [Float](repeating: 0, count: to * width)
             for r in 0..<extra { for c in 0..<width { out[r * width + c] = values[r * width + c] } }

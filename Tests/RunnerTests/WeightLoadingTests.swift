@@ -118,7 +118,7 @@ final class WeightLoadingTests: XCTestCase {
         }
         fits.weightsSkipHead = true
         let report = try EncoderWeights.load(fits, into: small, recipeFile: "r.yaml")
-        XCTAssertTrue(report.contains("pos_embedding resampled bicubically from 5 to 50 positions"), report)
+        XCTAssertTrue(report.contains("pos_embedding resampled bicubically (antialiased) from 5 to 50 positions"), report)
         XCTAssertTrue(report.contains("classification head (mlp_head.*) keeps its fresh initialisation"), report)
     }
 
@@ -241,7 +241,7 @@ final class WeightLoadingTests: XCTestCase {
             bigger.weights = section.weights
             let (large, _) = bigger.make(EncoderInput(imageSize: 16, channels: 1, classes: 5), seed: 2)
             let report = try EncoderWeights.load(bigger, into: large, recipeFile: "r.yaml")
-            XCTAssertTrue(report.contains("pos_embed resampled bicubically from 5 to 17 positions"), report)
+            XCTAssertTrue(report.contains("pos_embed resampled bicubically (antialiased) from 5 to 17 positions"), report)
             guard let patchEncoder = encoder as? any PatchTokenEncoder else { return XCTFail("timm-vit is a PatchTokenEncoder") }
             var mae = MAE.Config()
             (mae.decoderDim, mae.decoderDepth, mae.decoderHeads, mae.decoderDimHead) = (16, 1, 2, 8)
@@ -284,5 +284,35 @@ final class WeightLoadingTests: XCTestCase {
             _ = try? WeightFiles.read(path: damaged)
         }
         bytes.removeAll()
+    }
+
+    /// A position grid for another image size, resampled as timm does when it loads the file: a
+    /// hub checkpoint bicubically with antialiasing (checkpoint_filter_fn), a Google .npz bilinearly
+    /// without (_load_weights); up (2x2 -> 4x4 at 16 px) and down (2x2 -> 1x1 at 4 px).
+    func testPositionTablesAreResampledAsTimmResamplesThem() throws {
+        for (file, expectedName) in [("timm_tiny_token.safetensors", "timm_tiny_token"), ("google_tiny.npz", "google_tiny")] {
+            for size in [16, 4] {
+                var timm = TimmViTSettings()
+                (timm.config.patchSize, timm.config.dim, timm.config.depth, timm.config.heads, timm.config.mlpDim) = (4, 16, 2, 2, 32)
+                var section = EncoderSection(timm)
+                section.weights = try fixture(file)
+                let (encoder, _) = section.make(EncoderInput(imageSize: size, channels: 1, classes: 5), seed: 5)
+                let report = try EncoderWeights.load(section, into: encoder, recipeFile: "r.yaml")
+                XCTAssertTrue(report.contains(file.hasSuffix(".npz") ? "resampled bilinearly" : "resampled bicubically (antialiased)"), report)
+                encoder.eval()
+                let expected = try SafeTensors.read(path: try fixture("\(expectedName)_\(size)_expected.safetensors"))
+                let positions = try XCTUnwrap(encoder.stateDict()["pos_embed"]).scalars
+                for (a, b) in zip(positions, try XCTUnwrap(expected["pos_embed"]).scalars) {
+                    XCTAssertEqual(a, b, accuracy: 1e-5 * Swift.max(1, abs(b)), "\(file) at \(size) px: pos_embed")
+                }
+                let x = try XCTUnwrap(expected["x"])
+                for layer in ["tokens", "pooled", "logits"] {
+                    let got = Autograd.noGrad { encoder.hidden(x, layer: layer) }
+                    for (a, b) in zip(got.scalars, try XCTUnwrap(expected[layer]).scalars) {
+                        XCTAssertEqual(a, b, accuracy: 1e-4 * Swift.max(1, abs(b)), "\(file) at \(size) px: \(layer)")
+                    }
+                }
+            }
+        }
     }
 }
