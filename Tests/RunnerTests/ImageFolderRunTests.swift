@@ -133,6 +133,13 @@ final class ImageFolderRunTests: XCTestCase {
         let empty = try WorkbenchProcess.run(["run", "empty.yaml", "--runs-dir", "runs"], in: root)
         XCTAssertNotEqual(empty.status, 0)
         XCTAssertTrue(empty.error.contains("d_empty") && empty.error.contains("no images"), empty.error)
+        // Normalisations by name: timm's constants, stored as numbers.
+        let named = try RecipeLoader.parse(recipe(folder, extra: ", mean: inception, std: imagenet"), file: "r.yaml")
+        XCTAssertEqual(named.data.mean, [0.5])
+        XCTAssertEqual(named.data.std, [0.229, 0.224, 0.225])
+        XCTAssertThrowsError(try RecipeLoader.parse(recipe(folder, extra: ", mean: imagenett"), file: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("data.mean: unknown normalisation 'imagenett'; name one of imagenet, inception"), "\(error)")
+        }
         XCTAssertThrowsError(try RecipeLoader.parse(recipe(folder, extra: ", pretrain_images: unlabelled"), file: "r.yaml")) { error in
             XCTAssertTrue("\(error)".contains("unlabelled_folder"), "\(error)")
         }

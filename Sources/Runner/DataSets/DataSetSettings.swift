@@ -109,13 +109,13 @@ public struct DataSection: RecipeSection {
             }
             return nil
         }),
-        .value("mean", \.mean, "per channel, or one for all; pixels are divided by 255 first", where: { mean, s in
+        statistics("mean", \.mean, "per channel, or one for all (pixels are divided by 255 first), or a name: imagenet (0.485, 0.456, 0.406), inception (0.5)", \.mean) { mean, s in
             mean.count == 1 || mean.count == s.channels ? nil : "give one mean, or one per channel (\(s.channels))"
-        }),
-        .value("std", \.std, "per channel, or one for all", where: { std, s in
+        },
+        statistics("std", \.std, "per channel, or one for all, or a name: imagenet (0.229, 0.224, 0.225), inception (0.5)", \.std) { std, s in
             guard std.count == 1 || std.count == s.channels else { return "give one std, or one per channel (\(s.channels))" }
             return std.allSatisfy { $0 > 0 } ? nil : "every std must be positive"
-        }),
+        },
         .nullable("train_subset", \.trainSubset, "use N training images; null: all", .that({ $0 > 0 }) { _ in "a subset must hold at least one image" })
             .checked(\.trainSubset) { n, s in subsetProblem(n, s.source.splitSizes(path: s.path)?.train, "training", s.dataset) },
         .choice("subset_mode", \.subsetMode, ["first", "sample"], "first N, or a seeded sample of N"),
@@ -137,6 +137,33 @@ public struct DataSection: RecipeSection {
                 mode == "stop" || s.source.verifiesImages ? nil : "on_error: skip needs a data set whose images are checked before training (dataset: imagefolder with verify: true)"
             },
     ]
+
+    /// The normalisations a recipe may name instead of listing numbers (timm's constants).
+    static let namedStatistics: [String: (mean: [Double], std: [Double])] = [
+        "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        "inception": ([0.5], [0.5]),
+    ]
+
+    /// `mean` or `std`: a list of numbers, or the name of a known normalisation (stored as its numbers).
+    static func statistics(_ key: String, _ path: WritableKeyPath<DataSection, [Double]>, _ help: String,
+                           _ pick: KeyPath<(mean: [Double], std: [Double]), [Double]>,
+                           check: @escaping ([Double], DataSection) -> String?) -> Field<DataSection> {
+        Field(key, help: help, read: { settings, c in
+            guard c.contains(RecipeKey(key)) else { return }
+            let value: [Double]
+            if let name = try? c.decode(String.self, forKey: RecipeKey(key)) {
+                guard let named = namedStatistics[name.lowercased()] else {
+                    try c.check("unknown normalisation '\(name)'; name one of \(namedStatistics.keys.sorted().joined(separator: ", ")), or give numbers, e.g. [0.485, 0.456, 0.406]", key)
+                    return
+                }
+                value = named[keyPath: pick]
+            } else {
+                value = try c.decode([Double].self, forKey: RecipeKey(key))
+            }
+            try c.check(check(value, settings), key)
+            settings[keyPath: path] = value
+        }, write: { plain($0[keyPath: path]) })
+    }
 
     /// A subset larger than its split is refused (not silently cut to the split).
     static func subsetProblem(_ n: Int?, _ size: Int?, _ split: String, _ dataset: String) -> String? {
