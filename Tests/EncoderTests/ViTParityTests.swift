@@ -16,37 +16,6 @@ final class ViTParityTests: XCTestCase {
         return c
     }
 
-    func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
-
-    func check(_ model: some HiddenLayerEncoder, fixture name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        var f = try fixture(name)
-        // The fixtures hold parameters only; batch-norm statistics (unused in training mode) stay the model's.
-        for (key, buffer) in model.namedBuffers() where f[key] == nil { f[key] = buffer.value }
-        let unused = try model.load(f)
-        XCTAssertEqual(Set(unused), Set(f.keys.filter { $0.hasPrefix("grad.") || ["x", "out", "out_weight"].contains($0) }),
-                       "every fixture weight maps to a model parameter", file: file, line: line)
-        let x = f["x"]!.requiringGrad()
-        let logits = model.hidden(x, layer: "logits")
-        assertClose("\(name) logits", logits.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5, file: file, line: line)
-        (logits * f["out_weight"]!).sum().backward()
-        var checked = 0
-        for (key, p) in model.namedParameters() {
-            let expected = try XCTUnwrap(f["grad." + key], "no gradient for \(key) in the fixture", file: file, line: line)
-            let actual = try XCTUnwrap(p.grad, "no gradient for \(key)", file: file, line: line)
-            checked += 1
-            if expected.scalars.allSatisfy({ Swift.abs($0) < 1e-10 }) {
-                // Structurally zero (a shift that a following batch norm removes): float32 leaves
-                // rounding noise, which must stay far below the model's gradient scale.
-                let scale = f.filter { $0.key.hasPrefix("grad.") }.values.flatMap { $0.scalars.map { Swift.abs($0) } }.max()!
-                XCTAssertLessThan(actual.scalars.map { Swift.abs($0) }.max()!, 1e-4 * scale, "\(name): \(key) must be zero", file: file, line: line)
-                continue
-            }
-            assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
-        }
-        assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
-        XCTAssertEqual(checked, f.keys.filter { $0.hasPrefix("grad.") }.count - 1, file: file, line: line)
-    }
-
     func testViTWithClassTokenPooling() throws {
         try check(ViT(Self.config, initializer: Initializer(seed: 0)), fixture: "vit_cls")
     }
@@ -231,5 +200,40 @@ final class TrainingParityTests: XCTestCase {
             let theirs = zip(expected, start).map { Double($0 - $1) }
             assertClose("update of \(name)", ours, theirs, tolerance: 1e-3)
         }
+    }
+}
+
+/// Loading a vit-pytorch fixture by state_dict name and comparing logits and gradients (shared by
+/// the zoo's parity tests).
+extension XCTestCase {
+    func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
+
+    func check(_ model: some HiddenLayerEncoder, fixture name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        var f = try fixture(name)
+        // The fixtures hold parameters only; batch-norm statistics (unused in training mode) stay the model's.
+        for (key, buffer) in model.namedBuffers() where f[key] == nil { f[key] = buffer.value }
+        let unused = try model.load(f)
+        XCTAssertEqual(Set(unused), Set(f.keys.filter { $0.hasPrefix("grad.") || ["x", "out", "out_weight"].contains($0) }),
+                       "every fixture weight maps to a model parameter", file: file, line: line)
+        let x = f["x"]!.requiringGrad()
+        let logits = model.hidden(x, layer: "logits")
+        assertClose("\(name) logits", logits.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5, file: file, line: line)
+        (logits * f["out_weight"]!).sum().backward()
+        var checked = 0
+        for (key, p) in model.namedParameters() {
+            let expected = try XCTUnwrap(f["grad." + key], "no gradient for \(key) in the fixture", file: file, line: line)
+            let actual = try XCTUnwrap(p.grad, "no gradient for \(key)", file: file, line: line)
+            checked += 1
+            if expected.scalars.allSatisfy({ Swift.abs($0) < 1e-10 }) {
+                // Structurally zero (a shift that a following batch norm removes): float32 leaves
+                // rounding noise, which must stay far below the model's gradient scale.
+                let scale = f.filter { $0.key.hasPrefix("grad.") }.values.flatMap { $0.scalars.map { Swift.abs($0) } }.max()!
+                XCTAssertLessThan(actual.scalars.map { Swift.abs($0) }.max()!, 1e-4 * scale, "\(name): \(key) must be zero", file: file, line: line)
+                continue
+            }
+            assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+        }
+        assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+        XCTAssertEqual(checked, f.keys.filter { $0.hasPrefix("grad.") }.count - 1, file: file, line: line)
     }
 }

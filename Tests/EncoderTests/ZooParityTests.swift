@@ -1,0 +1,42 @@
+import Encoders
+import Foundation
+import NN
+import Store
+import TensorCore
+import TestSupport
+import XCTest
+
+/// The zoo's encoders loaded with vit-pytorch 1.7.14's weights by state_dict name give its logits
+/// (1e-5) and every parameter's gradient (1e-4) (fixtures from tools/make_zoo_fixtures.py, float64).
+final class ZooParityTests: XCTestCase {
+    func testDeepViTMatchesVitPytorch() throws {
+        try check(DeepViT(ViTParityTests.config, initializer: Initializer(seed: 0)), fixture: "deepvit")
+        var mean = ViTParityTests.config
+        mean.pool = .mean
+        try check(DeepViT(mean, initializer: Initializer(seed: 0)), fixture: "deepvit_mean")
+    }
+
+    func testParallelViTMatchesVitPytorch() throws {
+        try check(ParallelViT(ViTParityTests.config, initializer: Initializer(seed: 0)), fixture: "parallel_vit")
+        var mean = ViTParityTests.config
+        mean.pool = .mean
+        try check(ParallelViT(mean, branches: 3, initializer: Initializer(seed: 0)), fixture: "parallel_vit_3")
+    }
+
+    /// The masked objectives' protocol: encoding the class token and all patches through
+    /// prefixTokens / embedPatches / patchPositions / encodeTokens gives the forward's tokens, and
+    /// smaller images (DINO's local crops) run with a resized position grid.
+    func testTheTokenProtocolAgreesWithTheForwardPass() throws {
+        for encoder in [DeepViT(ViTParityTests.config, initializer: Initializer(seed: 1)) as any ClassTokenViT,
+                        ParallelViT(ViTParityTests.config, initializer: Initializer(seed: 1))] {
+            let x = Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 3, purpose: "x"))
+            let tokens = encoder.hidden(x, layer: "tokens")
+            let viaProtocol = encoder.encodeTokens(Tensor.concat([encoder.prefixTokens(batch: 2)!,
+                                                                   encoder.embedPatches(encoder.patchify(x)) + encoder.patchPositions()], axis: 1))
+            assertClose("\(type(of: encoder)) tokens", viaProtocol.scalars.map(Double.init), tokens.scalars.map(Double.init), tolerance: 1e-6)
+            let small = encoder.hidden(Tensor.randn([2, 2, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "pooled")
+            XCTAssertEqual(small.shape, [2, 16])
+            XCTAssertEqual(encoder.hiddenLayerNames, ["tokens", "pooled", "logits", "blocks.0", "blocks.1"])
+        }
+    }
+}

@@ -1,0 +1,24 @@
+"""Parity fixtures for the encoder zoo (vit-pytorch 1.7.14), as tools/make_fixtures.py writes them:
+parameters drawn in float32, forward and backward in float64, the logits `out`, the fixed weights
+`out_weight` of the loss sum(out * out_weight), and every gradient `grad.<name>`.
+
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/make_zoo_fixtures.py
+"""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import ROOT, module_fixture  # noqa: E402
+from vit_pytorch.deepvit import DeepViT  # noqa: E402
+from vit_pytorch.parallel_vit import ViT as ParallelViT  # noqa: E402
+
+if __name__ == '__main__':
+    enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
+    torch.manual_seed(0)
+    cfg = dict(image_size=8, patch_size=4, num_classes=5, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, channels=2)
+    module_fixture('deepvit', DeepViT(**cfg), (3, 2, 8, 8), enc)
+    module_fixture('deepvit_mean', DeepViT(pool='mean', **cfg), (3, 2, 8, 8), enc)
+    module_fixture('parallel_vit', ParallelViT(**cfg), (3, 2, 8, 8), enc)
+    module_fixture('parallel_vit_3', ParallelViT(num_parallel_branches=3, pool='mean', **cfg), (3, 2, 8, 8), enc)
