@@ -172,7 +172,8 @@ public final class DINO: Module, Objective {
         }
         pendingCenter = Autograd.noGrad { teacherOut.mean(axis: 0, keepDims: true) }
         let loss = total! * (-1 / Float(terms * b))
-        return ObjectiveOutput(loss: loss, diagnostics: ["teacher_temperature": Double(currentTeacherTemperature)])
+        return ObjectiveOutput(loss: loss, diagnostics: ["teacher_temperature": Double(currentTeacherTemperature),
+                                                         "teacher_entropy": meanRowEntropy(teacherProbs)])
     }
 
     /// vit-pytorch 1.7.14's Dino.forward with its four crops given.

@@ -151,12 +151,14 @@ public final class EsViT: Module, Objective {
         let pairs: [(Int, Int)] = vitPytorch ? [(0, 1), (1, 0)]
             : (0..<globals.count).flatMap { q in studentViews.indices.filter { $0 != q }.map { (q, $0) } }
         var viewLoss: Tensor?, regionLoss: Tensor?
+        var entropy = 0.0
         for (q, v) in pairs {
             let view = crossEntropy(viewTargets[q], studentOut[v].view)
             let matched = Autograd.noGrad {
                 matchedTargets(regionTargets[q], teacherFeatures: teacherOut[q].features, studentFeatures: studentOut[v].features)
             }
             let region = crossEntropy(matched, studentOut[v].region)
+            entropy += meanRowEntropy(viewTargets[q]) + meanRowEntropy(matched)
             viewLoss = viewLoss.map { $0 + view } ?? view
             regionLoss = regionLoss.map { $0 + region } ?? region
         }
@@ -168,7 +170,8 @@ public final class EsViT: Module, Objective {
         }
         let v = viewLoss! * scale, r = regionLoss! * scale
         return ObjectiveOutput(loss: (v + r) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item),
-                                                                       "teacher_temperature": Double(temperature)])
+                                                                       "teacher_temperature": Double(temperature),
+                                                                       "teacher_entropy": entropy * 0.5 * Double(scale)])
     }
 
     public func willStep(_ step: Int, of totalSteps: Int, stepsPerEpoch: Int) {
