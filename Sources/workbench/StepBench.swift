@@ -27,9 +27,11 @@ struct BenchStep: ParsableCommand {
     @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the official view pipelines).") var objective = "supervised"
 
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
+    @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28x1, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
 
     func run() throws {
         if let recipe { return try runRecipe(recipe) }
+        if let encoder { return try runEncoder(encoder) }
         var config = ViTConfig()
         (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
         if objective != "supervised" { return try runObjective(config) }
@@ -106,6 +108,34 @@ struct BenchStep: ParsableCommand {
         let x = Tensor.uniform([batch] + recipe.data.imageShape, rng: RandomStream(seed: 0, purpose: "bench"))
         let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
+        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printRoofline(stepSeconds: step, step: trainStep)
+    }
+
+    /// A supervised step of an encoder kind at the bench's sizes (what tools/zoo_step_bench.py
+    /// times for vit-pytorch's model of the same kind).
+    func runEncoder(_ kind: String) throws {
+        guard EncoderRegistry.kinds.contains(where: { $0.kind == kind }) else {
+            throw ValidationError("--encoder must be one of \(EncoderRegistry.kinds.map { $0.kind }.joined(separator: ", ")), not '\(kind)'")
+        }
+        let section: EncoderSection
+        do {
+            section = try RecipeLoader.section(EncoderSection.self, yaml: "kind: \(kind)\npatch_size: 4\ndim: \(dim)\ndepth: \(depth)\nheads: \(heads)\ndim_head: \(dimHead)\nmlp_dim: \(mlpDim)\n", file: "--encoder \(kind)")
+        } catch { throw ValidationError("\(error)") }
+        let batch = batchOption ?? 64
+        let (model, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 0)
+        let optimizer = AdamW(model.parameters, learningRate: 1e-4)
+        let rng = RandomStream(seed: 0, purpose: "bench")
+        let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
+        let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
+        func trainStep() {
+            let loss = model.hidden(x, layer: "logits").crossEntropy(.labels(labels))
+            optimizer.zeroGrad()
+            loss.backward()
+            optimizer.step()
+        }
+        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
+        print("bench-step --encoder \(kind): dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, batch \(batch), \(counted(Parallel.threads, "thread"))")
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         printRoofline(stepSeconds: step, step: trainStep)
     }

@@ -1,0 +1,45 @@
+"""vit-pytorch 1.7.14's side of `workbench bench-step --encoder KIND`: a supervised step (cross
+entropy, AdamW) of the zoo's models at the bench's sizes (28x28x1, patch 4, dim 192, depth 6,
+3 heads of 64, MLP 768), batch 64 unless B is set; the median of 6 steps after 2 warm-ups.
+
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/zoo_step_bench.py [deepvit parallel-vit vit ...]
+"""
+import os
+import sys
+import time
+
+import torch
+
+B = int(os.environ.get('B', 64))
+cfg = dict(image_size=28, patch_size=4, num_classes=10, dim=192, depth=6, heads=3, mlp_dim=768, channels=1, dim_head=64)
+
+
+def make(kind):
+    if kind == 'vit':
+        from vit_pytorch import ViT
+        return ViT(**cfg)
+    if kind == 'deepvit':
+        from vit_pytorch.deepvit import DeepViT
+        return DeepViT(**cfg)
+    if kind == 'parallel-vit':
+        from vit_pytorch.parallel_vit import ViT as ParallelViT
+        return ParallelViT(**cfg)
+    raise SystemExit('unknown ' + kind)
+
+
+torch.manual_seed(0)
+x = torch.rand(B, 1, 28, 28)
+y = torch.randint(0, 10, (B,))
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit']:
+    model = make(kind)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for _ in range(8):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    med = sorted(times[2:])[len(times[2:]) // 2]
+    print(f"{kind:14s} batch {B}  step median {med * 1000:8.1f} ms  {B / med:8.1f} img/s  threads {torch.get_num_threads()}", flush=True)
