@@ -13,6 +13,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_fixtures import ROOT, module_fixture  # noqa: E402
 from vit_pytorch.deepvit import DeepViT  # noqa: E402
 from vit_pytorch.parallel_vit import ViT as ParallelViT  # noqa: E402
+from vit_pytorch.simple_vit_with_register_tokens import SimpleViT as RegisterViT  # noqa: E402
+from vit_pytorch.simple_vit_with_qk_norm import SimpleViT as QKNormViT  # noqa: E402
+from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutViT  # noqa: E402
 
 if __name__ == '__main__':
     enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
@@ -22,3 +25,11 @@ if __name__ == '__main__':
     module_fixture('deepvit_mean', DeepViT(pool='mean', **cfg), (3, 2, 8, 8), enc)
     module_fixture('parallel_vit', ParallelViT(**cfg), (3, 2, 8, 8), enc)
     module_fixture('parallel_vit_3', ParallelViT(num_parallel_branches=3, pool='mean', **cfg), (3, 2, 8, 8), enc)
+    module_fixture('simple_vit_registers', RegisterViT(num_register_tokens=3, **cfg), (3, 2, 8, 8), enc)
+    # 1.7.14's qk-norm SimpleViT returns a LayerNorm as its head (a defect): the paper's Linear head.
+    qk = QKNormViT(**cfg)
+    qk.linear_head = torch.nn.Linear(cfg['dim'], cfg['num_classes'])
+    module_fixture('simple_vit_qk_norm', qk, (3, 2, 8, 8), enc)
+    # Patch dropout acts in training only (torch's randn draws are not the workbench's): the fixture
+    # is the evaluation-mode model.
+    module_fixture('simple_vit_patch_dropout', PatchDropoutViT(patch_dropout=0.5, **cfg).eval(), (3, 2, 8, 8), enc)

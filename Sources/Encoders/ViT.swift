@@ -166,29 +166,50 @@ public final class ViT: Module, PatchTransformer {
     }
 }
 
+/// SimpleViT's variants in vit-pytorch 1.7.14, each a file there and an option here.
+public struct SimpleViTOptions: Codable, Equatable, Sendable {
+    /// Register tokens (Darcet et al. 2023, "Vision Transformers Need Registers",
+    /// simple_vit_with_register_tokens.py): learned tokens without positions appended to the
+    /// patches for the transformer and dropped after it.
+    public var registerTokens = 0
+    /// Query-key RMS normalisation (Dehghani et al. 2023, ViT-22B; simple_vit_with_qk_norm.py).
+    public var qkNorm = false
+    /// Patch dropout (Liu et al. 2022, "PatchDropout"; simple_vit_with_patch_dropout.py): in
+    /// training, each image keeps a random max(1, int(n (1 - p))) of its patch tokens.
+    public var patchDropout: Float = 0
+    public init() {}
+}
+
 /// vit-pytorch 1.7.14's SimpleViT (Beyer et al. 2022, "Better plain ViT baselines"): fixed 2-D
-/// sin-cos positions, no class token, mean pooling, no dropout, bias-free attention output.
+/// sin-cos positions, no class token, mean pooling, no dropout, bias-free attention output; with
+/// `options`, its register-token, QK-norm and patch-dropout variants.
 public final class SimpleViT: Module, PatchTransformer {
     public let config: ViTConfig
+    public let options: SimpleViTOptions
     public let patchNorm: LayerNorm
     public let patchLinear: Linear
     public let tokenNorm: LayerNorm
     public let transformer: Transformer
     public let linearHead: Linear
+    public let registerTokens: Parameter?
     let positions: Tensor
+    let dropoutStream: RandomStream
 
-    public init(_ config: ViTConfig, initializer: Initializer) {
+    public init(_ config: ViTConfig, options: SimpleViTOptions = SimpleViTOptions(), initializer: Initializer) {
         precondition(config.problem == nil, "SimpleViT: \(config.problem!)")
         self.config = config
+        self.options = options
         patchNorm = LayerNorm(config.patchDim)
         patchLinear = Linear(config.patchDim, config.dim, initializer: initializer)
         tokenNorm = LayerNorm(config.dim)
+        registerTokens = options.registerTokens > 0 ? Parameter(initializer.embedding([options.registerTokens, config.dim]), decays: false) : nil
         transformer = Transformer(dim: config.dim, depth: config.depth, heads: config.heads, dimHead: config.dimHead,
-                                  mlpDim: config.mlpDim, simple: true, initializer: initializer)
+                                  mlpDim: config.mlpDim, simple: true, qkNorm: options.qkNorm, initializer: initializer)
         linearHead = Linear(config.dim, config.numClasses, initializer: initializer)
         positions = sinCosPositionEmbedding2D(height: config.imageHeight / config.patchHeight,
                                               width: config.imageWidth / config.patchWidth, dim: config.dim)
             .reshaped([1, config.patchCount, config.dim])
+        dropoutStream = initializer.dropoutStream
     }
 
     public override var stateNames: [String: String] { patchEmbeddingStateNames }
@@ -201,7 +222,36 @@ public final class SimpleViT: Module, PatchTransformer {
         embedPatches(patchify(images)) + resizedPositions(positions, height: images.shape[2], width: images.shape[3])
     }
 
+    /// The transformer over tokens (B, n, D), the register tokens appended for it and dropped after.
+    public func encodeTokens(_ tokens: Tensor) -> Tensor {
+        guard let registerTokens else { return transformer(tokens) }
+        let (b, n) = (tokens.shape[0], tokens.shape[1])
+        let r = registerTokens.value.reshaped([1, options.registerTokens, config.dim]).expanded(to: [b, options.registerTokens, config.dim])
+        return transformer(Tensor.concat([tokens, r], axis: 1)).slice(axis: 1, start: 0, length: n)
+    }
+
+    public func encodeTokens(_ tokens: Tensor, context: Tensor) -> Tensor { transformer(tokens, context: context) }
+
+    /// Patch dropout in training: each image keeps a random subset of its tokens, in their order.
+    func droppingPatches(_ x: Tensor) -> Tensor {
+        guard isTraining, options.patchDropout > 0 else { return x }
+        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let keep = Swift.max(1, Int(Double(n) * (1 - Double(options.patchDropout))))
+        var kept: [Int] = []
+        for _ in 0..<b { kept += dropoutStream.permutation(n).prefix(keep).sorted() }
+        _ = d
+        return x.gather(axis: 1, index: IndexTensor(shape: [b, keep], kept))
+    }
+
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
-        outputs(from: inputTokens(images), layers: layers) { $0.mean(axis: 1) }
+        let x = droppingPatches(inputTokens(images))
+        guard let registerTokens else { return outputs(from: x, layers: layers) { $0.mean(axis: 1) } }
+        // With registers: the blocks see them, the outputs do not.
+        let (b, n) = (x.shape[0], x.shape[1])
+        let r = registerTokens.value.reshaped([1, options.registerTokens, config.dim]).expanded(to: [b, options.registerTokens, config.dim])
+        var out = outputs(from: Tensor.concat([x, r], axis: 1), layers: layers.union(["tokens"])) { $0.slice(axis: 1, start: 0, length: n).mean(axis: 1) }
+        for key in Array(out.keys) where key == "tokens" || key.hasPrefix("blocks.") { out[key] = out[key]!.slice(axis: 1, start: 0, length: n) }
+        if !layers.contains("tokens") { out["tokens"] = nil }
+        return out
     }
 }

@@ -120,11 +120,17 @@ public final class Attention: Module {
     public let toQ: Linear?
     public let toKV: Linear?
     public let toOut: Linear?
+    /// Query-key normalisation (vit-pytorch's SimpleViT with qk_norm, from ViT-22B): q and k
+    /// L2-normalised, times sqrt(dim_head) and a learned per-head gain, and no 1/sqrt(d) scale.
+    public let qNorm: HeadRMSNorm?
+    public let kNorm: HeadRMSNorm?
     let dropout: Dropout?
     let outName: String
 
     public init(dim: Int, heads: Int, dimHead: Int, dropout p: Float = 0, crossAttention: Bool = false,
-                outputBias: Bool = true, outputInSequential: Bool = true, initializer: Initializer) {
+                outputBias: Bool = true, outputInSequential: Bool = true, qkNorm: Bool = false, initializer: Initializer) {
+        qNorm = qkNorm ? HeadRMSNorm(heads: heads, dim: dimHead) : nil
+        kNorm = qkNorm ? HeadRMSNorm(heads: heads, dim: dimHead) : nil
         self.heads = heads
         self.dimHead = dimHead
         let inner = heads * dimHead
@@ -147,23 +153,29 @@ public final class Attention: Module {
         let inner = heads * dimHead
         let h = norm(x)
         var merged: Tensor, probs: Tensor?
-        if let toQKV, context == nil {
+        if let toQKV, context == nil, qNorm == nil {
             // Heads are read from and written to the packed layouts directly, with no copies.
             (merged, probs) = Tensor.multiHeadSelfAttention(packedQKV: toQKV(h), heads: heads, returnProbabilities: returnProbabilities)
         } else {
             let q: Tensor, kv: [Tensor]
-            if let toQKV {
+            if let toQKV, let context {
                 // Cross-attention with a self-attention layer's weights (MP3): the packed
                 // projection's first third makes the queries, the rest keys and values.
                 let w = toQKV.weight.value
                 q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
-                kv = Tensor.linear(norm(context!), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
+                kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
+            } else if let toQKV {
+                // Self-attention with normalised queries and keys (qk_norm).
+                let qkv = toQKV(h).chunked(3, axis: -1)
+                (q, kv) = (qkv[0], [qkv[1], qkv[2]])
             } else {
                 q = toQ!(h)
                 kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
             }
             func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
-            let (o, p) = Tensor.scaledDotProductAttention(query: split(q), key: split(kv[0]), value: split(kv[1]),
+            var (qh, kh) = (split(q), split(kv[0]))
+            if let qNorm, let kNorm { (qh, kh) = (qNorm(qh), kNorm(kh)) }
+            let (o, p) = Tensor.scaledDotProductAttention(query: qh, key: kh, value: split(kv[1]), scale: qNorm == nil ? nil : 1,
                                                           returnProbabilities: returnProbabilities)
             (merged, probs) = (o.permuted([0, 2, 1, 3]).reshaped([b, n, inner]), p)
         }
@@ -171,6 +183,18 @@ public final class Attention: Module {
         if let dropout { merged = dropout(merged) }
         return (merged, probs)
     }
+}
+
+/// vit-pytorch's RMSNorm of SimpleViT's qk_norm: F.normalize(x, dim=-1) * sqrt(dim) * gamma, with
+/// gamma (heads, 1, dim) starting at 1 / sqrt(dim), on (B, heads, N, dim).
+public final class HeadRMSNorm: Module {
+    public let gamma: Parameter
+    let scale: Float
+    public init(heads: Int, dim: Int) {
+        scale = Float(Double(dim).squareRoot())
+        gamma = Parameter(Tensor.full([heads, 1, dim], 1 / scale))
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.l2Normalized() * scale * gamma.value }
 }
 
 /// One pre-norm residual block: x + attention(x), then + feedForward.
@@ -205,11 +229,11 @@ public final class Transformer: Module {
     public let norm: LayerNorm
 
     public init(dim: Int, depth: Int, heads: Int, dimHead: Int, mlpDim: Int, dropout: Float = 0,
-                simple: Bool = false, initializer: Initializer) {
+                simple: Bool = false, qkNorm: Bool = false, initializer: Initializer) {
         layers = (0..<depth).map { _ in
             TransformerBlock(
                 attention: Attention(dim: dim, heads: heads, dimHead: dimHead, dropout: dropout,
-                                     outputBias: !simple, outputInSequential: !simple, initializer: initializer),
+                                     outputBias: !simple, outputInSequential: !simple, qkNorm: qkNorm, initializer: initializer),
                 feedForward: FeedForward(dim: dim, hiddenDim: mlpDim, dropout: dropout, outputIndex: simple ? 3 : 4,
                                          initializer: initializer))
         }

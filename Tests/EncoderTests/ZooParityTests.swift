@@ -23,6 +23,25 @@ final class ZooParityTests: XCTestCase {
         try check(ParallelViT(mean, branches: 3, initializer: Initializer(seed: 0)), fixture: "parallel_vit_3")
     }
 
+    func testSimpleViTVariantsMatchVitPytorch() throws {
+        var registers = SimpleViTOptions()
+        registers.registerTokens = 3
+        try check(SimpleViT(ViTParityTests.config, options: registers, initializer: Initializer(seed: 0)), fixture: "simple_vit_registers")
+        var qk = SimpleViTOptions()
+        qk.qkNorm = true
+        try check(SimpleViT(ViTParityTests.config, options: qk, initializer: Initializer(seed: 0)), fixture: "simple_vit_qk_norm")
+        var dropout = SimpleViTOptions()
+        dropout.patchDropout = 0.5
+        let model = SimpleViT(ViTParityTests.config, options: dropout, initializer: Initializer(seed: 0))
+        model.eval()
+        try check(model, fixture: "simple_vit_patch_dropout")
+        // In training each image keeps max(1, int(4 * 0.5)) = 2 of its 4 patch tokens, a seeded choice.
+        model.train()
+        let x = Tensor.randn([3, 2, 8, 8], rng: RandomStream(seed: 3, purpose: "x"))
+        XCTAssertEqual(model.hidden(x, layer: "tokens").shape, [3, 2, 16])
+        XCTAssertEqual(model.hidden(x, layer: "logits").shape, [3, 5])
+    }
+
     /// The masked objectives' protocol: encoding the class token and all patches through
     /// prefixTokens / embedPatches / patchPositions / encodeTokens gives the forward's tokens, and
     /// smaller images (DINO's local crops) run with a resized position grid.

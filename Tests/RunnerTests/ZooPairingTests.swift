@@ -19,14 +19,14 @@ final class ZooPairingTests: XCTestCase {
         "esvit": "{kind: esvit, out_dim: 64, hidden_dim: 32, bottleneck_dim: 16, warmup_teacher_temp_epochs: 0}",
     ]
 
-    func losses(encoder: String, objective: String) throws -> [Double] {
+    func losses(encoder: String, objective: String, extra: String = "") throws -> [Double] {
         let root = NSTemporaryDirectory() + "zoo-\(encoder)-\(objective)-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let text = """
             name: zoo
             data: {train_subset: 32, test_subset: 32}
             encoder: \(encoder == "cvt" ? "{kind: cvt, dim_head: 16, cvt_stages: [{emb_dim: 16, emb_kernel: 7, emb_stride: 4}, {emb_dim: 32, heads: 2}]}"
-                : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")}")
+                : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
             stages:
               - pretrain:
                   objective: \(objective == "mp3" && encoder != "simple-vit" ? "{kind: mp3, allow_learned_positions: true}" : Self.objectives[objective]!)
@@ -45,9 +45,9 @@ final class ZooPairingTests: XCTestCase {
         return zip(loss, entropy).map { $0 - $1 }
     }
 
-    func check(_ encoder: String, objectives: [String] = objectives.keys.sorted()) throws {
+    func check(_ encoder: String, objectives: [String] = objectives.keys.sorted(), extra: String = "") throws {
         for objective in objectives {
-            let loss = try losses(encoder: encoder, objective: objective)
+            let loss = try losses(encoder: encoder, objective: objective, extra: extra)
             XCTAssertEqual(loss.count, 12, "\(encoder) + \(objective)")
             XCTAssertTrue(loss.allSatisfy(\.isFinite), "\(encoder) + \(objective): \(loss)")
             let first = loss.prefix(3).reduce(0, +) / 3, last = loss.suffix(3).reduce(0, +) / 3
@@ -59,6 +59,10 @@ final class ZooPairingTests: XCTestCase {
     func testCvTTrainsWithTheViewObjectives() throws { try check("cvt", objectives: ["byol", "dino", "esvit"]) }
     func testSimpleViTTrainsWithEveryObjective() throws { try check("simple-vit") }
     func testTimmViTTrainsWithEveryObjective() throws { try check("timm-vit") }
+    func testSimpleViTVariantsTrainWithEveryObjective() throws {
+        try check("simple-vit", extra: ", register_tokens: 2, qk_norm: true")
+        try check("simple-vit", objectives: ["byol", "dino", "esvit"], extra: ", patch_dropout: 0.25")
+    }
     func testDeepViTTrainsWithEveryObjective() throws { try check("deepvit") }
     func testParallelViTTrainsWithEveryObjective() throws { try check("parallel-vit") }
 }
