@@ -10,12 +10,17 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures  # noqa: E402
 from make_fixtures import ROOT, module_fixture  # noqa: E402
+
+# make_fixtures' draws, also for 0-dimensional parameters (LSA's temperature); the same numbers otherwise.
+make_fixtures.f32 = lambda *shape, scale=1.0: (torch.randn(tuple(shape), dtype=torch.float32) * scale).to(torch.float64)
 from vit_pytorch.deepvit import DeepViT  # noqa: E402
 from vit_pytorch.parallel_vit import ViT as ParallelViT  # noqa: E402
 from vit_pytorch.simple_vit_with_register_tokens import SimpleViT as RegisterViT  # noqa: E402
 from vit_pytorch.simple_vit_with_qk_norm import SimpleViT as QKNormViT  # noqa: E402
 from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutViT  # noqa: E402
+from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E402
 
 if __name__ == '__main__':
     enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
@@ -32,4 +37,5 @@ if __name__ == '__main__':
     module_fixture('simple_vit_qk_norm', qk, (3, 2, 8, 8), enc)
     # Patch dropout acts in training only (torch's randn draws are not the workbench's): the fixture
     # is the evaluation-mode model.
+    module_fixture('vit_small_datasets', SmallDatasetViT(**cfg), (3, 2, 8, 8), enc)
     module_fixture('simple_vit_patch_dropout', PatchDropoutViT(patch_dropout=0.5, **cfg).eval(), (3, 2, 8, 8), enc)

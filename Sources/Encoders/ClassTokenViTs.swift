@@ -18,7 +18,6 @@ public protocol ClassTokenViT: PatchTokenEncoder {
 
 extension ClassTokenViT {
     public var patchCount: Int { config.patchCount }
-    public var patchDim: Int { config.patchDim }
     public var dim: Int { config.dim }
     public var hiddenLayerNames: [String] { config.hiddenLayerNames }
     public var classificationHead: Module? { mlpHead }
@@ -185,6 +184,7 @@ public final class DeepViT: Module, ClassTokenViT {
 
     public override var stateNames: [String: String] { patchEmbeddingStateNames }
     public var depth: Int { config.depth }
+    public var patchDim: Int { config.patchDim }
 
     public func embedPatches(_ patches: Tensor) -> Tensor { tokenNorm(patchLinear(patchNorm(patches))) }
 
@@ -248,6 +248,7 @@ public final class ParallelViT: Module, ClassTokenViT {
 
     public override var stateNames: [String: String] { ["patchLinear": "to_patch_embedding.1"] }
     public var depth: Int { config.depth }
+    public var patchDim: Int { config.patchDim }
 
     public func embedPatches(_ patches: Tensor) -> Tensor { patchLinear(patches) }
 

@@ -23,6 +23,10 @@ final class ZooParityTests: XCTestCase {
         try check(ParallelViT(mean, branches: 3, initializer: Initializer(seed: 0)), fixture: "parallel_vit_3")
     }
 
+    func testViTForSmallDatasetsMatchesVitPytorch() throws {
+        try check(SmallDatasetViT(ViTParityTests.config, initializer: Initializer(seed: 0)), fixture: "vit_small_datasets")
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

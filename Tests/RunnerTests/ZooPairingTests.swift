@@ -57,6 +57,20 @@ final class ZooPairingTests: XCTestCase {
 
     func testViTTrainsWithEveryObjective() throws { try check("vit") }
     func testCvTTrainsWithTheViewObjectives() throws { try check("cvt", objectives: ["byol", "dino", "esvit"]) }
+    func testViTForSmallDatasetsTrainsWithTheViewObjectives() throws { try check("vit-small-datasets", objectives: ["byol", "dino", "esvit"]) }
+
+    /// Where the masked objectives do not apply, the refusal names the encoder, the objective and why.
+    func testTheMaskedObjectivesRefuseTheEncodersTheyCannotMask() {
+        for (encoder, reason) in [("cvt", "no flat sequence of patches"), ("vit-small-datasets", "read the neighbouring patches' pixels")] {
+            for objective in ["mae", "simmim", "mpp", "mp3"] {
+                let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
+                XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
+                    let message = "\(error)"
+                    XCTAssertTrue(message.contains("\(objective) masks patches") && message.contains("the \(encoder) encoder is not one") && message.contains(reason), message)
+                }
+            }
+        }
+    }
     func testSimpleViTTrainsWithEveryObjective() throws { try check("simple-vit") }
     func testTimmViTTrainsWithEveryObjective() throws { try check("timm-vit") }
     func testSimpleViTVariantsTrainWithEveryObjective() throws {

@@ -9,6 +9,8 @@ public protocol EncoderSettings: RecipeSection {
     static var summary: String { get }
     /// Whether the encoder is a PatchTokenEncoder (what the masked objectives need).
     static var isPatchTokenEncoder: Bool { get }
+    /// Why the masked objectives do not apply to this encoder (for their refusal), when it is not one.
+    static var notPatchTokenReason: String { get }
     /// The side in pixels of the square each token covers, for patch encoders; nil otherwise.
     var patchSize: Int? { get }
     /// The number of ViT blocks that layer-wise learning-rate decay spreads over (parameters
@@ -30,6 +32,7 @@ public protocol EncoderSettings: RecipeSection {
 
 extension EncoderSettings {
     public var patchSize: Int? { nil }
+    public static var notPatchTokenReason: String { "it has no flat sequence of patch tokens" }
     public var layerDecayDepth: Int? { nil }
     public var learnedPositions: Bool { false }
     public func pytorchModel(_ input: EncoderInput) -> String? { nil }

@@ -53,9 +53,10 @@ extension ObjectiveSettings {
 
 /// Masked objectives need a PatchTokenEncoder; says so, naming the encoder, when it is not.
 func requirePatchEncoder(_ objective: String, _ recipe: Recipe) throws {
-    guard recipe.encoder.settings.patchSize != nil else {
+    let type = Swift.type(of: recipe.encoder.settings)
+    guard type.isPatchTokenEncoder else {
         let patchKinds = EncoderRegistry.kinds.filter { $0.isPatchTokenEncoder }.map { $0.kind }
-        throw RecipeIssue(path: ["kind"], message: "\(objective) masks patches, so it needs a patch-based encoder (a PatchTokenEncoder: \(patchKinds.joined(separator: ", "))); encoder.kind is \(recipe.encoder.kind), which is not. Use encoder.kind: vit, or an objective that reads views (byol, dino, esvit).")
+        throw RecipeIssue(path: ["kind"], message: "\(objective) masks patches, so it needs a patch-token encoder (\(patchKinds.joined(separator: ", "))); the \(recipe.encoder.kind) encoder is not one: \(type.notPatchTokenReason). Use encoder.kind: vit, or an objective that reads views (byol, dino, esvit).")
     }
 }
 
