@@ -15,8 +15,11 @@ struct List: ParsableCommand {
 
     func run() throws {
         if reference { return print(RecipeReference.markdown(), terminator: "") }
+        let names = StageRegistry.kinds.map { $0.kind } + ObjectiveRegistry.kinds.map { $0.kind } + EncoderRegistry.kinds.map { $0.kind }
+            + DataSetRegistry.kinds.map { $0.kind } + WeightFormatRegistry.formats.map { $0.name }
+        let width = Swift.max(14, (names.map(\.count).max() ?? 0) + 1)
         func row(_ what: String, _ name: String, _ summary: String) {
-            print("\(what.padding(toLength: 10, withPad: " ", startingAt: 0)) \(name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(summary)")
+            print("\(what.padding(toLength: 10, withPad: " ", startingAt: 0)) \(name.padding(toLength: width, withPad: " ", startingAt: 0)) \(summary)")
         }
         for stage in StageRegistry.kinds { row("stage", stage.kind, stage.summary) }
         for objective in ObjectiveRegistry.kinds { row("objective", objective.kind, objective.summary) }
@@ -24,9 +27,12 @@ struct List: ParsableCommand {
         for dataset in DataSetRegistry.kinds { row("data set", dataset.kind, "\(dataset.summary), from \(dataset.defaultPath)") }
         for format in WeightFormatRegistry.formats { row("weights", format.name, format.summary) }
         let folder = RecipeLoader.find("recipes") ?? "Recipes"
-        for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter({ $0.hasSuffix(".yaml") }).sorted() {
-            let name = (try? RecipeLoader.load(path: "\(folder)/\(file)")).map { "\($0.stages.map(\.kind).joined(separator: " -> "))" } ?? "(does not validate)"
-            print("recipe     recipes/\(file.padding(toLength: 20, withPad: " ", startingAt: 0)) \(name)")
+        // Recipes/*.yaml, then the encoder zoo's Recipes/zoo/*.yaml.
+        for sub in ["", "zoo/"] {
+            for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/" + sub)) ?? []).filter({ $0.hasSuffix(".yaml") }).sorted() {
+                let name = (try? RecipeLoader.load(path: "\(folder)/\(sub)\(file)")).map { "\($0.stages.map(\.kind).joined(separator: " -> "))" } ?? "(does not validate)"
+                print("recipe     recipes/\((sub + file).padding(toLength: 30, withPad: " ", startingAt: 0)) \(name)")
+            }
         }
     }
 }
