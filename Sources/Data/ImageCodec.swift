@@ -122,8 +122,13 @@ public final class ImageDecoder {
     /// each side becomes ceil(side / reduction)) in the DCT domain; other formats decode whole.
     public func decode(_ bytes: UnsafeRawBufferPointer, reduction: (Int, Int) -> Int = { _, _ in 1 }) throws -> DecodedImage {
         let (format, w, h) = try header(bytes)
+        return try decodeWhole(bytes, format: format, width: w, height: h, reduction: reduction(w, h))
+    }
+
+    /// The whole image, its header already read.
+    private func decodeWhole(_ bytes: UnsafeRawBufferPointer, format: ImageFormat, width w: Int, height h: Int, reduction: Int) throws -> DecodedImage {
         switch format {
-        case .jpeg: return try decodeJPEG(bytes, reduction: reduction(w, h))
+        case .jpeg: return try decodeJPEG(bytes, reduction: reduction)
         case .png: return try decodePNG(bytes)
         case .webp: return try decodeWebP(bytes, width: w, height: h)
         case .bmp: return try BMP.decode(bytes)
@@ -131,13 +136,15 @@ public final class ImageDecoder {
         }
     }
 
-    /// Decodes what `request` asks for: a JPEG only the rows and columns (whole iMCUs) of the
-    /// region, reduced in the DCT domain, through libjpeg; every other format, and a request
-    /// without a region, whole.
-    public func decodeRegion(_ bytes: UnsafeRawBufferPointer, _ request: DecodeRequest) throws -> DecodedRegion {
+    /// Decodes what `request(storedHeight, storedWidth)` asks for, the header read once: a JPEG
+    /// only the rows and columns (whole iMCUs) of the region, reduced in the DCT domain, through
+    /// libjpeg; every other format, and a request without a region, whole.
+    public func decodeRegion(_ bytes: UnsafeRawBufferPointer, _ request: (Int, Int) -> DecodeRequest) throws
+        -> (region: DecodedRegion, storedHeight: Int, storedWidth: Int) {
         let (format, w, h) = try header(bytes)
+        let request = request(h, w)
         guard format == .jpeg, let box = request.region else {
-            return DecodedRegion(whole: try decode(bytes) { _, _ in request.reduction })
+            return (DecodedRegion(whole: try decodeWhole(bytes, format: format, width: w, height: h, reduction: request.reduction)), h, w)
         }
         let d = Self.reductions.contains(request.reduction) ? request.reduction : 1
         let (fh, fw) = ((h + d - 1) / d, (w + d - 1) / d)
@@ -147,7 +154,7 @@ public final class ImageDecoder {
         let y1 = Swift.min(fh, Int((Double(box.top + box.height) * sy).rounded(.up)) + 1)
         let x0 = Swift.max(0, Int((Double(box.left) * sx).rounded(.down)) - 1)
         let x1 = Swift.min(fw, Int((Double(box.left + box.width) * sx).rounded(.up)) + 1)
-        guard y1 > y0, x1 > x0 else { return DecodedRegion(whole: try decode(bytes) { _, _ in d }) }
+        guard y1 > y0, x1 > x0 else { return (DecodedRegion(whole: try decodeWhole(bytes, format: format, width: w, height: h, reduction: d)), h, w) }
         var buffer = [UInt8](repeating: 0, count: (y1 - y0) * fw * 4)
         var error = [CChar](repeating: 0, count: 256)
         var outX: Int32 = 0, outCols: Int32 = 0, channels: Int32 = 0
@@ -160,7 +167,7 @@ public final class ImageDecoder {
         buffer.removeSubrange(((y1 - y0) * cols * c)...)
         var image = DecodedImage(width: cols, height: y1 - y0, channels: c, pixels: buffer)
         if c == 4 { image = Self.cmykToRGB(image) }
-        return DecodedRegion(image: image, top: y0, left: Int(outX), fullHeight: fh, fullWidth: fw)
+        return (DecodedRegion(image: image, top: y0, left: Int(outX), fullHeight: fh, fullWidth: fw), h, w)
     }
 
     /// PIL's CMYK to RGB of an Adobe (inverted) CMYK JPEG: R = C * K / 255 on the stored values.

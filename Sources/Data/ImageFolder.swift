@@ -61,17 +61,19 @@ public final class ImageFolder: Dataset, @unchecked Sendable {
         }
         do {
             return try data.withUnsafeBytes { bytes in
-                let (_, w, h) = try decoder.header(bytes)
                 // The transform plans on the stored size; a cached image is kept whole.
-                let asked = request(h, w)
-                var region = try decoder.decodeRegion(bytes, caching ? .whole : asked)
+                let decoded = try decoder.decodeRegion(bytes) { h, w in
+                    let asked = request(h, w)
+                    return caching ? .whole : asked
+                }
+                var region = decoded.region
                 region.image = channels == 3 ? region.image.rgb() : region.image.gray()
                 if caching {
                     lock.lock()
                     cached[index] = region.image
                     lock.unlock()
                 }
-                return (region, h, w)
+                return (region, decoded.storedHeight, decoded.storedWidth)
             }
         } catch let error as ImageDecodingError {
             throw DataError.corrupt(path: path, reason: error.reason)

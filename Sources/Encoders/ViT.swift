@@ -235,11 +235,10 @@ public final class SimpleViT: Module, PatchTransformer {
     /// Patch dropout in training: each image keeps a random subset of its tokens, in their order.
     func droppingPatches(_ x: Tensor) -> Tensor {
         guard isTraining, options.patchDropout > 0 else { return x }
-        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let (b, n) = (x.shape[0], x.shape[1])
         let keep = Swift.max(1, Int(Double(n) * (1 - Double(options.patchDropout))))
         var kept: [Int] = []
         for _ in 0..<b { kept += dropoutStream.permutation(n).prefix(keep).sorted() }
-        _ = d
         return x.gather(axis: 1, index: IndexTensor(shape: [b, keep], kept))
     }
 

@@ -27,16 +27,7 @@ public final class LocalitySelfAttention: Module {
         let (b, n) = (x.shape[0], x.shape[1])
         let inner = heads * dimHead
         let h = norm(x)
-        let q: Tensor, k: Tensor, v: Tensor
-        if let context {
-            let w = toQKV.weight.value
-            q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
-            let kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
-            (k, v) = (kv[0], kv[1])
-        } else {
-            let qkv = toQKV(h).chunked(3, axis: -1)
-            (q, k, v) = (qkv[0], qkv[1], qkv[2])
-        }
+        let (q, k, v) = toQKV.queriesKeysValues(h, context: context, norm: norm, inner: inner)
         func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
         let m = k.shape[1]
         var dots = Tensor.matmul(split(q), split(k), transposeB: true) * temperature.value.reshaped([1, 1, 1, 1]).exp()

@@ -158,16 +158,11 @@ public final class Attention: Module {
             (merged, probs) = Tensor.multiHeadSelfAttention(packedQKV: toQKV(h), heads: heads, returnProbabilities: returnProbabilities)
         } else {
             let q: Tensor, kv: [Tensor]
-            if let toQKV, let context {
-                // Cross-attention with a self-attention layer's weights (MP3): the packed
-                // projection's first third makes the queries, the rest keys and values.
-                let w = toQKV.weight.value
-                q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
-                kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
-            } else if let toQKV {
-                // Self-attention with normalised queries and keys (qk_norm).
-                let qkv = toQKV(h).chunked(3, axis: -1)
-                (q, kv) = (qkv[0], [qkv[1], qkv[2]])
+            if let toQKV {
+                // Cross-attention with a self-attention layer's weights (MP3), or self-attention
+                // with normalised queries and keys (qk_norm).
+                let (pq, pk, pv) = toQKV.queriesKeysValues(h, context: context, norm: norm, inner: inner)
+                (q, kv) = (pq, [pk, pv])
             } else {
                 q = toQ!(h)
                 kv = toKV!(norm(context ?? x)).chunked(2, axis: -1)
@@ -182,6 +177,22 @@ public final class Attention: Module {
         if let toOut { merged = toOut(merged) }
         if let dropout { merged = dropout(merged) }
         return (merged, probs)
+    }
+}
+
+extension Linear {
+    /// Queries, keys and values from a packed `to_qkv` projection of width 3 * inner: all three
+    /// of `h` for self-attention, or, with a context, the queries of `h` by the projection's first
+    /// third and the keys and values of norm(context) by the rest (MP3's cross-attention).
+    public func queriesKeysValues(_ h: Tensor, context: Tensor?, norm: LayerNorm, inner: Int) -> (q: Tensor, k: Tensor, v: Tensor) {
+        guard let context else {
+            let qkv = self(h).chunked(3, axis: -1)
+            return (qkv[0], qkv[1], qkv[2])
+        }
+        let w = weight.value
+        let q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
+        let kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
+        return (q, kv[0], kv[1])
     }
 }
 

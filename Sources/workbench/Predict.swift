@@ -53,7 +53,7 @@ struct Predict: ParsableCommand {
             let transform = ImageTransform.center(size: data.imageSize, cropPct: data.cropPct, filter: filter)
             let mean = data.mean.map { Float($0) }, std = data.std.map { Float($0) }
             let decoder = ImageDecoder()
-            let c = data.channels, side = data.imageSize, size = c * side * side
+            let c = data.channels, side = data.imageSize
             var results: [(String, [(String, Int, Float)])] = []
             for first in stride(from: 0, to: files.count, by: batchSize) {
                 var pixels: [Float] = [], kept: [String] = []
@@ -79,7 +79,6 @@ struct Predict: ParsableCommand {
                     let best = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(k)
                     results.append((file, best.map { (names[$0], $0, scores[$0]) }))
                 }
-                _ = size
             }
             if json {
                 let list = results.map { file, predictions in

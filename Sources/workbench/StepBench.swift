@@ -35,20 +35,24 @@ struct BenchStep: ParsableCommand {
         var config = ViTConfig()
         (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
         if objective != "supervised" { return try runObjective(config) }
-        let model = ViT(config, initializer: Initializer(seed: 0))
+        timeSupervised(ViT(config, initializer: Initializer(seed: 0)), batch: batch,
+                       title: "bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(counted(Parallel.threads, "thread"))")
+    }
+
+    /// A supervised step (cross-entropy on random labels, AdamW) of `model` on 28x28x1 noise.
+    func timeSupervised(_ model: some HiddenLayerEncoder, batch: Int, title: String) {
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let rng = RandomStream(seed: 0, purpose: "bench")
         let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
         let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
         func trainStep() {
-            let loss = model(x).crossEntropy(.labels(labels))
+            let loss = model.hidden(x, layer: "logits").crossEntropy(.labels(labels))
             optimizer.zeroGrad()
             loss.backward()
             optimizer.step()
         }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-
-        print("bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(counted(Parallel.threads, "thread"))")
+        print(title)
         print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
         printRoofline(stepSeconds: step, step: trainStep)
     }
@@ -124,20 +128,8 @@ struct BenchStep: ParsableCommand {
         } catch { throw ValidationError("\(error)") }
         let batch = batchOption ?? 64
         let (model, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 0)
-        let optimizer = AdamW(model.parameters, learningRate: 1e-4)
-        let rng = RandomStream(seed: 0, purpose: "bench")
-        let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
-        let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
-        func trainStep() {
-            let loss = model.hidden(x, layer: "logits").crossEntropy(.labels(labels))
-            optimizer.zeroGrad()
-            loss.backward()
-            optimizer.step()
-        }
-        let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print("bench-step --encoder \(kind): dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, batch \(batch), \(counted(Parallel.threads, "thread"))")
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
-        printRoofline(stepSeconds: step, step: trainStep)
+        timeSupervised(model, batch: batch,
+                       title: "bench-step --encoder \(kind): dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, batch \(batch), \(counted(Parallel.threads, "thread"))")
     }
 
     /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,

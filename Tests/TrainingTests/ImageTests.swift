@@ -61,7 +61,7 @@ final class ImageTests: XCTestCase {
             let full = try data.withUnsafeBytes { try decoder.decode($0) { _, _ in reduction } }
             for box in [Augment.Box(top: 5, left: 17, height: 20, width: 30), Augment.Box(top: 0, left: 0, height: 37, width: 53),
                         Augment.Box(top: 30, left: 40, height: 7, width: 13)] {
-                let region = try data.withUnsafeBytes { try decoder.decodeRegion($0, DecodeRequest(reduction: reduction, region: box)) }
+                let region = try data.withUnsafeBytes { try decoder.decodeRegion($0) { _, _ in DecodeRequest(reduction: reduction, region: box) } }.region
                 XCTAssertEqual([region.fullHeight, region.fullWidth], [full.height, full.width])
                 // Fancy upsampling differs in the region's outermost columns (where the crop cut
                 // the chroma planes); the decoder asks for one column more than a crop reads.

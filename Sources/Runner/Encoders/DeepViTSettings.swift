@@ -4,7 +4,7 @@ import NN
 /// `encoder: {kind: deepvit}`: vit-pytorch 1.7.14's DeepViT (Zhou et al. 2021): ViT with
 /// re-attention, the heads' attention maps mixed by a learned matrix and normalised over the
 /// heads; no final norm, mlp_head = LayerNorm + Linear.
-public struct DeepViTSettings: EncoderSettings {
+public struct DeepViTSettings: ViTConfigSettings {
     public static let kind = "deepvit"
     public static let summary = "DeepViT (Zhou et al. 2021): re-attention mixes the heads' maps; learned positions, cls or mean pooling"
     public static let isPatchTokenEncoder = true
@@ -17,17 +17,11 @@ public struct DeepViTSettings: EncoderSettings {
         .choice("pool", \.config.pool, "cls (the class token) | mean (of all tokens, the class token included, as vit-pytorch)"),
     ]
 
-    public var patchSize: Int? { config.patchHeight }
-    public var layerDecayDepth: Int? { config.depth }
     public var learnedPositions: Bool { true }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { ViTSettings.checkPatches(config, input) }
 
     public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        var c = config
-        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
-        return DeepViT(c, initializer: initializer)
+        DeepViT(config(for: input), initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {

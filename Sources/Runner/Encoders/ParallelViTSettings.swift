@@ -5,7 +5,7 @@ import NN
 /// "Three things everyone should know about Vision Transformers"): each block sums `branches`
 /// attention modules, then `branches` feed-forward modules; a Linear patch embedding; no final
 /// norm, mlp_head = LayerNorm + Linear.
-public struct ParallelViTSettings: EncoderSettings {
+public struct ParallelViTSettings: ViTConfigSettings {
     public static let kind = "parallel-vit"
     public static let summary = "Parallel ViT (Touvron et al. 2022): summed parallel attention and feed-forward branches"
     public static let isPatchTokenEncoder = true
@@ -20,17 +20,11 @@ public struct ParallelViTSettings: EncoderSettings {
         .value("branches", \.branches, "parallel attention and feed-forward branches per block (vit-pytorch's num_parallel_branches)", .positive),
     ]
 
-    public var patchSize: Int? { config.patchHeight }
-    public var layerDecayDepth: Int? { config.depth }
     public var learnedPositions: Bool { true }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { ViTSettings.checkPatches(config, input) }
 
     public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        var c = config
-        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
-        return ParallelViT(c, branches: branches, initializer: initializer)
+        ParallelViT(config(for: input), branches: branches, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {

@@ -4,7 +4,7 @@ import NN
 /// `encoder: {kind: simple-vit}`: vit-pytorch 1.7.14's SimpleViT (Beyer et al. 2022): fixed 2-D
 /// sin-cos positions, no class token, mean pooling, no dropout; and its variants as keys:
 /// register_tokens (Darcet et al. 2023), qk_norm (ViT-22B) and patch_dropout (Liu et al. 2022).
-public struct SimpleViTSettings: EncoderSettings {
+public struct SimpleViTSettings: ViTConfigSettings {
     public static let kind = "simple-vit"
     public static let summary = "SimpleViT: 2-D sin-cos positions, mean pooling"
     public static let isPatchTokenEncoder = true
@@ -30,16 +30,10 @@ public struct SimpleViTSettings: EncoderSettings {
                    Check<Double>.that({ $0 >= 0 && $0 < 1 }) { _ in "must be in [0, 1), e.g. 0.5" }, to: { Float($0) }, from: { Double($0) }),
     ]
 
-    public var patchSize: Int? { config.patchHeight }
-    public var layerDecayDepth: Int? { config.depth }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { ViTSettings.checkPatches(config, input) }
 
     public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        var c = config
-        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
-        return SimpleViT(c, options: options, initializer: initializer)
+        SimpleViT(config(for: input), options: options, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {

@@ -5,7 +5,7 @@ import NN
 /// 2021): shifted patch tokenisation (the image and four one-pixel shifts) and locality
 /// self-attention (a learned temperature, the diagonal masked). Its patches read their
 /// neighbours, so the masked objectives do not apply.
-public struct SmallViTSettings: EncoderSettings {
+public struct SmallViTSettings: ViTConfigSettings {
     public static let kind = "vit-small-datasets"
     public static let summary = "ViT for small datasets (Lee et al. 2021): shifted patch tokens, locality self-attention; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
@@ -19,17 +19,11 @@ public struct SmallViTSettings: EncoderSettings {
         .choice("pool", \.config.pool, "cls (the class token) | mean (of all tokens, the class token included, as vit-pytorch)"),
     ]
 
-    public var patchSize: Int? { config.patchHeight }
-    public var layerDecayDepth: Int? { config.depth }
     public var learnedPositions: Bool { true }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
 
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { ViTSettings.checkPatches(config, input) }
 
     public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        var c = config
-        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
-        return SmallDatasetViT(c, initializer: initializer)
+        SmallDatasetViT(config(for: input), initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {

@@ -1,9 +1,29 @@
 import Encoders
 import NN
 
+/// The settings of the encoders built from a ViTConfig (vit, simple-vit and the zoo's
+/// plain-token variants): patches, depth, hidden layers and the configuration for a run's images.
+public protocol ViTConfigSettings: EncoderSettings {
+    var config: ViTConfig { get }
+}
+
+extension ViTConfigSettings {
+    public var patchSize: Int? { config.patchHeight }
+    public var layerDecayDepth: Int? { config.depth }
+    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
+    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { ViTSettings.checkPatches(config, input) }
+
+    /// The configuration for `input`'s images and classes.
+    public func config(for input: EncoderInput) -> ViTConfig {
+        var c = config
+        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
+        return c
+    }
+}
+
 /// `encoder: {kind: vit}`: vit-pytorch 1.7.14's ViT (Dosovitskiy et al. 2020): learned positions,
 /// a class token, cls or mean pooling. The defaults are ViTConfig's (the reference encoder).
-public struct ViTSettings: EncoderSettings {
+public struct ViTSettings: ViTConfigSettings {
     public static let kind = "vit"
     public static let summary = "ViT (vit-pytorch 1.7.14): learned positions, cls or mean pooling"
     public static let isPatchTokenEncoder = true
@@ -36,24 +56,12 @@ public struct ViTSettings: EncoderSettings {
         ]
     }
 
-    public var patchSize: Int? { config.patchHeight }
-    public var layerDecayDepth: Int? { config.depth }
     public var learnedPositions: Bool { true }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? { Self.checkPatches(config, input) }
 
     static func checkPatches(_ config: ViTConfig, _ input: EncoderInput) -> (key: String, problem: String)? {
         guard input.imageSize % config.patchHeight != 0 else { return nil }
         let divisors = (2..<Swift.max(input.imageSize, 2)).filter { input.imageSize % $0 == 0 }
         return ("patch_size", "patch size \(config.patchHeight) does not divide the image size \(input.imageSize) (data.image_size); use one of \(divisors.map(String.init).joined(separator: ", "))")
-    }
-
-    /// The configuration for `input`'s images and classes.
-    public func config(for input: EncoderInput) -> ViTConfig {
-        var c = config
-        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (input.imageSize, input.imageSize, input.channels, input.classes)
-        return c
     }
 
     public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
