@@ -21,6 +21,7 @@ from vit_pytorch.simple_vit_with_register_tokens import SimpleViT as RegisterViT
 from vit_pytorch.simple_vit_with_qk_norm import SimpleViT as QKNormViT  # noqa: E402
 from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutViT  # noqa: E402
 from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E402
+from vit_pytorch.cait import CaiT  # noqa: E402
 
 if __name__ == '__main__':
     enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
@@ -39,3 +40,6 @@ if __name__ == '__main__':
     # is the evaluation-mode model.
     module_fixture('vit_small_datasets', SmallDatasetViT(**cfg), (3, 2, 8, 8), enc)
     module_fixture('simple_vit_patch_dropout', PatchDropoutViT(patch_dropout=0.5, **cfg).eval(), (3, 2, 8, 8), enc)
+    # CaiT hard-codes 3 channels in 1.7.14 (patch_dim = 3 p^2).
+    cait = {k: v for k, v in cfg.items() if k != 'channels'}
+    module_fixture('cait', CaiT(cls_depth=2, **cait), (3, 3, 8, 8), enc)

@@ -1,8 +1,9 @@
 """vit-pytorch 1.7.14's side of `workbench bench-step --encoder KIND`: a supervised step (cross
 entropy, AdamW) of the zoo's models at the bench's sizes (28x28x1, patch 4, dim 192, depth 6,
 3 heads of 64, MLP 768), batch 64 unless B is set; the median of 6 steps after 2 warm-ups.
+CaiT is built with 3 channels, as 1.7.14 hard-codes them (bench-step --encoder cait --channels 3).
 
-    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/zoo_step_bench.py [deepvit parallel-vit vit ...]
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/zoo_step_bench.py [deepvit parallel-vit cait vit ...]
 """
 import os
 import sys
@@ -24,13 +25,19 @@ def make(kind):
     if kind == 'parallel-vit':
         from vit_pytorch.parallel_vit import ViT as ParallelViT
         return ParallelViT(**cfg)
+    if kind == 'cait':
+        from vit_pytorch.cait import CaiT
+        return CaiT(cls_depth=2, **{k: v for k, v in cfg.items() if k != 'channels'})
     raise SystemExit('unknown ' + kind)
 
 
+CHANNELS = {'cait': 3}
+
+
 torch.manual_seed(0)
-x = torch.rand(B, 1, 28, 28)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait']:
+    x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []

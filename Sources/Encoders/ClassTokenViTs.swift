@@ -49,14 +49,9 @@ extension ClassTokenViT {
     public func inputTokens(_ images: Tensor) -> Tensor {
         let cls = clsToken.value.expanded(to: [images.shape[0], 1, config.dim])
         var table = posEmbedding.value
-        let (h, w) = (images.shape[2], images.shape[3])
-        if h != config.imageHeight || w != config.imageWidth {
-            precondition(h % config.patchHeight == 0 && w % config.patchWidth == 0,
-                         "\(h)x\(w) images do not split into \(config.patchHeight)x\(config.patchWidth) patches")
-            let grid = (config.imageHeight / config.patchHeight, config.imageWidth / config.patchWidth)
-            let out = (h / config.patchHeight, w / config.patchWidth)
-            let resized = Tensor.matmul(bicubicResizeMatrix(from: grid, to: out), patchPositions().reshaped([grid.0 * grid.1, config.dim]))
-            table = Tensor.concat([posEmbedding.value.slice(axis: 1, start: 0, length: 1), resized.reshaped([1, out.0 * out.1, config.dim])], axis: 1)
+        if images.shape[2] != config.imageHeight || images.shape[3] != config.imageWidth {
+            let grid = resizedPositionGrid(patchPositions(), config: config, height: images.shape[2], width: images.shape[3])
+            table = Tensor.concat([posEmbedding.value.slice(axis: 1, start: 0, length: 1), grid], axis: 1)
         }
         return Tensor.concat([cls, embedPatches(patchify(images))], axis: 1) + table
     }
@@ -120,14 +115,12 @@ public final class ReAttention: Module {
         let inner = heads * dimHead
         let h = norm(x)
         let (q, k, v) = toQKV.queriesKeysValues(h, context: context, norm: norm, inner: inner)
-        func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
         let m = k.shape[1]
-        let dots = Tensor.matmul(split(q), split(k), transposeB: true) * Float(1 / Double(dimHead).squareRoot())
-        let attention = dots.softmax()                                              // (B, h, N, M)
+        let attention = Tensor.headScores(q, k, heads: heads, scale: Float(1 / Double(dimHead).squareRoot())).softmax()   // (B, h, N, M)
         // einsum('b h i j, h g -> b g i j'), then LayerNorm over g.
         let mixed = Tensor.matmul(attention.permuted([0, 2, 3, 1]).reshaped([b * n * m, heads]), reattnWeights.value)
         let normed = reattnNorm(mixed).reshaped([b, n, m, heads]).permuted([0, 3, 1, 2])
-        let out = Tensor.matmul(normed, split(v)).permuted([0, 2, 1, 3]).reshaped([b, n, inner])
+        let out = Tensor.headWeightedValues(normed, v)
         return toOut(out)
     }
 }

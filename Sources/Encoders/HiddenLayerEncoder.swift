@@ -80,6 +80,18 @@ public func sinCosPositionEmbedding2D(height: Int, width: Int, dim: Int, tempera
     return Tensor(shape: [height * width, dim], values)
 }
 
+/// A patch-position table (1, N, dim) for images of `height` x `width`: the table itself at the
+/// configured size, else its grid resized bicubically (DINO's smaller local crops).
+public func resizedPositionGrid(_ table: Tensor, config: ViTConfig, height: Int, width: Int) -> Tensor {
+    precondition(height % config.patchHeight == 0 && width % config.patchWidth == 0,
+                 "\(height)x\(width) images do not split into \(config.patchHeight)x\(config.patchWidth) patches")
+    let grid = (config.imageHeight / config.patchHeight, config.imageWidth / config.patchWidth)
+    let out = (height / config.patchHeight, width / config.patchWidth)
+    if out == grid { return table }
+    let resize = bicubicResizeMatrix(from: grid, to: out)
+    return Tensor.matmul(resize, table.reshaped([grid.0 * grid.1, config.dim])).reshaped([1, out.0 * out.1, config.dim])
+}
+
 /// The matrix (outH * outW, inH * inW) that resizes a grid of position embeddings as torch's
 /// `interpolate(mode='bicubic', align_corners=False, size=(outH, outW))` does (cubic convolution
 /// with a = -0.75, border taps clamped): how DINO feeds crops smaller than the training size

@@ -87,16 +87,9 @@ extension PatchTransformer {
         return out
     }
 
-    /// The patch positions `table` (1, N, dim) for images of `height` x `width`: the table itself
-    /// at the configured size, else the grid resized bicubically (DINO's smaller local crops).
+    /// The patch positions `table` (1, N, dim) for images of `height` x `width`.
     func resizedPositions(_ table: Tensor, height: Int, width: Int) -> Tensor {
-        precondition(height % config.patchHeight == 0 && width % config.patchWidth == 0,
-                     "\(height)x\(width) images do not split into \(config.patchHeight)x\(config.patchWidth) patches")
-        let grid = (config.imageHeight / config.patchHeight, config.imageWidth / config.patchWidth)
-        let out = (height / config.patchHeight, width / config.patchWidth)
-        if out == grid { return table }
-        let resize = bicubicResizeMatrix(from: grid, to: out)
-        return Tensor.matmul(resize, table.reshaped([grid.0 * grid.1, config.dim])).reshaped([1, out.0 * out.1, config.dim])
+        resizedPositionGrid(table, config: config, height: height, width: width)
     }
 
     /// Every block's attention probabilities (B, heads, N, N) for `images` (the class token, if

@@ -24,21 +24,19 @@ public final class LocalitySelfAttention: Module {
 
     /// x (B, N, D); keys and values from context (B, M, D) when given (no diagonal then).
     public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
-        let (b, n) = (x.shape[0], x.shape[1])
+        let n = x.shape[1]
         let inner = heads * dimHead
         let h = norm(x)
         let (q, k, v) = toQKV.queriesKeysValues(h, context: context, norm: norm, inner: inner)
-        func split(_ t: Tensor) -> Tensor { t.reshaped([b, t.shape[1], heads, dimHead]).permuted([0, 2, 1, 3]) }
         let m = k.shape[1]
-        var dots = Tensor.matmul(split(q), split(k), transposeB: true) * temperature.value.reshaped([1, 1, 1, 1]).exp()
+        var dots = Tensor.headScores(q, k, heads: heads, scale: 1) * temperature.value.reshaped([1, 1, 1, 1]).exp()
         if context == nil {
             // masked_fill(eye, -max): the diagonal's probability becomes exactly 0.
             var mask = [Float](repeating: 0, count: n * m)
             for i in 0..<Swift.min(n, m) { mask[i * m + i] = -Float.greatestFiniteMagnitude }
             dots = dots + Tensor(shape: [1, 1, n, m], mask)
         }
-        let out = Tensor.matmul(dots.softmax(), split(v)).permuted([0, 2, 1, 3]).reshaped([b, n, inner])
-        return toOut(out)
+        return toOut(Tensor.headWeightedValues(dots.softmax(), v))
     }
 }
 

@@ -183,3 +183,96 @@ extension Tensor {
         return (output, returnProbabilities ? Tensor(shape: [b, heads, n, n], storage: Storage(copying: probs.base, count: probs.count)) : nil)
     }
 }
+
+extension Tensor {
+    /// einsum('b h i j, h g -> b g i j'): attention maps (B, h, N, M) mixed across heads by a
+    /// (h, g) matrix (talking heads, re-attention), without moving the maps: per image, the
+    /// product W^T (g, h) x maps (h, N M). The maps' gradient is W dOut per image; W's, the sum
+    /// over images of maps dOut^T, accumulated in image order.
+    public static func mixingHeads(_ maps: Tensor, _ weights: Tensor) -> Tensor {
+        precondition(maps.rank == 4 && weights.rank == 2 && weights.shape[0] == maps.shape[1],
+                     "mixingHeads: maps \(maps.shape) do not fit weights \(weights.shape)")
+        let (b, h, g) = (maps.shape[0], maps.shape[1], weights.shape[1])
+        let l = maps.shape[2] * maps.shape[3]
+        let out = Storage(uninitializedCount: b * g * l)
+        let grain = Swift.max(1, b / Swift.max(Parallel.threads, 1))
+        let (a, w, o) = (maps.base, weights.base, out.base)
+        Parallel.forChunks(b, grain: grain) { r in
+            for i in r { BLAS.gemm(true, false, g, l, h, 1, w, g, a + i * h * l, l, 0, o + i * g * l, l) }
+        }
+        return makeResult(shape: [b, g, maps.shape[2], maps.shape[3]], storage: out, inputs: [maps, weights]) {
+            { grad in
+                let gp = grad.base
+                if let nm = maps.node {
+                    let (ga, beta) = nm.gemmAccumulator()
+                    Parallel.forChunks(b, grain: grain) { r in
+                        for i in r { BLAS.gemm(false, false, h, l, g, 1, w, g, gp + i * g * l, l, beta, ga + i * h * l, l) }
+                    }
+                }
+                if let nw = weights.node {
+                    let (gw, beta) = nw.gemmAccumulator()
+                    for i in 0..<b { BLAS.gemm(false, true, h, g, l, 1, a + i * h * l, l, gp + i * g * l, l, i == 0 ? beta : 1, gw, g) }
+                }
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// The attention logits of every head, q k^T * scale, read straight from projections whose
+    /// heads sit side by side: q (B, N, heads * d) and k (B, M, heads * d) give (B, heads, N, M)
+    /// (vit-pytorch's 'b n (h d) -> b h n d' then einsum('b h i d, b h j d -> b h i j'), no copies).
+    public static func headScores(_ q: Tensor, _ k: Tensor, heads: Int, scale: Float) -> Tensor {
+        precondition(q.rank == 3 && k.rank == 3 && q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2] && q.shape[2] % heads == 0,
+                     "headScores: q \(q.shape) and k \(k.shape) must be (B, N, heads * d) and (B, M, heads * d)")
+        let (b, n, m, inner) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2])
+        let d = inner / heads
+        let qL = HeadLayout(batchStride: n * inner, headStride: d, rowStride: inner, heads: heads)
+        let kL = HeadLayout(batchStride: m * inner, headStride: d, rowStride: inner, heads: heads)
+        let out = Storage(uninitializedCount: b * heads * n * m)
+        let (qp, kp, o) = (q.base, k.base, out.base)
+        AttentionKernels.forPairs(b * heads, work: n * m * d) { p in
+            BLAS.gemm(false, true, n, m, d, scale, qp + qL.offset(p), inner, kp + kL.offset(p), inner, 0, o + p * n * m, m)
+        }
+        return makeResult(shape: [b, heads, n, m], storage: out, inputs: [q, k]) {
+            { g in
+                let gp = g.base
+                let dq = q.node?.accumulator(), dk = k.node?.accumulator()
+                AttentionKernels.forPairs(b * heads, work: 2 * n * m * d) { p in
+                    // dQ (N, d) += scale dS K;  dK (M, d) += scale dS^T Q
+                    if let dq { BLAS.gemm(false, false, n, d, m, scale, gp + p * n * m, m, kp + kL.offset(p), inner, 1, dq + qL.offset(p), inner) }
+                    if let dk { BLAS.gemm(true, false, m, d, n, scale, gp + p * n * m, m, qp + qL.offset(p), inner, 1, dk + kL.offset(p), inner) }
+                }
+            }
+        }
+    }
+
+    /// Attention weights (B, heads, N, M) applied to values v (B, M, heads * d), the heads written
+    /// side by side into (B, N, heads * d) (einsum('b h i j, b h j d -> b h i d') then
+    /// 'b h n d -> b n (h d)', no copies).
+    public static func headWeightedValues(_ weights: Tensor, _ v: Tensor) -> Tensor {
+        precondition(weights.rank == 4 && v.rank == 3 && weights.shape[0] == v.shape[0] && weights.shape[3] == v.shape[1]
+                     && v.shape[2] % weights.shape[1] == 0,
+                     "headWeightedValues: weights \(weights.shape) and v \(v.shape) must be (B, heads, N, M) and (B, M, heads * d)")
+        let (b, heads, n, m, inner) = (weights.shape[0], weights.shape[1], weights.shape[2], weights.shape[3], v.shape[2])
+        let d = inner / heads
+        let vL = HeadLayout(batchStride: m * inner, headStride: d, rowStride: inner, heads: heads)
+        let oL = HeadLayout(batchStride: n * inner, headStride: d, rowStride: inner, heads: heads)
+        let out = Storage(uninitializedCount: b * n * inner)
+        let (wp, vp, o) = (weights.base, v.base, out.base)
+        AttentionKernels.forPairs(b * heads, work: n * m * d) { p in
+            BLAS.gemm(false, false, n, d, m, 1, wp + p * n * m, m, vp + vL.offset(p), inner, 0, o + oL.offset(p), inner)
+        }
+        return makeResult(shape: [b, n, inner], storage: out, inputs: [weights, v]) {
+            { g in
+                let gp = g.base
+                let dw = weights.node?.accumulator(), dv = v.node?.accumulator()
+                AttentionKernels.forPairs(b * heads, work: 2 * n * m * d) { p in
+                    // dW (N, M) += dO V^T;  dV (M, d) += W^T dO
+                    if let dw { BLAS.gemm(false, true, n, m, d, 1, gp + oL.offset(p), inner, vp + vL.offset(p), inner, 1, dw + p * n * m, m) }
+                    if let dv { BLAS.gemm(true, false, m, d, n, 1, wp + p * n * m, m, gp + oL.offset(p), inner, 1, dv + vL.offset(p), inner) }
+                }
+            }
+        }
+    }
+}

@@ -27,7 +27,8 @@ struct BenchStep: ParsableCommand {
     @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the official view pipelines).") var objective = "supervised"
 
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
-    @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28x1, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
+    @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28 px, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
+    @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait).") var channels = 1
 
     func run() throws {
         if let recipe { return try runRecipe(recipe) }
@@ -40,10 +41,10 @@ struct BenchStep: ParsableCommand {
     }
 
     /// A supervised step (cross-entropy on random labels, AdamW) of `model` on 28x28x1 noise.
-    func timeSupervised(_ model: some HiddenLayerEncoder, batch: Int, title: String) {
+    func timeSupervised(_ model: some HiddenLayerEncoder, batch: Int, channels: Int = 1, title: String) {
         let optimizer = AdamW(model.parameters, learningRate: 1e-4)
         let rng = RandomStream(seed: 0, purpose: "bench")
-        let x = Tensor.uniform([batch, 1, 28, 28], rng: rng)
+        let x = Tensor.uniform([batch, channels, 28, 28], rng: rng)
         let labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
         func trainStep() {
             let loss = model.hidden(x, layer: "logits").crossEntropy(.labels(labels))
@@ -127,9 +128,9 @@ struct BenchStep: ParsableCommand {
             section = try RecipeLoader.section(EncoderSection.self, yaml: "kind: \(kind)\npatch_size: 4\ndim: \(dim)\ndepth: \(depth)\nheads: \(heads)\ndim_head: \(dimHead)\nmlp_dim: \(mlpDim)\n", file: "--encoder \(kind)")
         } catch { throw ValidationError("\(error)") }
         let batch = batchOption ?? 64
-        let (model, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 0)
-        timeSupervised(model, batch: batch,
-                       title: "bench-step --encoder \(kind): dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, batch \(batch), \(counted(Parallel.threads, "thread"))")
+        let (model, _) = section.make(EncoderInput(imageSize: 28, channels: channels, classes: 10), seed: 0)
+        timeSupervised(model, batch: batch, channels: channels,
+                       title: "bench-step --encoder \(kind): dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, \(channels) channel\(channels == 1 ? "" : "s"), batch \(batch), \(counted(Parallel.threads, "thread"))")
     }
 
     /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,

@@ -27,6 +27,40 @@ final class ZooParityTests: XCTestCase {
         try check(SmallDatasetViT(ViTParityTests.config, initializer: Initializer(seed: 0)), fixture: "vit_small_datasets")
     }
 
+    func testCaiTMatchesVitPytorch() throws {
+        var config = ViTParityTests.config
+        config.channels = 3
+        try check(CaiT(config, initializer: Initializer(seed: 0)), fixture: "cait")
+    }
+
+    /// CaiT's LayerScale starts by the model's depth (the paper) or by each layer's index
+    /// (vit-pytorch 1.7.14); layer dropout skips whole layers in training only, keeping one.
+    func testCaiTLayerScaleAndLayerDropout() throws {
+        var config = ViTParityTests.config
+        config.depth = 20
+        let paper = CaiT(config, initializer: Initializer(seed: 0))
+        XCTAssertEqual(paper.patchTransformer.layers[0].attention.scale.value.scalars[0], 1e-5)
+        XCTAssertEqual(paper.clsTransformer.layers[1].feedForward.scale.value.scalars[0], 1e-5)
+        var legacy = CaiTOptions()
+        legacy.layerScaleInit = .vitPytorch1714
+        let old = CaiT(config, options: legacy, initializer: Initializer(seed: 0))
+        XCTAssertEqual(old.patchTransformer.layers[0].attention.scale.value.scalars[0], 0.1)
+        XCTAssertEqual(old.patchTransformer.layers[19].attention.scale.value.scalars[0], 1e-5)
+
+        var dropping = CaiTOptions()
+        dropping.layerDropout = 0.99
+        config.depth = 2
+        let model = CaiT(config, options: dropping, initializer: Initializer(seed: 0))
+        for _ in 0..<20 { XCTAssertEqual(model.patchTransformer.keptLayers().filter { $0 }.count, 1) }
+        model.eval()
+        XCTAssertEqual(model.patchTransformer.keptLayers(), [true, true])
+        XCTAssertEqual(model.hiddenLayerNames, ["tokens", "pooled", "logits", "blocks.0", "blocks.1", "class_blocks.0", "class_blocks.1"])
+        let x = Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 3, purpose: "x"))
+        XCTAssertEqual(model.hidden(x, layer: "tokens").shape, [2, 4, 16])
+        XCTAssertEqual(model.hidden(x, layer: "class_blocks.1").shape, [2, 16])
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "pooled").shape, [2, 16])
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

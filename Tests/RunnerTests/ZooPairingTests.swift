@@ -79,4 +79,5 @@ final class ZooPairingTests: XCTestCase {
     }
     func testDeepViTTrainsWithEveryObjective() throws { try check("deepvit") }
     func testParallelViTTrainsWithEveryObjective() throws { try check("parallel-vit") }
+    func testCaiTTrainsWithEveryObjective() throws { try check("cait", extra: ", cls_depth: 1, layer_dropout: 0.1") }
 }

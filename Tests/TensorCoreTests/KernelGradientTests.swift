@@ -22,6 +22,26 @@ final class KernelGradientTests: XCTestCase {
                        engine: { Tensor.matmul($0[0], $0[1]) }, reference: { DArray.matmul($0[0], $0[1]) })
     }
 
+    func testMixingHeads() {
+        let maps = randomTensor([2, 3, 4, 5], seed: 1), w = randomTensor([3, 2], seed: 2)
+        checkGradients("mixingHeads", inputs: [maps, w], engine: { Tensor.mixingHeads($0[0], $0[1]) },
+                       reference: { xs in
+                           // (b, h, i, j) -> (b, i, j, h) x (h, g) -> (b, g, i, j)
+                           DArray.matmul(xs[0].permuted([0, 2, 3, 1]).reshaped([40, 3]), xs[1]).reshaped([2, 4, 5, 2]).permuted([0, 3, 1, 2])
+                       })
+    }
+
+    /// Per-head scores and weighted values read from and written to heads side by side.
+    func testHeadScoresAndWeightedValues() {
+        func split(_ t: DArray, _ n: Int) -> DArray { t.reshaped([2, n, 3, 2]).permuted([0, 2, 1, 3]) }
+        let q = randomTensor([2, 4, 6], seed: 1), k = randomTensor([2, 5, 6], seed: 2)
+        checkGradients("headScores", inputs: [q, k], engine: { Tensor.headScores($0[0], $0[1], heads: 3, scale: 0.7) },
+                       reference: { xs in DArray.matmul(split(xs[0], 4), split(xs[1], 5), transposeB: true) * DArray(shape: [1], [0.7]) })
+        let w = randomTensor([2, 3, 4, 5], seed: 3), v = randomTensor([2, 5, 6], seed: 4)
+        checkGradients("headWeightedValues", inputs: [w, v], engine: { Tensor.headWeightedValues($0[0], $0[1]) },
+                       reference: { xs in DArray.matmul(xs[0], split(xs[1], 5)).permuted([0, 2, 1, 3]).reshaped([2, 4, 6]) })
+    }
+
     func testLinear() {
         let x = randomTensor([2, 3, 6], seed: 1), w = randomTensor([5, 6], seed: 2), b = randomTensor([5], seed: 3)
         checkGradients("linear", inputs: [x, w, b], engine: { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) },
