@@ -22,6 +22,8 @@ from vit_pytorch.simple_vit_with_qk_norm import SimpleViT as QKNormViT  # noqa: 
 from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutViT  # noqa: E402
 from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E402
 from vit_pytorch.cait import CaiT  # noqa: E402
+from vit_pytorch.cct import CCT, sinusoidal_embedding  # noqa: E402
+from make_fixtures import save  # noqa: E402
 
 if __name__ == '__main__':
     enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
@@ -43,3 +45,9 @@ if __name__ == '__main__':
     # CaiT hard-codes 3 channels in 1.7.14 (patch_dim = 3 p^2).
     cait = {k: v for k, v in cfg.items() if k != 'channels'}
     module_fixture('cait', CaiT(cls_depth=2, **cait), (3, 3, 8, 8), enc)
+    # CCT in 1.7.14 forces attention dropout and stochastic depth 0.1: the fixtures are evaluation-mode.
+    cct = dict(img_size=12, embedding_dim=16, n_input_channels=2, n_conv_layers=2, kernel_size=3, stride=1, padding=1,
+               num_layers=2, num_heads=2, mlp_ratio=2, num_classes=5)
+    module_fixture('cct_learnable', CCT(positional_embedding='learnable', **cct).eval(), (3, 2, 12, 12), enc)
+    module_fixture('cct_sine', CCT(positional_embedding='sine', **cct).eval(), (3, 2, 12, 12), enc)
+    save('cct_sine_table', {'table': sinusoidal_embedding(49, 32).double()}, enc)

@@ -1,7 +1,8 @@
 """vit-pytorch 1.7.14's side of `workbench bench-step --encoder KIND`: a supervised step (cross
 entropy, AdamW) of the zoo's models at the bench's sizes (28x28x1, patch 4, dim 192, depth 6,
 3 heads of 64, MLP 768), batch 64 unless B is set; the median of 6 steps after 2 warm-ups.
-CaiT is built with 3 channels, as 1.7.14 hard-codes them (bench-step --encoder cait --channels 3).
+CaiT is built with 3 channels, as 1.7.14 hard-codes them (bench-step --encoder cait --channels 3); CCT
+with two tokeniser convolutions (7x7 tokens) and mlp_ratio = MLP / dim.
 
     PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/zoo_step_bench.py [deepvit parallel-vit cait vit ...]
 """
@@ -28,6 +29,10 @@ def make(kind):
     if kind == 'cait':
         from vit_pytorch.cait import CaiT
         return CaiT(cls_depth=2, **{k: v for k, v in cfg.items() if k != 'channels'})
+    if kind == 'cct':
+        from vit_pytorch.cct import CCT
+        return CCT(img_size=28, embedding_dim=cfg['dim'], n_input_channels=1, n_conv_layers=2, kernel_size=3, stride=1, padding=1,
+                   num_layers=cfg['depth'], num_heads=cfg['heads'], mlp_ratio=cfg['mlp_dim'] / cfg['dim'], num_classes=10)
     raise SystemExit('unknown ' + kind)
 
 
@@ -36,7 +41,7 @@ CHANNELS = {'cait': 3}
 
 torch.manual_seed(0)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct']:
     x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

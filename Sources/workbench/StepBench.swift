@@ -125,7 +125,13 @@ struct BenchStep: ParsableCommand {
         }
         let section: EncoderSection
         do {
-            section = try RecipeLoader.section(EncoderSection.self, yaml: "kind: \(kind)\npatch_size: 4\ndim: \(dim)\ndepth: \(depth)\nheads: \(heads)\ndim_head: \(dimHead)\nmlp_dim: \(mlpDim)\n", file: "--encoder \(kind)")
+            // The bench's sizes, in the keys this kind has (CCT: mlp_ratio, and two tokeniser convolutions).
+            let keys = EncoderRegistry.kinds.first { $0.kind == kind }!.keys
+            let sizes: [(String, String)] = [("patch_size", "4"), ("dim", "\(dim)"), ("depth", "\(depth)"), ("heads", "\(heads)"),
+                                             ("dim_head", "\(dimHead)"), ("mlp_dim", "\(mlpDim)"), ("mlp_ratio", "\(Double(mlpDim) / Double(dim))"),
+                                             ("conv_layers", "2")]
+            let yaml = "kind: \(kind)\n" + sizes.filter { keys.contains($0.0) }.map { "\($0.0): \($0.1)\n" }.joined()
+            section = try RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)")
         } catch { throw ValidationError("\(error)") }
         let batch = batchOption ?? 64
         let (model, _) = section.make(EncoderInput(imageSize: 28, channels: channels, classes: 10), seed: 0)

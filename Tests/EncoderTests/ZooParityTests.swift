@@ -61,6 +61,40 @@ final class ZooParityTests: XCTestCase {
         XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "pooled").shape, [2, 16])
     }
 
+    static var cctConfig: CCTConfig {
+        var c = CCTConfig()
+        (c.imageHeight, c.imageWidth, c.channels, c.numClasses) = (12, 12, 2, 5)
+        (c.dim, c.depth, c.heads, c.mlpRatio, c.convLayers, c.kernelSize) = (16, 2, 2, 2, 2, 3)
+        return c
+    }
+
+    func testCCTMatchesVitPytorch() throws {
+        for positions in [CCTConfig.Positions.learnable, .sine] {
+            var config = Self.cctConfig
+            config.positions = positions
+            let model = CCT(config, initializer: Initializer(seed: 0))
+            XCTAssertEqual(config.grid(height: 12, width: 12).0, 3)
+            model.eval()    // the fixtures are evaluation-mode (1.7.14 forces attention dropout and drop-path)
+            try check(model, fixture: "cct_\(positions.rawValue)")
+        }
+        let table = try fixture("cct_sine_table")["table"]!
+        assertClose("sine table", cctSinusoidalEmbedding(count: 49, dim: 32).scalars.map(Double.init), table.scalars.map(Double.init), tolerance: 1e-6)
+    }
+
+    /// CCT in training: drop-path and attention dropout act, smaller images get a resized table,
+    /// and the named sizes set the widths.
+    func testCCTTrainsAndResizes() throws {
+        let model = CCT(Self.cctConfig, initializer: Initializer(seed: 0))
+        let x = Tensor.randn([2, 2, 12, 12], rng: RandomStream(seed: 3, purpose: "x"))
+        let a = model.hidden(x, layer: "pooled"), b = model.hidden(x, layer: "pooled")
+        XCTAssertNotEqual(a.scalars, b.scalars, "dropout acts in training")
+        model.eval()
+        XCTAssertEqual(model.hidden(x, layer: "pooled").scalars, model.hidden(x, layer: "pooled").scalars)
+        XCTAssertEqual(model.hidden(x, layer: "tokens").shape, [2, 9, 16])
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 4, purpose: "x")), layer: "tokens").shape, [2, 4, 16])
+        XCTAssertEqual(CCTConfig.named.first { $0.name == "cct_7" }!.dim, 256)
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3
