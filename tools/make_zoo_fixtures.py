@@ -22,6 +22,7 @@ from vit_pytorch.simple_vit_with_qk_norm import SimpleViT as QKNormViT  # noqa: 
 from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutViT  # noqa: E402
 from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E402
 from vit_pytorch.cait import CaiT  # noqa: E402
+from vit_pytorch.t2t import T2TViT  # noqa: E402
 from vit_pytorch.cct import CCT, sinusoidal_embedding  # noqa: E402
 from make_fixtures import save  # noqa: E402
 
@@ -51,3 +52,7 @@ if __name__ == '__main__':
     module_fixture('cct_learnable', CCT(positional_embedding='learnable', **cct).eval(), (3, 2, 12, 12), enc)
     module_fixture('cct_sine', CCT(positional_embedding='sine', **cct).eval(), (3, 2, 12, 12), enc)
     save('cct_sine_table', {'table': sinusoidal_embedding(49, 32).double()}, enc)
+    t2t = {k: v for k, v in cfg.items() if k != 'patch_size'}
+    module_fixture('t2t', T2TViT(t2t_layers=((3, 2), (3, 2)), **t2t), (3, 2, 8, 8), enc)
+    t2t['image_size'] = 12
+    module_fixture('t2t_74_mean', T2TViT(t2t_layers=((7, 4), (3, 2)), pool='mean', **t2t), (3, 2, 12, 12), enc)

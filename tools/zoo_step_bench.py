@@ -2,7 +2,8 @@
 entropy, AdamW) of the zoo's models at the bench's sizes (28x28x1, patch 4, dim 192, depth 6,
 3 heads of 64, MLP 768), batch 64 unless B is set; the median of 6 steps after 2 warm-ups.
 CaiT is built with 3 channels, as 1.7.14 hard-codes them (bench-step --encoder cait --channels 3); CCT
-with two tokeniser convolutions (7x7 tokens) and mlp_ratio = MLP / dim.
+with two tokeniser convolutions (7x7 tokens) and mlp_ratio = MLP / dim; T2T-ViT with t2t_layers
+((3, 2), (3, 2)) (7x7 tokens).
 
     PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/zoo_step_bench.py [deepvit parallel-vit cait vit ...]
 """
@@ -33,6 +34,9 @@ def make(kind):
         from vit_pytorch.cct import CCT
         return CCT(img_size=28, embedding_dim=cfg['dim'], n_input_channels=1, n_conv_layers=2, kernel_size=3, stride=1, padding=1,
                    num_layers=cfg['depth'], num_heads=cfg['heads'], mlp_ratio=cfg['mlp_dim'] / cfg['dim'], num_classes=10)
+    if kind == 't2t-vit':
+        from vit_pytorch.t2t import T2TViT
+        return T2TViT(t2t_layers=((3, 2), (3, 2)), **{k: v for k, v in cfg.items() if k != 'patch_size'})
     raise SystemExit('unknown ' + kind)
 
 
@@ -41,7 +45,7 @@ CHANNELS = {'cait': 3}
 
 torch.manual_seed(0)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit']:
     x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -373,3 +373,32 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// torch.nn.functional.unfold: the sliding kernel x kernel windows of x (N, C, H, W), zero
+    /// padded, as columns (N, C * kernel * kernel, L), row (c, ky, kx), L = outH * outW positions
+    /// in row-major order. Its gradient folds the columns back, summing where windows overlap.
+    public func unfold(kernel: Int, stride: Int = 1, padding: Int = 0) -> Tensor {
+        precondition(rank == 4, "unfold expects (N, C, H, W), got \(shape)")
+        let (batch, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        let geo = Conv2DGeometry(channels: c, height: h, width: w, kernelH: kernel, kernelW: kernel, stride: stride, padding: padding)
+        precondition(geo.outH > 0 && geo.outW > 0, "unfold: kernel \(kernel) larger than padded input \(h)x\(w)")
+        let rows = c * kernel * kernel, l = geo.outH * geo.outW
+        let out = Storage(uninitializedCount: batch * rows * l)
+        let (x, o) = (base, out.base)
+        let grain = Swift.max(1, 65536 / Swift.max(1, rows * l))
+        Parallel.forChunks(batch, grain: grain) { r in
+            for b in r { geo.im2col(x + b * c * h * w, o + b * rows * l, ld: l) }
+        }
+        let input = self
+        return makeResult(shape: [batch, rows, l], storage: out, inputs: [self]) {
+            { g in
+                guard let gx = input.node?.accumulator() else { return }
+                let gp = g.base
+                Parallel.forChunks(batch, grain: grain) { r in
+                    for b in r { geo.col2im(gp + b * rows * l, ld: l, gx + b * c * h * w) }
+                }
+            }
+        }
+    }
+}

@@ -125,11 +125,12 @@ struct BenchStep: ParsableCommand {
         }
         let section: EncoderSection
         do {
-            // The bench's sizes, in the keys this kind has (CCT: mlp_ratio, and two tokeniser convolutions).
+            // The bench's sizes, in the keys this kind has (CCT: mlp_ratio, and two tokeniser
+            // convolutions; T2T-ViT: two soft splits), as tools/zoo_step_bench.py builds them.
             let keys = EncoderRegistry.kinds.first { $0.kind == kind }!.keys
             let sizes: [(String, String)] = [("patch_size", "4"), ("dim", "\(dim)"), ("depth", "\(depth)"), ("heads", "\(heads)"),
                                              ("dim_head", "\(dimHead)"), ("mlp_dim", "\(mlpDim)"), ("mlp_ratio", "\(Double(mlpDim) / Double(dim))"),
-                                             ("conv_layers", "2")]
+                                             ("conv_layers", "2"), ("t2t_layers", "[[3, 2], [3, 2]]")]
             let yaml = "kind: \(kind)\n" + sizes.filter { keys.contains($0.0) }.map { "\($0.0): \($0.1)\n" }.joined()
             section = try RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)")
         } catch { throw ValidationError("\(error)") }

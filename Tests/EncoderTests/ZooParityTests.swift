@@ -95,6 +95,20 @@ final class ZooParityTests: XCTestCase {
         XCTAssertEqual(CCTConfig.named.first { $0.name == "cct_7" }!.dim, 256)
     }
 
+    func testT2TViTMatchesVitPytorch() throws {
+        var config = T2TConfig()
+        config.vit = ViTParityTests.config
+        config.layers = [T2TLayer(kernel: 3, stride: 2), T2TLayer(kernel: 3, stride: 2)]
+        try check(T2TViT(config, initializer: Initializer(seed: 0)), fixture: "t2t")
+        (config.vit.imageHeight, config.vit.imageWidth, config.vit.pool) = (12, 12, .mean)
+        config.layers = [T2TLayer(kernel: 7, stride: 4), T2TLayer(kernel: 3, stride: 2)]
+        XCTAssertEqual(config.tokenCount, 4)
+        XCTAssertEqual(config.tokenWidth, 2 * 49 * 9)
+        let model = T2TViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "t2t_74_mean")
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 4, purpose: "x")), layer: "tokens").shape, [2, 2, 16])
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

@@ -27,6 +27,7 @@ final class ZooPairingTests: XCTestCase {
             data: {train_subset: 32, test_subset: 32}
             encoder: \(encoder == "cvt" ? "{kind: cvt, dim_head: 16, cvt_stages: [{emb_dim: 16, emb_kernel: 7, emb_stride: 4}, {emb_dim: 32, heads: 2}]}"
                 : encoder == "cct" ? "{kind: cct, dim: 32, depth: 2, heads: 2, conv_layers: 2\(extra)}"
+                : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
             stages:
               - pretrain:
@@ -63,7 +64,7 @@ final class ZooPairingTests: XCTestCase {
     /// Where the masked objectives do not apply, the refusal names the encoder, the objective and why.
     func testTheMaskedObjectivesRefuseTheEncodersTheyCannotMask() {
         for (encoder, reason) in [("cvt", "no flat sequence of patches"), ("vit-small-datasets", "read the neighbouring patches' pixels"),
-                                 ("cct", "each token from an overlapping window")] {
+                                 ("cct", "each token from an overlapping window"), ("t2t-vit", "unfold overlapping windows")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -85,5 +86,6 @@ final class ZooPairingTests: XCTestCase {
         try check("cct", objectives: ["byol", "dino", "esvit"])
         try check("cct", objectives: ["dino"], extra: ", positional_embedding: learnable, size: cct_2")
     }
+    func testT2TViTTrainsWithTheViewObjectives() throws { try check("t2t-vit", objectives: ["byol", "dino", "esvit"]) }
     func testCaiTTrainsWithEveryObjective() throws { try check("cait", extra: ", cls_depth: 1, layer_dropout: 0.1") }
 }

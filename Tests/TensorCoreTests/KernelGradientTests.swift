@@ -203,6 +203,25 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// nn.Unfold's columns (N, C k k, L), row (c, ky, kx), against a naive Double reference.
+    func testUnfold() {
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (7, 4, 2), (2, 2, 0)] {
+            let x = randomTensor([3, 2, 7, 7], seed: 4)
+            checkGradients("unfold k\(k) s\(stride) p\(padding)", inputs: [x], engine: { $0[0].unfold(kernel: k, stride: stride, padding: padding) },
+                           reference: { xs in
+                               let x = xs[0]
+                               let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+                               let oh = (h + 2 * padding - k) / stride + 1, ow = (w + 2 * padding - k) / stride + 1
+                               var out = DArray.zeros([n, c * k * k, oh * ow])
+                               for b in 0..<n { for ch in 0..<c { for ky in 0..<k { for kx in 0..<k { for oy in 0..<oh { for ox in 0..<ow {
+                                   let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
+                                   if iy >= 0 && iy < h && ix >= 0 && ix < w { out[[b, (ch * k + ky) * k + kx, oy * ow + ox]] = x[[b, ch, iy, ix]] }
+                               } } } } } }
+                               return out
+                           })
+        }
+    }
+
     /// Depthwise maps at least 16 wide take the row-by-row path (narrower ones the tap list above).
     func testDepthwiseConv2dWideMaps() {
         for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (5, 2, 2)] {
