@@ -23,6 +23,7 @@ from vit_pytorch.simple_vit_with_patch_dropout import SimpleViT as PatchDropoutV
 from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E402
 from vit_pytorch.cait import CaiT  # noqa: E402
 from vit_pytorch.t2t import T2TViT  # noqa: E402
+from vit_pytorch.rvt import RvT  # noqa: E402
 from vit_pytorch.cct import CCT, sinusoidal_embedding  # noqa: E402
 from make_fixtures import save  # noqa: E402
 
@@ -56,3 +57,7 @@ if __name__ == '__main__':
     module_fixture('t2t', T2TViT(t2t_layers=((3, 2), (3, 2)), **t2t), (3, 2, 8, 8), enc)
     t2t['image_size'] = 12
     module_fixture('t2t_74_mean', T2TViT(t2t_layers=((7, 4), (3, 2)), pool='mean', **t2t), (3, 2, 12, 12), enc)
+    rvt = dict(cfg, patch_size=2)
+    module_fixture('rvt', RvT(**rvt), (3, 2, 8, 8), enc)
+    # A head width whose rotary part is 4 of 6 channels, a Linear query and a GELU feed-forward.
+    module_fixture('rvt_plain', RvT(**dict(rvt, dim_head=6), use_ds_conv=False, use_glu=False), (3, 2, 8, 8), enc)

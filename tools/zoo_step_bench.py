@@ -37,6 +37,9 @@ def make(kind):
     if kind == 't2t-vit':
         from vit_pytorch.t2t import T2TViT
         return T2TViT(t2t_layers=((3, 2), (3, 2)), **{k: v for k, v in cfg.items() if k != 'patch_size'})
+    if kind == 'rvt':
+        from vit_pytorch.rvt import RvT
+        return RvT(**cfg)
     raise SystemExit('unknown ' + kind)
 
 
@@ -45,7 +48,7 @@ CHANNELS = {'cait': 3}
 
 torch.manual_seed(0)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit', 'rvt']:
     x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

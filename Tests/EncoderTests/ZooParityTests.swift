@@ -109,6 +109,24 @@ final class ZooParityTests: XCTestCase {
         XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 4, purpose: "x")), layer: "tokens").shape, [2, 2, 16])
     }
 
+    func testRvTMatchesVitPytorch() throws {
+        var config = ViTParityTests.config
+        (config.patchHeight, config.patchWidth) = (2, 2)
+        let model = RvT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "rvt")
+        // The masked objectives' protocol: a full grid with or without the class token in front.
+        let x = Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 3, purpose: "x"))
+        let tokens = model.hidden(x, layer: "tokens")
+        let viaProtocol = model.encodeTokens(Tensor.concat([model.prefixTokens(batch: 2)!, model.embedPatches(model.patchify(x)) + model.patchPositions()], axis: 1))
+        assertClose("rvt tokens", viaProtocol.scalars.map(Double.init), tokens.scalars.map(Double.init), tolerance: 1e-6)
+        XCTAssertEqual(model.encodeTokens(model.embedPatches(model.patchify(x))).shape, [2, 16, 16])
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "pooled").shape, [2, 16])
+        config.dimHead = 6
+        var plain = RvTOptions()
+        (plain.convolutionalQuery, plain.glu) = (false, false)
+        try check(RvT(config, options: plain, initializer: Initializer(seed: 0)), fixture: "rvt_plain")
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

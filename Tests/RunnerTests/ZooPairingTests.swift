@@ -87,5 +87,19 @@ final class ZooPairingTests: XCTestCase {
         try check("cct", objectives: ["dino"], extra: ", positional_embedding: learnable, size: cct_2")
     }
     func testT2TViTTrainsWithTheViewObjectives() throws { try check("t2t-vit", objectives: ["byol", "dino", "esvit"]) }
+    func testRvTTrainsWithTheGridObjectivesAndTheViewObjectives() throws {
+        try check("rvt", objectives: ["simmim", "mpp", "byol", "dino", "esvit"])
+    }
+    /// A patch-token encoder that still cannot serve some masked objectives says which and why.
+    func testRvTRefusesMAEAndMP3WithTheReason() {
+        for (objective, reason) in [("mae", "cannot encode MAE's random subset"), ("mp3", "no position table for MP3 to leave out")] {
+            let text = "name: t\nencoder: {kind: rvt}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
+            XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("\(objective) does not apply to the rvt encoder") && message.contains(reason)
+                              && message.contains("use simmim, mpp, byol, dino, esvit"), message)
+            }
+        }
+    }
     func testCaiTTrainsWithEveryObjective() throws { try check("cait", extra: ", cls_depth: 1, layer_dropout: 0.1") }
 }

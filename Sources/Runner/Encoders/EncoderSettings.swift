@@ -11,6 +11,9 @@ public protocol EncoderSettings: RecipeSection {
     static var isPatchTokenEncoder: Bool { get }
     /// Why the masked objectives do not apply to this encoder (for their refusal), when it is not one.
     static var notPatchTokenReason: String { get }
+    /// The masked objectives a patch-token encoder still cannot serve (objective kind: why), for
+    /// encoders whose tokens need the full grid (RvT's convolutional queries) or have no positions to drop.
+    static var refusedObjectives: [String: String] { get }
     /// The side in pixels of the square each token covers, for patch encoders; nil otherwise.
     var patchSize: Int? { get }
     /// The number of ViT blocks that layer-wise learning-rate decay spreads over (parameters
@@ -33,6 +36,7 @@ public protocol EncoderSettings: RecipeSection {
 extension EncoderSettings {
     public var patchSize: Int? { nil }
     public static var notPatchTokenReason: String { "it has no flat sequence of patch tokens" }
+    public static var refusedObjectives: [String: String] { [:] }
     public var layerDecayDepth: Int? { nil }
     public var learnedPositions: Bool { false }
     public func pytorchModel(_ input: EncoderInput) -> String? { nil }

@@ -58,6 +58,10 @@ func requirePatchEncoder(_ objective: String, _ recipe: Recipe) throws {
         let patchKinds = EncoderRegistry.kinds.filter { $0.isPatchTokenEncoder }.map { $0.kind }
         throw RecipeIssue(path: ["kind"], message: "\(objective) masks patches, so it needs a patch-token encoder (\(patchKinds.joined(separator: ", "))); the \(recipe.encoder.kind) encoder is not one: \(type.notPatchTokenReason). Use encoder.kind: vit, or an objective that reads views (byol, dino, esvit).")
     }
+    if let reason = type.refusedObjectives[objective] {
+        let others = ["mae", "simmim", "mpp", "mp3"].filter { type.refusedObjectives[$0] == nil }
+        throw RecipeIssue(path: ["kind"], message: "\(objective) does not apply to the \(recipe.encoder.kind) encoder: \(reason). With \(recipe.encoder.kind), use \((others + ["byol", "dino", "esvit"]).joined(separator: ", ")).")
+    }
 }
 
 /// The number of patches of the recipe's images (patch encoders).
