@@ -24,6 +24,7 @@ from vit_pytorch.vit_for_small_dataset import ViT as SmallDatasetViT  # noqa: E4
 from vit_pytorch.cait import CaiT  # noqa: E402
 from vit_pytorch.t2t import T2TViT  # noqa: E402
 from vit_pytorch.rvt import RvT  # noqa: E402
+from vit_pytorch.xcit import XCiT  # noqa: E402
 from vit_pytorch.cct import CCT, sinusoidal_embedding  # noqa: E402
 from make_fixtures import save  # noqa: E402
 
@@ -61,3 +62,6 @@ if __name__ == '__main__':
     module_fixture('rvt', RvT(**rvt), (3, 2, 8, 8), enc)
     # A head width whose rotary part is 4 of 6 channels, a Linear query and a GELU feed-forward.
     module_fixture('rvt_plain', RvT(**dict(rvt, dim_head=6), use_ds_conv=False, use_glu=False), (3, 2, 8, 8), enc)
+    # XCiT hard-codes 3 channels in 1.7.14; training mode, so its BatchNorm uses the batch's statistics.
+    xcit = {k: v for k, v in dict(cfg, patch_size=2).items() if k != 'channels'}
+    module_fixture('xcit', XCiT(cls_depth=2, **xcit), (3, 3, 8, 8), enc)

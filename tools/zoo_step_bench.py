@@ -1,7 +1,7 @@
 """vit-pytorch 1.7.14's side of `workbench bench-step --encoder KIND`: a supervised step (cross
 entropy, AdamW) of the zoo's models at the bench's sizes (28x28x1, patch 4, dim 192, depth 6,
 3 heads of 64, MLP 768), batch 64 unless B is set; the median of 6 steps after 2 warm-ups.
-CaiT is built with 3 channels, as 1.7.14 hard-codes them (bench-step --encoder cait --channels 3); CCT
+CaiT and XCiT are built with 3 channels, as 1.7.14 hard-codes them (bench-step --channels 3); CCT
 with two tokeniser convolutions (7x7 tokens) and mlp_ratio = MLP / dim; T2T-ViT with t2t_layers
 ((3, 2), (3, 2)) (7x7 tokens).
 
@@ -40,15 +40,18 @@ def make(kind):
     if kind == 'rvt':
         from vit_pytorch.rvt import RvT
         return RvT(**cfg)
+    if kind == 'xcit':
+        from vit_pytorch.xcit import XCiT
+        return XCiT(cls_depth=2, **{k: v for k, v in cfg.items() if k != 'channels'})
     raise SystemExit('unknown ' + kind)
 
 
-CHANNELS = {'cait': 3}
+CHANNELS = {'cait': 3, 'xcit': 3}
 
 
 torch.manual_seed(0)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit', 'rvt']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit', 'rvt', 'xcit']:
     x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -52,14 +52,23 @@ public final class TalkingHeadsAttention: Module {
 }
 
 /// LayerScale (Touvron et al. 2021): a residual branch's output times a learned per-channel gain
-/// (1, 1, dim) that starts small.
+/// that starts small, shaped (1, 1, dim) in CaiT and (dim) in XCiT.
 public final class LayerScale<Fn: Module>: Module {
     public let fn: Fn
     public let scale: Parameter
-    init(dim: Int, _ fn: Fn, initialValue: Float) {
+    init(dim: Int, _ fn: Fn, initialValue: Float, shape: [Int]? = nil) {
         self.fn = fn
-        scale = Parameter(Tensor.full([1, 1, dim], initialValue), decays: false)
+        scale = Parameter(Tensor.full(shape ?? [1, 1, dim], initialValue), decays: false)
     }
+}
+
+/// vit-pytorch's dropout_layers: in training, each of `count` layers is skipped with probability
+/// p, and one drawn at random is kept when all would be.
+func keptLayers(_ count: Int, probability p: Float, training: Bool, rng: RandomStream) -> [Bool] {
+    guard training, p > 0, count > 0 else { return Array(repeating: true, count: count) }
+    var keep = (0..<count).map { _ in rng.nextFloat() >= p }
+    if !keep.contains(true) { keep[rng.nextInt(below: count)] = true }
+    return keep
 }
 
 /// One CaiT layer: x + LayerScale(talking-heads attention), then + LayerScale(feed-forward).
@@ -84,12 +93,7 @@ public final class CaiTTransformer: Module {
     }
 
     /// The layers this forward runs.
-    public func keptLayers() -> [Bool] {
-        guard isTraining, layerDropout > 0 else { return Array(repeating: true, count: layers.count) }
-        var keep = layers.map { _ in rng.nextFloat() >= layerDropout }
-        if !keep.contains(true) { keep[rng.nextInt(below: layers.count)] = true }
-        return keep
-    }
+    public func keptLayers() -> [Bool] { Encoders.keptLayers(layers.count, probability: layerDropout, training: isTraining, rng: rng) }
 }
 
 /// The LayerScale start values: the paper's, chosen by the model's depth, or vit-pytorch 1.7.14's,
@@ -100,6 +104,15 @@ public enum LayerScaleInit: String, Codable, CaseIterable, Sendable {
 
     /// CaiT §2: 0.1 up to depth 18, 1e-5 up to 24, 1e-6 beyond.
     static func epsilon(_ depth: Int) -> Float { depth <= 18 ? 0.1 : depth <= 24 ? 1e-5 : 1e-6 }
+
+    /// The start value of layer `index` (0-based) of a model `depth` deep. XCiT's 1.7.14 file
+    /// also misreads the middle range (`18 > depth <= 24`), so its layers past 18 start at 1e-6.
+    public func value(layer index: Int, depth: Int, xcit: Bool = false) -> Float {
+        switch self {
+        case .paper: return Self.epsilon(depth)
+        case .vitPytorch1714: return xcit ? (index + 1 <= 18 ? 0.1 : 1e-6) : Self.epsilon(index + 1)
+        }
+    }
 }
 
 /// What CaiT adds to a ViT's configuration.
@@ -142,7 +155,7 @@ public final class CaiT: Module, PatchTokenEncoder {
         embeddingDropout = config.embeddingDropout > 0 ? Dropout(config.embeddingDropout, rng: initializer.dropoutStream) : nil
         func stack(_ depth: Int) -> CaiTTransformer {
             CaiTTransformer((0..<depth).map { i in
-                let eps = LayerScaleInit.epsilon(options.layerScaleInit == .paper ? config.depth : i + 1)
+                let eps = options.layerScaleInit.value(layer: i, depth: config.depth)
                 return CaiTBlock(
                     attention: LayerScale(dim: config.dim, TalkingHeadsAttention(dim: config.dim, heads: config.heads, dimHead: config.dimHead,
                                                                                  dropout: config.dropout, initializer: initializer), initialValue: eps),

@@ -28,7 +28,7 @@ struct BenchStep: ParsableCommand {
 
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
     @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28 px, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
-    @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait).") var channels = 1
+    @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait, xcit).") var channels = 1
 
     func run() throws {
         if let recipe { return try runRecipe(recipe) }

@@ -127,6 +127,19 @@ final class ZooParityTests: XCTestCase {
         try check(RvT(config, options: plain, initializer: Initializer(seed: 0)), fixture: "rvt_plain")
     }
 
+    func testXCiTMatchesVitPytorch() throws {
+        var config = ViTParityTests.config
+        (config.patchHeight, config.patchWidth, config.channels) = (2, 2, 3)
+        let model = XCiT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "xcit")
+        XCTAssertEqual(model.hiddenLayerNames.suffix(2), ["class_blocks.0", "class_blocks.1"])
+        model.eval()
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 3, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "pooled").shape, [2, 16])
+        // 1.7.14's LayerScale misreads `18 > depth <= 24`: its layers past 18 start at 1e-6.
+        XCTAssertEqual(LayerScaleInit.vitPytorch1714.value(layer: 19, depth: 24, xcit: true), 1e-6)
+        XCTAssertEqual(LayerScaleInit.paper.value(layer: 19, depth: 24, xcit: true), 1e-5)
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

@@ -90,13 +90,17 @@ final class ZooPairingTests: XCTestCase {
     func testRvTTrainsWithTheGridObjectivesAndTheViewObjectives() throws {
         try check("rvt", objectives: ["simmim", "mpp", "byol", "dino", "esvit"])
     }
+    func testXCiTTrainsWithTheGridObjectivesAndTheViewObjectives() throws {
+        try check("xcit", objectives: ["simmim", "mpp", "byol", "dino", "esvit"], extra: ", cls_depth: 1")
+    }
     /// A patch-token encoder that still cannot serve some masked objectives says which and why.
-    func testRvTRefusesMAEAndMP3WithTheReason() {
-        for (objective, reason) in [("mae", "cannot encode MAE's random subset"), ("mp3", "no position table for MP3 to leave out")] {
-            let text = "name: t\nencoder: {kind: rvt}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
+    func testRvTAndXCiTRefuseMAEAndMP3WithTheReason() {
+        for (encoder, objective, reason) in [("rvt", "mae", "cannot encode MAE's random subset"), ("rvt", "mp3", "no position table for MP3 to leave out"),
+                                             ("xcit", "mae", "cannot encode MAE's random subset"), ("xcit", "mp3", "queries from the tokens and keys from a context")] {
+            let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
             XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
                 let message = "\(error)"
-                XCTAssertTrue(message.contains("\(objective) does not apply to the rvt encoder") && message.contains(reason)
+                XCTAssertTrue(message.contains("\(objective) does not apply to the \(encoder) encoder") && message.contains(reason)
                               && message.contains("use simmim, mpp, byol, dino, esvit"), message)
             }
         }
