@@ -25,6 +25,7 @@ from vit_pytorch.cait import CaiT  # noqa: E402
 from vit_pytorch.t2t import T2TViT  # noqa: E402
 from vit_pytorch.rvt import RvT  # noqa: E402
 from vit_pytorch.xcit import XCiT  # noqa: E402
+from vit_pytorch.cross_vit import CrossViT  # noqa: E402
 from vit_pytorch.cct import CCT, sinusoidal_embedding  # noqa: E402
 from make_fixtures import save  # noqa: E402
 
@@ -65,3 +66,8 @@ if __name__ == '__main__':
     # XCiT hard-codes 3 channels in 1.7.14; training mode, so its BatchNorm uses the batch's statistics.
     xcit = {k: v for k, v in dict(cfg, patch_size=2).items() if k != 'channels'}
     module_fixture('xcit', XCiT(cls_depth=2, **xcit), (3, 3, 8, 8), enc)
+    # CrossViT: branches of different widths (so the cross-attention projects in and out), no dropout.
+    cross = dict(image_size=8, num_classes=5, channels=2, sm_dim=8, lg_dim=16, sm_patch_size=2, sm_enc_depth=1, sm_enc_heads=2,
+                 sm_enc_mlp_dim=16, sm_enc_dim_head=4, lg_patch_size=4, lg_enc_depth=2, lg_enc_heads=2, lg_enc_mlp_dim=32,
+                 lg_enc_dim_head=8, cross_attn_depth=2, cross_attn_heads=2, cross_attn_dim_head=4, depth=2, dropout=0., emb_dropout=0.)
+    module_fixture('cross_vit', CrossViT(**cross), (3, 2, 8, 8), enc)

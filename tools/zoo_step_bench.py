@@ -43,6 +43,13 @@ def make(kind):
     if kind == 'xcit':
         from vit_pytorch.xcit import XCiT
         return XCiT(cls_depth=2, **{k: v for k, v in cfg.items() if k != 'channels'})
+    if kind == 'cross-vit':
+        # The workbench's cross-vit defaults (sized for 28 px), not the bench's ViT sizes.
+        from vit_pytorch.cross_vit import CrossViT
+        return CrossViT(image_size=28, num_classes=10, channels=1, sm_dim=64, lg_dim=128, sm_patch_size=4, sm_enc_depth=1,
+                        sm_enc_heads=4, sm_enc_mlp_dim=128, sm_enc_dim_head=16, lg_patch_size=7, lg_enc_depth=2, lg_enc_heads=4,
+                        lg_enc_mlp_dim=256, lg_enc_dim_head=32, cross_attn_depth=1, cross_attn_heads=4, cross_attn_dim_head=16,
+                        depth=2, dropout=0.1, emb_dropout=0.1)
     raise SystemExit('unknown ' + kind)
 
 
@@ -51,7 +58,7 @@ CHANNELS = {'cait': 3, 'xcit': 3}
 
 torch.manual_seed(0)
 y = torch.randint(0, 10, (B,))
-for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit', 'rvt', 'xcit']:
+for kind in sys.argv[1:] or ['deepvit', 'parallel-vit', 'cait', 'cct', 't2t-vit', 'rvt', 'xcit', 'cross-vit']:
     x = torch.rand(B, CHANNELS.get(kind, 1), 28, 28)
     model = make(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -65,12 +65,20 @@ public enum EncoderWeights {
         for (name, tensor) in file where name.hasPrefix(prefix) && !name.hasSuffix(".num_batches_tracked") {
             weights[String(name.dropFirst(prefix.count))] = tensor
         }
-        let head = encoder.classificationHead.flatMap { encoder.prefix(of: $0) }
+        // The head's parameters by name (CrossViT has two heads, so not one prefix).
+        let headParameters = Set((encoder.classificationHead?.parameters ?? []).map(ObjectIdentifier.init))
+        let headNames = encoder.namedParameters().filter { headParameters.contains(ObjectIdentifier($0.1)) }.map(\.0)
+        // The head's modules, as name prefixes (mlp_head.; CrossViT's sm_mlp_head. and lg_mlp_head.).
+        var headModules: [String] = []
+        for name in headNames {
+            let module = (name.split(separator: ".").first.map(String.init) ?? name) + "."
+            if !headModules.contains(module) { headModules.append(module) }
+        }
         var wanted = Set(expected.keys)
-        if section.weightsSkipHead, let head {
-            wanted = wanted.filter { !$0.hasPrefix(head) }
-            weights = weights.filter { !$0.key.hasPrefix(head) }
-            notes.append("the classification head (\(head)*) keeps its fresh initialisation")
+        if section.weightsSkipHead, !headNames.isEmpty {
+            wanted.subtract(headNames)
+            weights = weights.filter { entry in !headModules.contains { entry.key.hasPrefix($0) } }
+            notes.append("the classification head (\(headModules.map { $0 + "*" }.joined(separator: ", "))) keeps its fresh initialisation")
         }
         // A position table for another image size (vit-pytorch's pos_embedding, timm's pos_embed):
         // resampled, the class token's row kept.
@@ -96,7 +104,7 @@ public enum EncoderWeights {
             if !unexpected.isEmpty { message += " unexpected \(unexpected.count) (\(list(unexpected)));" }
             if !mismatched.isEmpty { message += " other shapes: \(list(mismatched));" }
             if let hint = describe(weights.isEmpty ? file : weights, against: section) { message += " \(hint)" }
-            if head.map({ h in (missing + unexpected + mismatched).allSatisfy { $0.hasPrefix(h) } }) ?? false {
+            if !headModules.isEmpty && (missing + unexpected + mismatched).allSatisfy({ entry in headModules.contains { entry.hasPrefix($0) } }) {
                 message += " Only the classification head differs: set encoder.weights_skip_head: true to keep a fresh head."
             } else if weights.isEmpty {
                 message += " Nothing matched: set encoder.weights_prefix to the prefix of the encoder's names in the file"

@@ -140,6 +140,21 @@ final class ZooParityTests: XCTestCase {
         XCTAssertEqual(LayerScaleInit.paper.value(layer: 19, depth: 24, xcit: true), 1e-5)
     }
 
+    func testCrossViTMatchesVitPytorch() throws {
+        var c = CrossViTConfig()
+        (c.imageSize, c.channels, c.numClasses, c.depth, c.dropout, c.embeddingDropout) = (8, 2, 5, 2, 0, 0)
+        c.small = CrossViTBranch(dim: 8, patchSize: 2, depth: 1, heads: 2, mlpDim: 16, dimHead: 4)
+        c.large = CrossViTBranch(dim: 16, patchSize: 4, depth: 2, heads: 2, mlpDim: 32, dimHead: 8)
+        (c.crossDepth, c.crossHeads, c.crossDimHead) = (2, 2, 4)
+        let model = CrossViT(c, initializer: Initializer(seed: 0))
+        try check(model, fixture: "cross_vit")
+        let x = Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 3, purpose: "x"))
+        XCTAssertEqual(model.hidden(x, layer: "pooled").shape, [2, 24])
+        XCTAssertEqual(model.hidden(x, layer: "large_tokens").shape, [2, 5, 16])
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 4, 4], rng: RandomStream(seed: 4, purpose: "x")), layer: "tokens").shape, [2, 5, 8])
+        XCTAssertEqual(c.problem(imageSize: 6), "lg_patch_size 4 does not divide 6-pixel images; both patch sizes must divide the image size")
+    }
+
     func testSimpleViTVariantsMatchVitPytorch() throws {
         var registers = SimpleViTOptions()
         registers.registerTokens = 3

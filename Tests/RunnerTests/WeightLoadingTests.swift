@@ -122,6 +122,24 @@ final class WeightLoadingTests: XCTestCase {
         XCTAssertTrue(report.contains("classification head (mlp_head.*) keeps its fresh initialisation"), report)
     }
 
+    /// CrossViT's two heads (sm_mlp_head, lg_mlp_head) are its classification head: weights for
+    /// other classes load with both kept fresh.
+    func testTwoHeadsAreSkippedTogether() throws {
+        let path = NSTemporaryDirectory() + "crossvit-\(getpid()).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var section = try RecipeLoader.section(EncoderSection.self, yaml: "kind: cross-vit\n", file: "r.yaml")
+        let (five, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 5), seed: 1)
+        try SafeTensors.write(five.stateDict(), to: path)
+        section.weights = path
+        let (ten, _) = section.make(EncoderInput(imageSize: 28, channels: 1, classes: 10), seed: 2)
+        XCTAssertThrowsError(try EncoderWeights.load(section, into: ten, recipeFile: "r.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("Only the classification head differs"), "\(error)")
+        }
+        section.weightsSkipHead = true
+        let report = try EncoderWeights.load(section, into: ten, recipeFile: "r.yaml")
+        XCTAssertTrue(report.contains("classification head (sm_mlp_head.*, lg_mlp_head.*) keeps its fresh initialisation"), report)
+    }
+
     /// `encoder.weights: RUN/checkpoints/encoder-supervised.safetensors` evaluates an earlier run:
     /// an evaluation-only recipe gives the first run's kNN result, bit for bit.
     func testAnEvaluationRecipeStartsFromAnEarlierRun() throws {

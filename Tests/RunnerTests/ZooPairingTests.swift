@@ -27,6 +27,7 @@ final class ZooPairingTests: XCTestCase {
             data: {train_subset: 32, test_subset: 32}
             encoder: \(encoder == "cvt" ? "{kind: cvt, dim_head: 16, cvt_stages: [{emb_dim: 16, emb_kernel: 7, emb_stride: 4}, {emb_dim: 32, heads: 2}]}"
                 : encoder == "cct" ? "{kind: cct, dim: 32, depth: 2, heads: 2, conv_layers: 2\(extra)}"
+                : encoder == "cross-vit" ? "{kind: cross-vit, sm_dim: 16, lg_dim: 32, sm_patch_size: 2, lg_patch_size: 4, sm_enc_heads: 2, lg_enc_heads: 2, sm_enc_dim_head: 8, lg_enc_dim_head: 16, cross_attn_heads: 2, cross_attn_dim_head: 8, sm_enc_mlp_dim: 32, lg_enc_mlp_dim: 64, lg_enc_depth: 1, depth: 1\(extra)}"
                 : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
             stages:
@@ -64,7 +65,8 @@ final class ZooPairingTests: XCTestCase {
     /// Where the masked objectives do not apply, the refusal names the encoder, the objective and why.
     func testTheMaskedObjectivesRefuseTheEncodersTheyCannotMask() {
         for (encoder, reason) in [("cvt", "no flat sequence of patches"), ("vit-small-datasets", "read the neighbouring patches' pixels"),
-                                 ("cct", "each token from an overlapping window"), ("t2t-vit", "unfold overlapping windows")] {
+                                 ("cct", "each token from an overlapping window"), ("t2t-vit", "unfold overlapping windows"),
+                                 ("cross-vit", "no single sequence of patch tokens")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -103,6 +105,16 @@ final class ZooPairingTests: XCTestCase {
                 XCTAssertTrue(message.contains("\(objective) does not apply to the \(encoder) encoder") && message.contains(reason)
                               && message.contains("use simmim, mpp, byol, dino, esvit"), message)
             }
+        }
+    }
+    func testCrossViTTrainsWithTheViewObjectives() throws { try check("cross-vit", objectives: ["byol", "dino", "esvit"]) }
+    /// Views an encoder cannot take are refused before anything runs, with the encoder's reason.
+    func testViewSizesTheEncoderCannotTakeAreRefused() {
+        let text = "name: t\nencoder: {kind: cross-vit}\nstages:\n  - pretrain:\n      objective: {kind: dino, augment: {local_size: 12}}\n"
+        XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("local_size") && message.contains("12-pixel views do not fit the cross-vit encoder")
+                          && message.contains("lg_patch_size 7 does not divide 12-pixel images"), message)
         }
     }
     func testCaiTTrainsWithEveryObjective() throws { try check("cait", extra: ", cls_depth: 1, layer_dropout: 0.1") }

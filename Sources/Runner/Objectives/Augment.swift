@@ -81,6 +81,12 @@ public struct AugmentSection: RecipeSection, Equatable {
             if size % patch != 0 {
                 throw RecipeIssue(path: ["augment", key], message: "\(size) pixels do not split into the encoder's \(patch)-pixel patches; use a multiple of \(patch)")
             }
+            // Any encoder's own limits at this size (CrossViT's two patch sizes, CCT's and T2T-ViT's strides).
+            var input = recipe.encoderInput
+            input.imageSize = size
+            if let (_, problem) = recipe.encoder.settings.check(input) {
+                throw RecipeIssue(path: ["augment", key], message: "\(size)-pixel views do not fit the \(recipe.encoder.kind) encoder: \(problem)")
+            }
             if blurKernel / 2 >= size {
                 throw RecipeIssue(path: ["augment", "blur_kernel"], message: "a \(blurKernel)-pixel blur needs views larger than \(blurKernel / 2) pixels (\(key) is \(size))")
             }
