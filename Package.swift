@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/swiftcsv/SwiftCSV", from: "0.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -49,6 +50,7 @@ let package = Package(
                        providers: [.apt(["libjpeg62-turbo-dev"])]),
         .target(name: "CCodecs", dependencies: ["CPNG", "CJPEG"]),
         .target(name: "CSpin"),
+        .target(name: "CProcess"),
         .target(name: "TensorCore", dependencies: ["CBLAS", "CSpin"], swiftSettings: vectorSettings),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Encoders", dependencies: ["NN", "TensorCore"]),
@@ -58,6 +60,7 @@ let package = Package(
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CWorkbenchZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "Runner", dependencies: [
             "Data", "Encoders", "Evaluation", "NN", "Objectives", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
+            .product(name: "SwiftCSV", package: "SwiftCSV"), "CProcess",
         ]),
         .executableTarget(name: "workbench", dependencies: [
             "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation", "Runner",
@@ -71,7 +74,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ObjectiveTests", dependencies: ["Objectives", "Data", "Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Store", "Data", "NN", "Encoders", "Objectives", "TensorCore", "TestSupport"],
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Evaluation", "Store", "Data", "NN", "Encoders", "Objectives", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "EncoderTests", dependencies: ["Encoders", "NN", "Store", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),

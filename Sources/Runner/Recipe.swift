@@ -12,6 +12,9 @@ public struct Recipe: RecipeSection {
     public var encoder = EncoderSection()
     public var checkpoint = CheckpointSection()
     public var stages: [StageEntry]
+    /// The recipe's `sweep:` section (seeds and a grid), read by `RecipeLoader` and expanded by
+    /// `workbench sweep`; not a key of the runs it makes (each run's recipe.yaml has none).
+    public var sweep: SweepSpec?
 
     public init() { self.init(name: "", stages: []) }
 

@@ -104,8 +104,21 @@ public enum RecipeLoader {
             }
             return RecipeError(file: file, location: mark(of: path, in: original)?.description, keyPath: path.joined(separator: "."), message: message)
         }
+        // `sweep:` is read here (the sweep command expands it into runs); a run's own recipe has none.
+        var sweep: SweepSpec?
+        if var mapping = node.mapping, let section = mapping["sweep"] {
+            do {
+                sweep = try SweepSpec.section(section, file: file)
+            } catch let error as RecipeError where overridden.contains(where: { $0.path.first == "sweep" }) {
+                throw located(error.keyPath.split(separator: ".").map(String.init), error.message)
+            }
+            mapping["sweep"] = nil
+            node = .mapping(mapping)
+        }
         do {
-            return try YAMLDecoder().decode(Recipe.self, from: node, userInfo: stored ? [.storedRecipe: true] : [:])
+            var recipe = try YAMLDecoder().decode(Recipe.self, from: node, userInfo: stored ? [.storedRecipe: true] : [:])
+            recipe.sweep = sweep
+            return recipe
         } catch let issue as RecipeIssue {
             throw located(issue.path, issue.message)
         } catch let error as DecodingError {

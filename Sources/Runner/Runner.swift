@@ -5,6 +5,37 @@ import NN
 import Store
 import TensorCore
 
+/// A run folder is worked on by one process at a time: the process holds an exclusive lock on
+/// its .lock file (flock, released when the process ends, however it ends).
+public enum RunFolderLock {
+    nonisolated(unsafe) static var held: [String: Int32] = [:]
+
+    static func hold(_ directory: String) throws {
+        guard held[directory] == nil else { return }
+        let fd = open("\(directory)/.lock", O_CREAT | O_RDWR, 0o644)
+        guard fd >= 0 else { throw RunError("cannot write \(directory)/.lock; check the permissions of the run folder") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw RunError("\(directory) is in use by another workbench process; wait for it to end before resuming")
+        }
+        held[directory] = fd
+    }
+
+    /// Waits up to `seconds` for no process to hold the folder; true when it is free.
+    public static func waitUntilFree(_ directory: String, seconds: Double) -> Bool {
+        let fd = open("\(directory)/.lock", O_CREAT | O_RDWR, 0o644)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            if Date() > deadline { return false }
+            usleep(100_000)
+        }
+        flock(fd, LOCK_UN)
+        return true
+    }
+}
+
 /// Runs recipes: creates the run folder, schedules the stages in order, and resumes an
 /// interrupted run from its last checkpoint.
 public enum RecipeRunner {
@@ -42,16 +73,22 @@ public enum RecipeRunner {
     /// Starts a new run of `recipe` in runsDirectory/NAME/TIMESTAMP and returns that folder.
     /// `command` is the command line that started the run (recorded in command.txt and metrics.h5).
     @discardableResult
-    public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, command: [String] = CommandLine.arguments,
-                             log: RunLog = RunLog()) throws -> String {
-        try preflight(recipe, recipeFile: recipeFile, runsDirectory: runsDirectory)
+    /// `folder`: the run folder itself instead of runsDirectory/NAME/TIMESTAMP (a sweep's runs);
+    /// it must not exist yet.
+    public static func start(_ recipe: Recipe, recipeFile: String, runsDirectory: String, folder: String? = nil,
+                             command: [String] = CommandLine.arguments, log: RunLog = RunLog()) throws -> String {
+        if let folder, FileManager.default.fileExists(atPath: folder) {
+            throw RunError("\(folder) exists already; a run starts in a new folder (continue one with workbench run --resume \(folder))")
+        }
+        try preflight(recipe, recipeFile: recipeFile, runsDirectory: folder.map { ($0 as NSString).deletingLastPathComponent } ?? runsDirectory)
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile) { log($0) }
         // Weights that do not fit stop the run before its folder exists.
         let weights = try fitWeights(recipe, data: data, recipeFile: recipeFile)
-        let directory = try makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
+        let directory = try folder.map { try makeRunFolder(exactly: $0) } ?? makeRunFolder(runsDirectory: runsDirectory, name: recipe.name)
         let resolved = RecipeLoader.yaml(recipe)
         try Data(resolved.utf8).write(to: URL(fileURLWithPath: "\(directory)/recipe.yaml"), options: .atomic)
         let commandLine = shellQuoted(command)
+        try RunFolderLock.hold(directory)
         try recordCommand(commandLine, in: directory)
         try log.attach("\(directory)/log.txt")
         log("workbench \(WorkbenchInfo.version) (\(WorkbenchInfo.gitCommit)): recipe \(recipeFile) -> \(directory)")
@@ -106,6 +143,7 @@ public enum RecipeRunner {
         let data = try RunData.load(recipe.data, seed: recipe.seed, recipeFile: recipeFile) { log($0) }
         // Without a checkpoint the run starts over, from the weights file if the recipe names one.
         let weights = latest == nil ? try fitWeights(recipe, data: data, recipeFile: recipeFile) : nil
+        try RunFolderLock.hold(directory)
         try recordCommand(shellQuoted(command), in: directory)
         try log.attach("\(directory)/log.txt")
         let metricsPath = "\(directory)/metrics.h5"
@@ -155,6 +193,15 @@ public enum RecipeRunner {
     static func runAttributes(_ recipe: Recipe, resolved: String) -> [String: String] {
         ["recipe": resolved, "recipe_name": recipe.name, "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit,
          "created": ISO8601DateFormatter().string(from: Date()), "status": "running"]
+    }
+
+    static func makeRunFolder(exactly directory: String) throws -> String {
+        do {
+            try FileManager.default.createDirectory(atPath: "\(directory)/checkpoints", withIntermediateDirectories: true)
+        } catch {
+            throw RunError("cannot create the run folder \(directory): \(error.localizedDescription)")
+        }
+        return directory
     }
 
     static func makeRunFolder(runsDirectory: String, name: String) throws -> String {

@@ -18,6 +18,8 @@ struct Run: ParsableCommand {
     var overrides: [String] = []
     @Option(name: .customLong("runs-dir"), help: "Where run folders go.") var runsDirectory = "runs"
     @Option(help: ArgumentHelp("Continue the run in this folder from its last checkpoint.", valueName: "run-dir")) var resume: String?
+    /// The run folder itself (a sweep's runs), instead of RUNS_DIR/NAME/TIMESTAMP.
+    @Option(name: .customLong("run-folder"), help: .hidden) var runFolder: String?
 
     func validate() throws {
         if resume != nil && recipe != nil {
@@ -31,12 +33,16 @@ struct Run: ParsableCommand {
 
     func run() throws {
         StopSignal.install()
+        SweepRunner.followParent()
         try reportingUserErrors {
             if let resume {
                 try RecipeRunner.resume(resume)
             } else if let recipe {
                 let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
-                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory)
+                if loaded.sweep != nil && runFolder == nil {
+                    print("note: the recipe's sweep section is for `workbench sweep`; this runs the recipe once, with seed \(loaded.seed)")
+                }
+                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory, folder: runFolder)
             }
         }
     }
@@ -55,6 +61,12 @@ struct Validate: ParsableCommand {
             let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
             try RecipeRunner.preflight(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory)
             print(RecipeLoader.yaml(loaded), terminator: "")
+            if loaded.sweep != nil {
+                // The runs `workbench sweep` would make of it, each one's recipe checked.
+                let (plan, _) = try Sweep.plan(recipe: recipe, overrides: overrides, seeds: nil, grid: [])
+                print("# sweep: \(plan.runs.count) runs (\(plan.points.count) grid points x \(plan.seeds.count) seeds), each this recipe with:")
+                for run in plan.runs { print("#   \(run.folder): " + run.overrides.map { "--set " + $0 }.joined(separator: " ")) }
+            }
         }
     }
 }
@@ -65,6 +77,9 @@ func reportingUserErrors(_ body: () throws -> Void) throws {
         try body()
     } catch let stop as RunInterrupted {
         // The run printed where it stopped and how to resume; exit as the signal would.
+        throw ExitCode(stop.exitStatus)
+    } catch let stop as SweepInterrupted {
+        FileHandle.standardError.write(Data((stop.description + "\n").utf8))
         throw ExitCode(stop.exitStatus)
     } catch let error as RecipeError {
         throw UserError(message: error.description)

@@ -7,7 +7,7 @@ struct Workbench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "workbench",
         abstract: "Self-supervised pretraining of Vision Transformers on the CPU.",
-        subcommands: [Run.self, Validate.self, List.self, Inspect.self, Extract.self, Export.self, Views.self, Predict.self, Bench.self, BenchData.self, BenchStep.self]
+        subcommands: [Run.self, Sweep.self, Compare.self, Validate.self, List.self, Inspect.self, Extract.self, Export.self, Views.self, Predict.self, Bench.self, BenchData.self, BenchStep.self]
     )
 
     /// Line-buffered output, so progress shows as it happens in logs and pipes.

@@ -231,9 +231,14 @@ func yamlScalarText(_ value: any Encodable) -> String {
     return flowText(node)
 }
 
-private func flowText(_ node: Node) -> String {
+/// A node as one line of YAML flow text, which reads back to the same node (quoted scalars stay quoted).
+func flowText(_ node: Node) -> String {
     switch node {
-    case .scalar(let s): return s.string.isEmpty ? "''" : s.string
+    case .scalar(let s):
+        if s.string.isEmpty || s.style == .singleQuoted || s.style == .doubleQuoted {
+            return "'" + s.string.replacingOccurrences(of: "'", with: "''") + "'"
+        }
+        return s.string
     case .sequence(let s): return "[" + s.map(flowText).joined(separator: ", ") + "]"
     case .mapping(let m): return "{" + m.map { "\(flowText($0.key)): \(flowText($0.value))" }.joined(separator: ", ") + "}"
     default: return "?"
