@@ -51,3 +51,27 @@ class RunFolderTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SweepFolderTests(unittest.TestCase):
+    """The helper's reading of sweep.h5 against a sweep the workbench wrote (WORKBENCH_SWEEP)."""
+
+    def setUp(self):
+        if "WORKBENCH_SWEEP" not in os.environ:
+            self.fail("set WORKBENCH_SWEEP to a sweep folder written by `workbench sweep`")
+        from workbench_runs import load_sweep
+        self.sweep = load_sweep()
+
+    def test_grid_runs_and_summary_agree(self):
+        sweep = self.sweep
+        self.assertEqual(sweep.status, "complete")
+        points = len(sweep.labels)
+        self.assertEqual(len(sweep.point_of_run), points * len(set(sweep.seeds.tolist())))
+        for name in sweep.results:
+            for p in range(points):
+                values = sweep.run_results[name][sweep.point_of_run == p]
+                self.assertAlmostEqual(sweep.summary[name]["mean"][p], values.mean(), places=12)
+                if len(values) > 1:
+                    self.assertAlmostEqual(sweep.summary[name]["sd"][p], values.std(ddof=1), places=12)
+        for key in sweep.keys:
+            self.assertEqual(len(sweep.grid[key]), points)

@@ -168,3 +168,64 @@ def save_figure(figure, name, folder=None):
     path = os.path.join(folder, name + ".png")
     figure.savefig(path, dpi=90, bbox_inches="tight")
     return path
+
+
+def newest_sweep(root=None):
+    """The most recently written sweep folder under runs/NAME/sweep-TIMESTAMP."""
+    root = root or os.path.join(repository_root(), "runs")
+    candidates = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        folder = os.path.join(root, name)
+        for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, entry)
+            if entry.startswith("sweep-") and os.path.isfile(os.path.join(path, "sweep.h5")):
+                candidates.append((os.path.getmtime(os.path.join(path, "sweep.h5")), path))
+    if not candidates:
+        raise FileNotFoundError(f"no sweep folder under {root}; run `workbench sweep RECIPE --seeds 0-2` first or set WORKBENCH_SWEEP")
+    return max(candidates)[1]
+
+
+def _value(text):
+    """A grid value as a number when it reads as one, else the text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class Sweep:
+    """A sweep folder's sweep.h5 (the README's "Sweeps"): the grid, a row per run, and per grid
+    point the mean, sd and 95% interval of each result over the seeds."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        with h5py.File(os.path.join(self.path, "sweep.h5"), "r") as f:
+            self.status = _plain(f.attrs["status"])
+            keys = _plain(f.attrs["grid_keys"])
+            self.keys = [k for k in keys.split("\n") if k]
+            runs = f["runs"]
+            self.seeds = runs["seed"][()]
+            self.point_of_run = runs["point"][()]
+            self.run_status = [_plain(s) for s in runs["status"][()]]
+            self.run_grid = {k: [_value(_plain(v)) for v in runs["grid"][k][()]] for k in self.keys}
+            self.run_results = {name: runs["results"][name][()] for name in runs["results"]}
+            summary = f["summary"]
+            self.labels = [_plain(s) for s in summary["label"][()]]
+            self.grid = {k: [_value(_plain(v)) for v in summary["grid"][k][()]] for k in self.keys} if "grid" in summary else {}
+            self.summary = {name: {stat: summary["results"][name][stat][()] for stat in summary["results"][name]}
+                            for name in summary["results"]}
+        self.results = sorted(self.summary)
+
+    @property
+    def headline(self):
+        """Test accuracies and final losses, the results looked at first."""
+        names = [n for n in self.results if n.endswith("test_top1") or n.endswith("final_loss")]
+        return names or self.results
+
+    def __repr__(self):
+        return f"Sweep({self.path}: {len(self.labels)} grid points, seeds {sorted(set(self.seeds.tolist()))}, {self.status})"
+
+
+def load_sweep(default=None):
+    """WORKBENCH_SWEEP overrides `default`, which falls back to the newest sweep under runs/."""
+    return Sweep(os.environ.get("WORKBENCH_SWEEP") or default or newest_sweep())

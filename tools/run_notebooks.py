@@ -1,6 +1,6 @@
 """CI: runs every notebook of Notebooks/ headless against a run folder and checks the figures.
 
-    python tools/run_notebooks.py RUN_DIR [--figures DIR]
+    python tools/run_notebooks.py RUN_DIR --sweep SWEEP_DIR [--figures DIR]
 
 Fails if a committed notebook holds outputs (they are committed stripped), if a cell raises, or
 if a notebook does not save the figures it should. Also runs the helper module's tests.
@@ -24,18 +24,21 @@ EXPECTED = {
     "reconstructions.ipynb": ["reconstructions"],
     "attention.ipynb": ["attention_0", "attention_1"],
     "views.ipynb": ["views"],
+    "sweeps.ipynb": ["sweep_results"],
 }
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
+    parser.add_argument("--sweep", required=True, help="a sweep folder (runs/NAME/sweep-TIMESTAMP) for sweeps.ipynb")
     parser.add_argument("--figures", default=None)
     args = parser.parse_args()
     run = os.path.abspath(args.run)
     figures = os.path.abspath(args.figures or os.path.join(run, "figures"))
     os.environ["WORKBENCH_RUN"] = run
     os.environ["WORKBENCH_FIGURES"] = figures
+    os.environ["WORKBENCH_SWEEP"] = os.path.abspath(args.sweep)
     os.environ.setdefault("WORKBENCH_BIN", os.path.join(ROOT, ".build", "release", "workbench"))
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 

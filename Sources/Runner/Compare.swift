@@ -37,8 +37,10 @@ public enum Comparison {
         guard !groups.isEmpty else { throw RunError("nothing to compare: none of the runs given has finished") }
         let names = Set(groups.flatMap { $0.samples.flatMap(\.keys) }).sorted()
         var pairs: [(Int, Int, String)] = []
-        for a in groups.indices { for b in groups.indices where b > a { pairs.append((a, b, "\(groups[a].label) vs \(groups[b].label)")) } }
-        return ResultTable(names: names, groups: groups, pairs: pairs)
+        for a in groups.indices { for b in groups.indices where b > a { pairs.append((a, b, "#\(a + 1) vs #\(b + 1)")) } }
+        var table = ResultTable(names: names, groups: groups, pairs: pairs)
+        table.numbered = true
+        return table
     }
 
     static func run(_ folder: String) throws -> (folder: String, recipe: String, name: String, results: [String: Double]) {

@@ -317,6 +317,8 @@ public struct ResultTable {
 
     public var names: [String]
     public var groups: [Group]
+    /// Whether the printed groups carry numbers (#1, #2) that the pairs' labels use.
+    public var numbered = false
     /// (group a, group b, what differs).
     public var pairs: [(a: Int, b: Int, label: String)]
 
@@ -351,13 +353,16 @@ public struct ResultTable {
         for name in all ? names : headlineNames {
             let percent = name.hasSuffix("top1") || name.hasSuffix("top5")
             log("\(name)\(percent ? " (%)" : ""): mean over seeds, sd, 95% interval")
-            log.table(["group", "n", "mean", "sd", "95% interval"], groups.indices.map { g in
+            // Groups without this result (another recipe's stages) are left out, and their pairs.
+            let present = groups.indices.filter { !values($0, name).isEmpty }
+            log.table(["group", "n", "mean", "sd", "95% interval"], present.map { g in
                 let s = summary(g, name)
-                return [groups[g].label, "\(s.count)", Self.format(name, s.mean), Self.format(name, s.sd),
+                return [(numbered ? "#\(g + 1) " : "") + groups[g].label, "\(s.count)", Self.format(name, s.mean), Self.format(name, s.sd),
                         s.low.isNaN ? "-" : "\(Self.format(name, s.low)) .. \(Self.format(name, s.high))"]
             })
-            guard !pairs.isEmpty else { continue }
-            log.table(["difference", "a - b", "Welch t", "df", "p"], pairs.indices.map { i in
+            let shown = pairs.indices.filter { present.contains(pairs[$0].a) && present.contains(pairs[$0].b) }
+            guard !shown.isEmpty else { continue }
+            log.table(["difference", "a - b", "Welch t", "df", "p"], shown.map { i in
                 let w = welch(i, name)
                 let d = Statistics.mean(values(pairs[i].a, name)) - Statistics.mean(values(pairs[i].b, name))
                 return [pairs[i].label, Self.format(name, d), w.t.isNaN ? "-" : String(format: "%.3f", w.t),

@@ -64,7 +64,7 @@ struct Validate: ParsableCommand {
             if loaded.sweep != nil {
                 // The runs `workbench sweep` would make of it, each one's recipe checked.
                 let (plan, _) = try Sweep.plan(recipe: recipe, overrides: overrides, seeds: nil, grid: [])
-                print("# sweep: \(plan.runs.count) runs (\(plan.points.count) grid points x \(plan.seeds.count) seeds), each this recipe with:")
+                print("# sweep: \(counted(plan.runs.count, "run")) (\(counted(plan.points.count, "grid point")) x \(counted(plan.seeds.count, "seed"))), each this recipe with:")
                 for run in plan.runs { print("#   \(run.folder): " + run.overrides.map { "--set " + $0 }.joined(separator: " ")) }
             }
         }

@@ -198,12 +198,13 @@ final class SweepTests: XCTestCase {
         // compare: the sweep's points, and the same runs as plain folders, give the same table.
         let compared = try WorkbenchProcess.run(["compare", sweepA], in: root)
         XCTAssertEqual(compared.status, 0, compared.error)
-        XCTAssert(compared.output.contains("epochs=1 vs"), compared.output)
+        XCTAssert(compared.output.contains("#1 vs #2"), compared.output)
+        XCTAssertNotNil(compared.output.range(of: #"#2 tiny/sweep-[0-9-]+: epochs=5 +2 "#, options: .regularExpression), compared.output)
         let csv = root + "/torch.csv"
         try "group,seed,knn.test_top1\npytorch,0,80.5\npytorch,1,81.5\n".write(toFile: csv, atomically: true, encoding: .utf8)
         let withCSV = try WorkbenchProcess.run(["compare", sweepA + "/0-epochs=1-seed=0", sweepA + "/1-epochs=1-seed=1", csv], in: root)
         XCTAssertEqual(withCSV.status, 0, withCSV.error)
-        XCTAssertNotNil(withCSV.output.range(of: #"pytorch +2 +81\.00 +0\.71"#, options: .regularExpression), withCSV.output)
+        XCTAssertNotNil(withCSV.output.range(of: #"#1 pytorch +2 +81\.00 +0\.71"#, options: .regularExpression), withCSV.output)
         let table = try Comparison.table([sweepA + "/0-epochs=1-seed=0", sweepA + "/1-epochs=1-seed=1", csv])
         XCTAssertEqual(table.groups.map(\.label), ["pytorch", "tiny"])
         XCTAssertEqual(table.values(0, "knn.test_top1"), [0.805, 0.815])
