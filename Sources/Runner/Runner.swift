@@ -204,15 +204,22 @@ public enum RecipeRunner {
         return directory
     }
 
-    static func makeRunFolder(runsDirectory: String, name: String) throws -> String {
+    /// A new folder name under `parent`: PREFIX + the time (yyyyMMdd-HHmmss), with -2, -3, ... added
+    /// when that exists.
+    static func unusedTimestampedPath(in parent: String, prefix: String = "") -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "yyyyMMdd-HHmmss"
         let stamp = formatter.string(from: Date())
-        let fm = FileManager.default
-        var directory = "\(runsDirectory)/\(name)/\(stamp)"
+        var directory = "\(parent)/\(prefix)\(stamp)"
         var n = 2
-        while fm.fileExists(atPath: directory) { directory = "\(runsDirectory)/\(name)/\(stamp)-\(n)"; n += 1 }
+        while FileManager.default.fileExists(atPath: directory) { directory = "\(parent)/\(prefix)\(stamp)-\(n)"; n += 1 }
+        return directory
+    }
+
+    static func makeRunFolder(runsDirectory: String, name: String) throws -> String {
+        let fm = FileManager.default
+        let directory = unusedTimestampedPath(in: "\(runsDirectory)/\(name)")
         do {
             try fm.createDirectory(atPath: "\(directory)/checkpoints", withIntermediateDirectories: true)
         } catch {

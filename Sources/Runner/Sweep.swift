@@ -31,12 +31,7 @@ public enum SweepRunner {
     public static func create(plan: SweepPlan, recipeName: String, runsDirectory: String, parallel: Int, threads: Int,
                               command: [String]) throws -> String {
         try RecipeRunner.checkWritable(runsDirectory)
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.dateFormat = "yyyyMMdd-HHmmss"
-        var directory = "\(runsDirectory)/\(recipeName)/sweep-\(formatter.string(from: Date()))"
-        var n = 2
-        while FileManager.default.fileExists(atPath: directory) { directory = "\(runsDirectory)/\(recipeName)/sweep-\(formatter.string(from: Date()))-\(n)"; n += 1 }
+        var directory = RecipeRunner.unusedTimestampedPath(in: "\(runsDirectory)/\(recipeName)", prefix: "sweep-")
         do {
             try FileManager.default.createDirectory(atPath: directory + "/.stderr", withIntermediateDirectories: true)
         } catch {
@@ -241,6 +236,14 @@ public enum SweepRunner {
     static func write(_ directory: String, stored: Stored, seconds: [Double], errors: [String], final: Bool) throws -> ResultTable {
         let plan = stored.plan
         let statuses = plan.runs.map { status(of: directory + "/" + $0.folder) }
+        // A run's wall time from its metrics.h5 (created to finished), also for runs an earlier
+        // invocation of the sweep finished; `seconds` (this invocation's measure) where that is missing.
+        let seconds = plan.runs.map { run -> Double in
+            guard statuses[run.index] == .complete, let file = try? HDF5File(path: directory + "/" + run.folder + "/metrics.h5", mode: .readOnly),
+                  case .string(let created)? = try? file.root.attribute("created"), case .string(let finished)? = try? file.root.attribute("finished"),
+                  let start = ISO8601DateFormatter().date(from: created), let end = ISO8601DateFormatter().date(from: finished) else { return seconds[run.index] }
+            return end.timeIntervalSince(start)
+        }
         let results = plan.runs.map { run in (try? runResults(directory + "/" + run.folder)) ?? [:] }
         let names = Set(results.flatMap(\.keys)).sorted()
         // The summary is over complete runs only.
