@@ -50,6 +50,11 @@ def make(kind):
                         sm_enc_heads=4, sm_enc_mlp_dim=128, sm_enc_dim_head=16, lg_patch_size=7, lg_enc_depth=2, lg_enc_heads=4,
                         lg_enc_mlp_dim=256, lg_enc_dim_head=32, cross_attn_depth=1, cross_attn_heads=4, cross_attn_dim_head=16,
                         depth=2, dropout=0.1, emb_dropout=0.1)
+    if kind == 'pit':
+        # The workbench's pit defaults (three stages at 13, 7 and 4 tokens a side), not the bench's ViT sizes.
+        from vit_pytorch.pit import PiT
+        return PiT(image_size=28, patch_size=4, num_classes=10, dim=64, depth=(1, 1, 1), heads=(2, 4, 8), mlp_dim=256, dim_head=32,
+                   channels=1)
     raise SystemExit('unknown ' + kind)
 
 

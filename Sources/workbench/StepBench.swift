@@ -124,6 +124,7 @@ struct BenchStep: ParsableCommand {
             throw ValidationError("--encoder must be one of \(EncoderRegistry.kinds.map { $0.kind }.joined(separator: ", ")), not '\(kind)'")
         }
         let section: EncoderSection
+        var sized: EncoderSection?
         let keys = EncoderRegistry.kinds.first { $0.kind == kind }!.keys
         do {
             // The bench's sizes, in the keys this kind has (CCT: mlp_ratio, and two tokeniser
@@ -131,14 +132,16 @@ struct BenchStep: ParsableCommand {
             let sizes: [(String, String)] = [("patch_size", "4"), ("dim", "\(dim)"), ("depth", "\(depth)"), ("heads", "\(heads)"),
                                              ("dim_head", "\(dimHead)"), ("mlp_dim", "\(mlpDim)"), ("mlp_ratio", "\(Double(mlpDim) / Double(dim))"),
                                              ("conv_layers", "2"), ("t2t_layers", "[[3, 2], [3, 2]]")]
-            // Kinds without a single `dim` (CrossViT's two branches) run at their own defaults.
+            // Kinds without a single `dim` (CrossViT's two branches) or with stages (PiT's list of
+            // depths) run at their own defaults.
             let yaml = "kind: \(kind)\n" + sizes.filter { keys.contains("dim") && keys.contains($0.0) }.map { "\($0.0): \($0.1)\n" }.joined()
-            section = try RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)")
+            sized = try? RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)")
+            section = try sized ?? RecipeLoader.section(EncoderSection.self, yaml: "kind: \(kind)\n", file: "--encoder \(kind)")
         } catch { throw ValidationError("\(error)") }
         let batch = batchOption ?? 64
         let (model, _) = section.make(EncoderInput(imageSize: 28, channels: channels, classes: 10), seed: 0)
         timeSupervised(model, batch: batch, channels: channels,
-                       title: "bench-step --encoder \(kind): \(keys.contains("dim") ? "dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim)" : "its default sizes"), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, \(channels) channel\(channels == 1 ? "" : "s"), batch \(batch), \(counted(Parallel.threads, "thread"))")
+                       title: "bench-step --encoder \(kind): \(sized != nil && keys.contains("dim") ? "dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim)" : "its default sizes"), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, \(channels) channel\(channels == 1 ? "" : "s"), batch \(batch), \(counted(Parallel.threads, "thread"))")
     }
 
     /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,

@@ -1,4 +1,5 @@
 import Foundation
+import NN
 import Runner
 import Store
 import TestSupport
@@ -28,6 +29,7 @@ final class ZooPairingTests: XCTestCase {
             encoder: \(encoder == "cvt" ? "{kind: cvt, dim_head: 16, cvt_stages: [{emb_dim: 16, emb_kernel: 7, emb_stride: 4}, {emb_dim: 32, heads: 2}]}"
                 : encoder == "cct" ? "{kind: cct, dim: 32, depth: 2, heads: 2, conv_layers: 2\(extra)}"
                 : encoder == "cross-vit" ? "{kind: cross-vit, sm_dim: 16, lg_dim: 32, sm_patch_size: 2, lg_patch_size: 4, sm_enc_heads: 2, lg_enc_heads: 2, sm_enc_dim_head: 8, lg_enc_dim_head: 16, cross_attn_heads: 2, cross_attn_dim_head: 8, sm_enc_mlp_dim: 32, lg_enc_mlp_dim: 64, lg_enc_depth: 1, depth: 1\(extra)}"
+                : encoder == "pit" ? "{kind: pit, patch_size: 4, dim: 16, depth: [1, 1], heads: [1, 2], dim_head: 8, mlp_dim: 32\(extra)}"
                 : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
             stages:
@@ -40,6 +42,11 @@ final class ZooPairingTests: XCTestCase {
             """
         let recipe = try RecipeLoader.parse(text, file: "\(encoder)-\(objective).yaml")
         let directory = try RecipeRunner.start(recipe, recipeFile: "r.yaml", runsDirectory: root, log: RunLog(echo: false))
+        // The encoder the later stages see (DINO's and EsViT's teacher, BYOL's online network) has moved from its start.
+        let (start, _) = recipe.encoder.make(recipe.encoderInput, seed: recipe.seed)
+        let trained = try WeightFiles.read(path: directory + "/checkpoints/encoder.safetensors")
+        let moved = start.stateDict().filter { name, value in trained[name].map { $0.scalars != value.scalars } ?? false }.count
+        XCTAssertGreaterThan(moved, start.stateDict().count / 2, "\(encoder) + \(objective): most of the encoder's tensors moved")
         let metrics = try HDF5File(path: directory + "/metrics.h5", mode: .readOnly)
         let loss = try metrics.root.dataset("pretrain/steps/loss").read(as: Double.self)
         // DINO's and EsViT's cross-entropy also holds the teacher's entropy, which centering raises
@@ -66,7 +73,8 @@ final class ZooPairingTests: XCTestCase {
     func testTheMaskedObjectivesRefuseTheEncodersTheyCannotMask() {
         for (encoder, reason) in [("cvt", "no flat sequence of patches"), ("vit-small-datasets", "read the neighbouring patches' pixels"),
                                  ("cct", "each token from an overlapping window"), ("t2t-vit", "unfold overlapping windows"),
-                                 ("cross-vit", "no single sequence of patch tokens")] {
+                                 ("cross-vit", "no single sequence of patch tokens"),
+                                 ("pit", "its stages pool the token grid")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -107,6 +115,7 @@ final class ZooPairingTests: XCTestCase {
             }
         }
     }
+    func testPiTTrainsWithTheViewObjectives() throws { try check("pit", objectives: ["byol", "dino", "esvit"]) }
     func testCrossViTTrainsWithTheViewObjectives() throws { try check("cross-vit", objectives: ["byol", "dino", "esvit"]) }
     /// Views an encoder cannot take are refused before anything runs, with the encoder's reason.
     func testViewSizesTheEncoderCannotTakeAreRefused() {

@@ -1,0 +1,35 @@
+import Encoders
+import Foundation
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+/// The zoo's hierarchical encoders (issue 23) loaded with vit-pytorch 1.7.14's weights by
+/// state_dict name give its logits (1e-5) and every gradient (1e-4) (fixtures from
+/// tools/make_zoo2_fixtures.py, float64), and expose their stages as maps.
+final class HierarchicalZooTests: XCTestCase {
+    func testPiTMatchesVitPytorch() throws {
+        var config = PiTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.patchSize, config.dim) = (12, 2, 5, 4, 8)
+        (config.depth, config.heads, config.dimHead, config.mlpDim) = ([1, 2, 1], [1, 2, 2], 4, 16)
+        let model = PiT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "pit")
+        XCTAssertEqual(model.hiddenLayerNames, ["tokens", "pooled", "logits", "stages.0", "stages.1", "stages.2"])
+        let x = Tensor.randn([2, 2, 12, 12], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "stages.2", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 5, 5])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 16, 3, 3])
+        XCTAssertEqual(out["stages.2"]!.shape, [2, 32, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 4, 32])
+        XCTAssertEqual(out["pooled"]!.shape, [2, 32])
+        // "tokens" is the last stage's map flattened position by position.
+        let map = out["stages.2"]!.scalars, tokens = out["tokens"]!.scalars
+        XCTAssertEqual(tokens[1 * 32 + 3], map[3 * 4 + 1])
+        // Smaller images (DINO's local crops) resize the position grid: 8 px gives 3x3 tokens.
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 6, purpose: "x")), layer: "stages.0").shape, [2, 8, 3, 3])
+
+        (config.imageSize, config.channels, config.patchSize, config.depth, config.heads, config.dimHead) = (8, 3, 2, [1, 1], [1], 8)
+        try check(PiT(config, initializer: Initializer(seed: 0)), fixture: "pit_2")
+    }
+}

@@ -1,0 +1,35 @@
+"""Parity fixtures for the encoder zoo's hierarchical and convolutional part (vit-pytorch 1.7.14),
+as tools/make_zoo_fixtures.py writes them: parameters drawn in float32, forward and backward in
+float64, the logits `out`, the fixed weights `out_weight` of the loss sum(out * out_weight), and
+every gradient `grad.<name>`. Give fixture names to write only those.
+
+    PYTHONPATH=/tmp/vitpytorch /tmp/torchref/bin/python tools/make_zoo2_fixtures.py [pit ...]
+"""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures  # noqa: E402
+from make_fixtures import ROOT, module_fixture  # noqa: E402
+
+make_fixtures.f32 = lambda *shape, scale=1.0: (torch.randn(tuple(shape), dtype=torch.float32) * scale).to(torch.float64)
+from vit_pytorch.pit import PiT  # noqa: E402
+
+FIXTURES = {
+    # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
+    'pit': lambda: (PiT(image_size=12, patch_size=4, num_classes=5, dim=8, depth=(1, 2, 1), heads=(1, 2, 2), mlp_dim=16, dim_head=4,
+                        channels=2), (3, 2, 12, 12)),
+    # Two stages, one heads value, a head of width 8 with one head (no output projection).
+    'pit_2': lambda: (PiT(image_size=8, patch_size=2, num_classes=5, dim=8, depth=(1, 1), heads=1, mlp_dim=16, dim_head=8,
+                          channels=3), (2, 3, 8, 8)),
+}
+
+if __name__ == '__main__':
+    enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')
+    for name in sys.argv[1:] or FIXTURES:
+        torch.manual_seed(0)
+        module, shape = FIXTURES[name]()
+        module_fixture(name, module, shape, enc)
+        print(name)
