@@ -16,6 +16,7 @@ from make_fixtures import ROOT, module_fixture  # noqa: E402
 
 make_fixtures.f32 = lambda *shape, scale=1.0: (torch.randn(tuple(shape), dtype=torch.float32) * scale).to(torch.float64)
 from vit_pytorch.pit import PiT  # noqa: E402
+from vit_pytorch.nest import NesT  # noqa: E402
 
 FIXTURES = {
     # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
@@ -24,6 +25,12 @@ FIXTURES = {
     # Two stages, one heads value, a head of width 8 with one head (no output projection).
     'pit_2': lambda: (PiT(image_size=8, patch_size=2, num_classes=5, dim=8, depth=(1, 1), heads=1, mlp_dim=16, dim_head=8,
                           channels=3), (2, 3, 8, 8)),
+    # 16 px, patch 2: an 8x8 map in 4x4 blocks of 2x2, aggregated to 4x4 in 2x2 blocks, then one 2x2 block.
+    'nest': lambda: (NesT(image_size=16, patch_size=2, num_classes=5, dim=8, heads=2, num_hierarchies=3, block_repeats=(1, 2, 1),
+                          mlp_mult=2, channels=2), (2, 2, 16, 16)),
+    # Two hierarchies, one repeat count, 3 channels, a 6x6 map in 2x2 blocks of 3x3.
+    'nest_2': lambda: (NesT(image_size=12, patch_size=2, num_classes=5, dim=8, heads=1, num_hierarchies=2, block_repeats=1,
+                            mlp_mult=2, channels=3), (2, 3, 12, 12)),
 }
 
 if __name__ == '__main__':

@@ -55,6 +55,11 @@ def make(kind):
         from vit_pytorch.pit import PiT
         return PiT(image_size=28, patch_size=4, num_classes=10, dim=64, depth=(1, 1, 1), heads=(2, 4, 8), mlp_dim=256, dim_head=32,
                    channels=1)
+    if kind == 'nest':
+        # The workbench's nest defaults (a 14x14 map in 2x2 blocks, then 7x7 whole).
+        from vit_pytorch.nest import NesT
+        return NesT(image_size=28, patch_size=2, num_classes=10, dim=64, heads=2, num_hierarchies=2, block_repeats=2, mlp_mult=4,
+                    channels=1)
     raise SystemExit('unknown ' + kind)
 
 

@@ -32,4 +32,27 @@ final class HierarchicalZooTests: XCTestCase {
         (config.imageSize, config.channels, config.patchSize, config.depth, config.heads, config.dimHead) = (8, 3, 2, [1, 1], [1], 8)
         try check(PiT(config, initializer: Initializer(seed: 0)), fixture: "pit_2")
     }
+
+    func testNesTMatchesVitPytorch() throws {
+        var config = NesTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.patchSize, config.dim, config.heads) = (16, 2, 5, 2, 8, 2)
+        (config.hierarchies, config.blockRepeats, config.mlpMult) = (3, [1, 2, 1], 2)
+        let model = NesT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "nest")
+        XCTAssertEqual(model.hiddenLayerNames, ["tokens", "pooled", "logits", "stages.0", "stages.1", "stages.2"])
+        let x = Tensor.randn([2, 2, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "stages.2", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 8, 8])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 16, 4, 4])
+        XCTAssertEqual(out["stages.2"]!.shape, [2, 32, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 4, 32])
+        XCTAssertEqual(out["pooled"]!.shape, [2, 32])
+        XCTAssertEqual(out["tokens"]!.scalars[1 * 32 + 3], out["stages.2"]!.scalars[3 * 4 + 1])
+        // A smaller image (8 px: a 4x4 map in 4x4 blocks of 1x1) resizes the block's position grid.
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 2, 8, 8], rng: RandomStream(seed: 6, purpose: "x")), layer: "stages.0").shape, [2, 8, 4, 4])
+        XCTAssertNotNil(config.problem(imageSide: 12), "a 6x6 map does not split into 4x4 blocks")
+
+        (config.imageSize, config.channels, config.heads, config.hierarchies, config.blockRepeats) = (12, 3, 1, 2, [1])
+        try check(NesT(config, initializer: Initializer(seed: 0)), fixture: "nest_2")
+    }
 }
