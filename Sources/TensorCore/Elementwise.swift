@@ -38,6 +38,18 @@ extension Tensor {
         unary({ 1 / (1 + libmExp(-$0)) }, derivative: { _, y in y * (1 - y) })
     }
     public func relu() -> Tensor { unary({ $0 > 0 ? $0 : 0 }, derivative: { x, _ in x > 0 ? 1 : 0 }) }
+    /// SiLU (swish), x sigmoid(x), as torch's nn.SiLU (MBConv, squeeze-excitation).
+    public func silu() -> Tensor {
+        unary({ $0 / (1 + libmExp(-$0)) }, derivative: { x, _ in
+            let s = 1 / (1 + libmExp(-x))
+            return s * (1 + x * (1 - s))
+        })
+    }
+    /// Hardswish, x relu6(x + 3) / 6, as torch's nn.Hardswish (LeViT, MobileNetV3); its gradient
+    /// as torch's: 0 below -3, x / 3 + 1/2 up to 3 (inclusive), 1 above.
+    public func hardswish() -> Tensor {
+        unary({ $0 * Swift.min(Swift.max($0 + 3, 0), 6) / 6 }, derivative: { x, _ in x < -3 ? 0 : (x <= 3 ? x / 3 + 0.5 : 1) })
+    }
     public func square() -> Tensor { unary({ $0 * $0 }, derivative: { x, _ in 2 * x }) }
     /// x raised to a constant power.
     public func pow(_ p: Float) -> Tensor {

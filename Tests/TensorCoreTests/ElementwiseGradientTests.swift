@@ -23,6 +23,8 @@ final class ElementwiseGradientTests: XCTestCase {
         unaryCheck("tanh", { $0.tanh() }, { Foundation.tanh($0) })
         unaryCheck("sigmoid", { $0.sigmoid() }, { 1 / (1 + Foundation.exp(-$0)) })
         unaryCheck("relu", { $0.relu() }, { Swift.max($0, 0) })
+        unaryCheck("silu", low: -4, high: 4, { $0.silu() }, { $0 / (1 + Foundation.exp(-$0)) })
+        unaryCheck("hardswish", low: -5, high: 5, { $0.hardswish() }, { $0 * Swift.min(Swift.max($0 + 3, 0), 6) / 6 })
         unaryCheck("square", { $0.square() }, { $0 * $0 })
         unaryCheck("clamp", { $0.clamp(min: -0.5, max: 0.7) }, { Swift.min(Swift.max($0, -0.5), 0.7) })
     }

@@ -42,6 +42,23 @@ final class KernelGradientTests: XCTestCase {
                        reference: { xs in DArray.matmul(xs[0], split(xs[1], 5)).permuted([0, 2, 1, 3]).reshaped([2, 4, 6]) })
     }
 
+    /// Self-attention with a per-head additive bias (relative positions), gradients to the packed
+    /// projection and to the bias.
+    func testBiasedSelfAttention() {
+        // qkv (2, 4, 3 * 2 heads * 3), bias (2 heads, 4, 4).
+        let qkv = randomTensor([2, 4, 18], seed: 5), bias = randomTensor([2, 4, 4], seed: 6)
+        func heads(_ t: DArray, _ part: Int) -> DArray {
+            // The part's (B, N, heads * d) columns as (B, heads, N, d).
+            DArray(shape: [2, 4, 6], (0..<48).map { i in t.data[(i / 6) * 18 + part * 6 + i % 6] }).reshaped([2, 4, 2, 3]).permuted([0, 2, 1, 3])
+        }
+        checkGradients("biasedSelfAttention", inputs: [qkv, bias], engine: { Tensor.biasedSelfAttention(packedQKV: $0[0], heads: 2, bias: $0[1]) },
+                       reference: { xs in
+                           let logits = DArray.matmul(heads(xs[0], 0), heads(xs[0], 1), transposeB: true) * DArray(shape: [1], [1 / 3.0.squareRoot()])
+                               + xs[1].reshaped([1, 2, 4, 4])
+                           return DArray.matmul(logits.mapRows(DArray.softmaxRow), heads(xs[0], 2)).permuted([0, 2, 1, 3]).reshaped([2, 4, 6])
+                       })
+    }
+
     func testLinear() {
         let x = randomTensor([2, 3, 6], seed: 1), w = randomTensor([5, 6], seed: 2), b = randomTensor([5], seed: 3)
         checkGradients("linear", inputs: [x, w, b], engine: { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) },
