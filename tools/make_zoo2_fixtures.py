@@ -17,6 +17,7 @@ from make_fixtures import ROOT, module_fixture  # noqa: E402
 make_fixtures.f32 = lambda *shape, scale=1.0: (torch.randn(tuple(shape), dtype=torch.float32) * scale).to(torch.float64)
 from vit_pytorch.pit import PiT  # noqa: E402
 from vit_pytorch.nest import NesT  # noqa: E402
+from vit_pytorch.max_vit import MaxViT  # noqa: E402
 
 FIXTURES = {
     # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
@@ -31,6 +32,10 @@ FIXTURES = {
     # Two hierarchies, one repeat count, 3 channels, a 6x6 map in 2x2 blocks of 3x3.
     'nest_2': lambda: (NesT(image_size=12, patch_size=2, num_classes=5, dim=8, heads=1, num_hierarchies=2, block_repeats=1,
                             mlp_mult=2, channels=3), (2, 3, 12, 12)),
+    # 16 px: the stem gives 8x8, stage 0 4x4 in 2x2 windows, stage 1 2x2 (its second block's MBConv
+    # is residual); a stem of its own width; no dropout; training mode, so BatchNorm uses the batch.
+    'maxvit': lambda: (MaxViT(num_classes=5, dim=8, depth=(1, 2), dim_head=4, dim_conv_stem=6, window_size=2, mbconv_expansion_rate=2,
+                              mbconv_shrinkage_rate=0.25, dropout=0., channels=2), (3, 2, 16, 16)),
 }
 
 if __name__ == '__main__':

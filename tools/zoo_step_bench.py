@@ -60,6 +60,10 @@ def make(kind):
         from vit_pytorch.nest import NesT
         return NesT(image_size=28, patch_size=2, num_classes=10, dim=64, heads=2, num_hierarchies=2, block_repeats=2, mlp_mult=4,
                     channels=1)
+    if kind == 'maxvit':
+        # The workbench's maxvit defaults (one stage of two blocks on a 7x7 map, 7x7 windows).
+        from vit_pytorch.max_vit import MaxViT
+        return MaxViT(num_classes=10, dim=64, depth=(2,), dim_head=32, window_size=7, dropout=0.1, channels=1)
     raise SystemExit('unknown ' + kind)
 
 

@@ -76,14 +76,17 @@ extension ClassTokenViT {
 
 /// nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, classes)): the head of vit-pytorch's DeepViT,
 /// Parallel ViT and CaiT.
+/// `firstIndex` is the LayerNorm's position in PyTorch's Sequential (1 in MaxViT's, after a Reduce).
 public final class LayerNormLinear: Module {
     public let norm: LayerNorm
     public let linear: Linear
-    public init(_ dim: Int, _ out: Int, initializer: Initializer) {
+    let firstIndex: Int
+    public init(_ dim: Int, _ out: Int, firstIndex: Int = 0, initializer: Initializer) {
         norm = LayerNorm(dim)
         linear = Linear(dim, out, initializer: initializer)
+        self.firstIndex = firstIndex
     }
-    public override var stateNames: [String: String] { ["norm": "0", "linear": "1"] }
+    public override var stateNames: [String: String] { ["norm": "\(firstIndex)", "linear": "\(firstIndex + 1)"] }
     public func callAsFunction(_ x: Tensor) -> Tensor { linear(norm(x)) }
 }
 

@@ -252,7 +252,9 @@ extension Tensor {
     /// bias (heads, N, N) shared by the batch: relative-position biases (MaxViT, CrossFormer, LeViT,
     /// RegionViT). The bias gets its gradient, so a learned table behind it trains. Returns
     /// (B, N, heads * d).
-    public static func biasedSelfAttention(packedQKV qkv: Tensor, heads: Int, bias: Tensor, scale: Float? = nil) -> Tensor {
+    /// `dropout`, if given, is applied to the attention weights (nn.Dropout after the softmax).
+    public static func biasedSelfAttention(packedQKV qkv: Tensor, heads: Int, bias: Tensor, scale: Float? = nil,
+                                           dropout: ((Tensor) -> Tensor)? = nil) -> Tensor {
         let (n, width) = (qkv.shape[1], qkv.shape[2])
         precondition(qkv.rank == 3 && width % (3 * heads) == 0 && bias.shape == [heads, n, n],
                      "biasedSelfAttention: qkv \(qkv.shape) must be (B, N, 3 * heads * d) and bias \(bias.shape) (heads, N, N)")
@@ -260,7 +262,8 @@ extension Tensor {
         let q = qkv.slice(axis: 2, start: 0, length: inner), k = qkv.slice(axis: 2, start: inner, length: inner)
         let v = qkv.slice(axis: 2, start: 2 * inner, length: inner)
         let logits = headScores(q, k, heads: heads, scale: scale ?? 1 / Float(inner / heads).squareRoot()) + bias.reshaped([1, heads, n, n])
-        return headWeightedValues(logits.softmax(), v)
+        let weights = logits.softmax()
+        return headWeightedValues(dropout.map { $0(weights) } ?? weights, v)
     }
 
     /// Attention weights (B, heads, N, M) applied to values v (B, M, heads * d), the heads written

@@ -55,4 +55,21 @@ final class HierarchicalZooTests: XCTestCase {
         (config.imageSize, config.channels, config.heads, config.hierarchies, config.blockRepeats) = (12, 3, 1, 2, [1])
         try check(NesT(config, initializer: Initializer(seed: 0)), fixture: "nest_2")
     }
+
+    func testMaxViTMatchesVitPytorch() throws {
+        var config = MaxViTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.dim, config.depth, config.dimHead) = (16, 2, 5, 8, [1, 2], 4)
+        (config.dimConvStem, config.windowSize, config.expansionRate, config.shrinkageRate, config.dropout) = (6, 2, 2, 0.25, 0)
+        let model = MaxViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "maxvit")
+        XCTAssertEqual(model.hiddenLayerNames, ["tokens", "pooled", "logits", "stages.0", "stages.1"])
+        let x = Tensor.randn([2, 2, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 4, 4])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 16, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 4, 16])
+        XCTAssertEqual(out["tokens"]!.scalars[1 * 16 + 3], out["stages.1"]!.scalars[3 * 4 + 1])
+        XCTAssertNotNil(config.problem(imageSide: 12), "a 12-pixel image leaves a 3x3 map, which 2x2 windows do not split")
+        XCTAssertEqual(config.problem(imageSide: 12)?.key, "window_size")
+    }
 }
