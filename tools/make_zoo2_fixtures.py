@@ -18,6 +18,7 @@ make_fixtures.f32 = lambda *shape, scale=1.0: (torch.randn(tuple(shape), dtype=t
 from vit_pytorch.pit import PiT  # noqa: E402
 from vit_pytorch.nest import NesT  # noqa: E402
 from vit_pytorch.max_vit import MaxViT  # noqa: E402
+from vit_pytorch.levit import LeViT  # noqa: E402
 
 FIXTURES = {
     # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
@@ -36,6 +37,13 @@ FIXTURES = {
     # is residual); a stem of its own width; no dropout; training mode, so BatchNorm uses the batch.
     'maxvit': lambda: (MaxViT(num_classes=5, dim=8, depth=(1, 2), dim_head=4, dim_conv_stem=6, window_size=2, mbconv_expansion_rate=2,
                               mbconv_shrinkage_rate=0.25, dropout=0., channels=2), (3, 2, 16, 16)),
+    # LeViT hard-codes 3 channels. At 32 px the stem's 2x2 map is the table's (image_size // 16):
+    # stage 0 on 2x2, the downsampling block, stage 1 on 1x1.
+    'levit': lambda: (LeViT(image_size=32, num_classes=5, dim=(8, 12), depth=(2, 1), heads=(2, 3), mlp_mult=2, stages=2, dim_key=4,
+                            dim_value=6), (3, 3, 32, 32)),
+    # At 28 px 1.7.14 makes a 1x1 table for the 2x2 map and broadcasts it (bias_grid: vit-pytorch-1.7.14).
+    'levit_28': lambda: (LeViT(image_size=28, num_classes=5, dim=8, depth=1, heads=2, mlp_mult=2, stages=2, dim_key=4, dim_value=4),
+                         (3, 3, 28, 28)),
 }
 
 if __name__ == '__main__':

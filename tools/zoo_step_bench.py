@@ -64,10 +64,15 @@ def make(kind):
         # The workbench's maxvit defaults (one stage of two blocks on a 7x7 map, 7x7 windows).
         from vit_pytorch.max_vit import MaxViT
         return MaxViT(num_classes=10, dim=64, depth=(2,), dim_head=32, window_size=7, dropout=0.1, channels=1)
+    if kind == 'levit':
+        # The workbench's levit defaults (3 channels: 1.7.14 hard-codes them; bench-step --channels 3).
+        from vit_pytorch.levit import LeViT
+        return LeViT(image_size=28, num_classes=10, dim=(64, 128), depth=(2, 2), heads=(2, 4), mlp_mult=2, stages=2, dim_key=16,
+                     dim_value=32)
     raise SystemExit('unknown ' + kind)
 
 
-CHANNELS = {'cait': 3, 'xcit': 3}
+CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3}
 
 
 torch.manual_seed(0)

@@ -132,10 +132,11 @@ struct BenchStep: ParsableCommand {
             let sizes: [(String, String)] = [("patch_size", "4"), ("dim", "\(dim)"), ("depth", "\(depth)"), ("heads", "\(heads)"),
                                              ("dim_head", "\(dimHead)"), ("mlp_dim", "\(mlpDim)"), ("mlp_ratio", "\(Double(mlpDim) / Double(dim))"),
                                              ("conv_layers", "2"), ("t2t_layers", "[[3, 2], [3, 2]]")]
-            // Kinds without a single `dim` (CrossViT's two branches), with stages (PiT's list of
-            // depths) or that cannot take the bench's sizes at 28 px (NesT's blocks) run at their own defaults.
+            // Kinds without a single `dim` (CrossViT's two branches), hierarchical ones (stages that
+            // downsample) and any that cannot take the bench's sizes at 28 px run at their own defaults.
             let yaml = "kind: \(kind)\n" + sizes.filter { keys.contains("dim") && keys.contains($0.0) }.map { "\($0.0): \($0.1)\n" }.joined()
-            sized = (try? RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)"))
+            let type = EncoderRegistry.kinds.first { $0.kind == kind }!
+            sized = type.isHierarchical ? nil : (try? RecipeLoader.section(EncoderSection.self, yaml: yaml, file: "--encoder \(kind)"))
                 .flatMap { $0.settings.check(EncoderInput(imageSize: 28, channels: channels, classes: 10)) == nil ? $0 : nil }
             section = try sized ?? RecipeLoader.section(EncoderSection.self, yaml: "kind: \(kind)\n", file: "--encoder \(kind)")
         } catch { throw ValidationError("\(error)") }

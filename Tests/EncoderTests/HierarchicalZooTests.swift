@@ -72,4 +72,34 @@ final class HierarchicalZooTests: XCTestCase {
         XCTAssertNotNil(config.problem(imageSide: 12), "a 12-pixel image leaves a 3x3 map, which 2x2 windows do not split")
         XCTAssertEqual(config.problem(imageSide: 12)?.key, "window_size")
     }
+
+    func testLeViTMatchesVitPytorch() throws {
+        var config = LeViTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.stages) = (32, 3, 5, 2)
+        (config.dims, config.depths, config.heads, config.mlpMult, config.dimKey, config.dimValue) = ([8, 12], [2, 1], [2, 3], 2, 4, 6)
+        let model = LeViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "levit")
+        let x = Tensor.randn([2, 3, 32, 32], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 2, 2])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 12, 1, 1])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 1, 12])
+        // A smaller image (a 12-pixel crop: a 1x1 map) reads the tables made for 2x2.
+        XCTAssertEqual(model.hidden(Tensor.randn([2, 3, 12, 12], rng: RandomStream(seed: 6, purpose: "x")), layer: "stages.0").shape, [2, 8, 1, 1])
+
+        // 1.7.14 at 28 px: a 1x1 bias table broadcast over the 2x2 map.
+        (config.imageSize, config.dims, config.depths, config.heads, config.dimValue, config.biasGrid) = (28, [8], [1], [2], 4, .vitPytorch1714)
+        XCTAssertEqual(config.tableSide, 1)
+        try check(LeViT(config, initializer: Initializer(seed: 0)), fixture: "levit_28")
+        config.biasGrid = .exact
+        XCTAssertEqual(config.tableSide, 2)
+        XCTAssertEqual(LeViT(config, initializer: Initializer(seed: 0)).backbone[0].layers[0].attention.posBias.weight.shape, [4, 2])
+        // The attention output's BatchNorm starts at 0 in residual blocks; in the downsampling one
+        // at 1 (the official code), or at 0 as 1.7.14 starts it.
+        let paper = LeViT(config, initializer: Initializer(seed: 0))
+        XCTAssertEqual(paper.backbone[0].layers[0].attention.outNorm.weight.value.scalars.max(), 0)
+        XCTAssertEqual(paper.backbone[1].layers[0].attention.outNorm.weight.value.scalars.min(), 1)
+        config.outNormInit = .vitPytorch1714
+        XCTAssertEqual(LeViT(config, initializer: Initializer(seed: 0)).backbone[1].layers[0].attention.outNorm.weight.value.scalars.max(), 0)
+    }
 }

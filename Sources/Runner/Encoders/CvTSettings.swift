@@ -8,6 +8,7 @@ public struct CvTSettings: EncoderSettings {
     public static let kind = "cvt"
     public static let summary = "CvT (vit-pytorch 1.7.14): convolutional stages, no patches; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
+    public static let isHierarchical = true
     public static let notPatchTokenReason = "its convolutional stages make tokens from overlapping windows, with no flat sequence of patches to mask"
 
     public var config = CvTConfig()

@@ -14,6 +14,9 @@ public protocol EncoderSettings: RecipeSection {
     /// The masked objectives a patch-token encoder still cannot serve (objective kind: why), for
     /// encoders whose tokens need the full grid (RvT's convolutional queries) or have no positions to drop.
     static var refusedObjectives: [String: String] { get }
+    /// Whether the encoder works in stages that downsample (CvT and the zoo's second part):
+    /// bench-step times such kinds at their own defaults rather than the ViT bench's sizes.
+    static var isHierarchical: Bool { get }
     /// The side in pixels of the square each token covers, for patch encoders; nil otherwise.
     var patchSize: Int? { get }
     /// The number of ViT blocks that layer-wise learning-rate decay spreads over (parameters
@@ -35,6 +38,7 @@ public protocol EncoderSettings: RecipeSection {
 
 extension EncoderSettings {
     public var patchSize: Int? { nil }
+    public static var isHierarchical: Bool { false }
     public static var notPatchTokenReason: String { "it has no flat sequence of patch tokens" }
     public static var refusedObjectives: [String: String] { [:] }
     public var layerDecayDepth: Int? { nil }

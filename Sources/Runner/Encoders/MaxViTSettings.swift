@@ -9,6 +9,7 @@ public struct MaxViTSettings: EncoderSettings {
     public static let kind = "maxvit"
     public static let summary = "MaxViT (Tu et al. 2022): MBConv, block and grid window attention with relative-position bias; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
+    public static let isHierarchical = true
     public static let notPatchTokenReason = "its stem and MBConv blocks are convolutions over the whole image, so there are no patch tokens to hide"
 
     public var config = MaxViTConfig()

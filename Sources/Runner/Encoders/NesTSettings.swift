@@ -9,6 +9,7 @@ public struct NesTSettings: EncoderSettings {
     public static let kind = "nest"
     public static let summary = "NesT (Zhang et al. 2022): local attention in nested blocks, conv-LN-max-pool aggregation; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
+    public static let isHierarchical = true
     public static let notPatchTokenReason = "its aggregations convolve and max-pool the whole map between hierarchies, so a hidden patch's pixels reach the later hierarchies through its neighbours and no sequence of patch tokens stays fixed"
 
     public var config = NesTConfig()

@@ -9,6 +9,7 @@ public struct PiTSettings: EncoderSettings {
     public static let kind = "pit"
     public static let summary = "PiT (Heo et al. 2021): overlapping patches, pooling stages that halve the grid; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
+    public static let isHierarchical = true
     public static let notPatchTokenReason = "its patch embedding unfolds overlapping windows (stride patch_size / 2) and its stages pool the token grid, so no token can be embedded, or hidden, alone"
 
     public var config = PiTConfig()
