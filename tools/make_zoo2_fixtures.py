@@ -19,6 +19,7 @@ from vit_pytorch.pit import PiT  # noqa: E402
 from vit_pytorch.nest import NesT  # noqa: E402
 from vit_pytorch.max_vit import MaxViT  # noqa: E402
 from vit_pytorch.levit import LeViT  # noqa: E402
+from vit_pytorch.mobile_vit import MobileViT  # noqa: E402
 
 FIXTURES = {
     # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
@@ -44,6 +45,12 @@ FIXTURES = {
     # At 28 px 1.7.14 makes a 1x1 table for the 2x2 map and broadcasts it (bias_grid: vit-pytorch-1.7.14).
     'levit_28': lambda: (LeViT(image_size=28, num_classes=5, dim=8, depth=1, heads=2, mlp_mult=2, stages=2, dim_key=4, dim_value=4),
                          (3, 3, 28, 28)),
+    # MobileViT hard-codes 3 channels. 64 px: the blocks see 8x8, 4x4 and 2x2 maps in 2x2 patches.
+    'mobilevit': lambda: (MobileViT(image_size=(64, 64), dims=(8, 8, 12), channels=(4, 4, 8, 8, 8, 8, 12, 12, 16, 16, 24), num_classes=5,
+                                    expansion=2, kernel_size=3, patch_size=(2, 2), depths=(1, 2, 1)), (2, 3, 64, 64)),
+    # Expansion 1 (the inverted residuals without their 1x1 expansion) at 16 px, single-position patches.
+    'mobilevit_e1': lambda: (MobileViT(image_size=(16, 16), dims=(8, 8, 8), channels=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 16), num_classes=5,
+                                       expansion=1, kernel_size=3, patch_size=(1, 1), depths=(1, 1, 1)), (3, 3, 16, 16)),
 }
 
 if __name__ == '__main__':

@@ -69,10 +69,15 @@ def make(kind):
         from vit_pytorch.levit import LeViT
         return LeViT(image_size=28, num_classes=10, dim=(64, 128), depth=(2, 2), heads=(2, 4), mlp_mult=2, stages=2, dim_key=16,
                      dim_value=32)
+    if kind == 'mobilevit':
+        # The workbench's mobilevit defaults (MobileViT-XXS's widths, single-position patches at 28 px; 3 channels as 1.7.14 hard-codes).
+        from vit_pytorch.mobile_vit import MobileViT
+        return MobileViT(image_size=(28, 28), dims=(64, 80, 96), channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), num_classes=10,
+                         expansion=2, kernel_size=3, patch_size=(1, 1), depths=(2, 4, 3))
     raise SystemExit('unknown ' + kind)
 
 
-CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3}
+CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3, 'mobilevit': 3}
 
 
 torch.manual_seed(0)

@@ -90,7 +90,12 @@ public final class FeedForward: Module {
 
     /// `outputIndex` is the output Linear's position in PyTorch's Sequential: 4 in ViT (with
     /// dropouts), 3 in SimpleViT.
-    public init(dim: Int, hiddenDim: Int, dropout p: Float = 0, outputIndex: Int = 4, initializer: Initializer) {
+    /// The hidden activation: GELU (ViT) or SiLU (MobileViT).
+    public enum Activation: Sendable { case gelu, silu }
+    let activation: Activation
+
+    public init(dim: Int, hiddenDim: Int, dropout p: Float = 0, outputIndex: Int = 4, activation: Activation = .gelu, initializer: Initializer) {
+        self.activation = activation
         norm = LayerNorm(dim)
         hidden = Linear(dim, hiddenDim, initializer: initializer)
         output = Linear(hiddenDim, dim, initializer: initializer)
@@ -101,7 +106,8 @@ public final class FeedForward: Module {
     public override var stateNames: [String: String] { ["norm": "net.0", "hidden": "net.1", "output": "net.\(outputIndex)"] }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = hidden(norm(x)).gelu()
+        let a = hidden(norm(x))
+        var h = activation == .gelu ? a.gelu() : a.silu()
         if let dropout { h = dropout(h) }
         let y = output(h)
         return dropout.map { $0(y) } ?? y

@@ -102,4 +102,24 @@ final class HierarchicalZooTests: XCTestCase {
         config.outNormInit = .vitPytorch1714
         XCTAssertEqual(LeViT(config, initializer: Initializer(seed: 0)).backbone[1].layers[0].attention.outNorm.weight.value.scalars.max(), 0)
     }
+
+    func testMobileViTMatchesVitPytorch() throws {
+        var config = MobileViTConfig()
+        (config.imageSize, config.inputChannels, config.numClasses, config.dims, config.depths) = (64, 3, 5, [8, 8, 12], [1, 2, 1])
+        (config.channels, config.expansion, config.patchSize) = ([4, 4, 8, 8, 8, 8, 12, 12, 16, 16, 24], 2, 2)
+        let model = MobileViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "mobilevit")
+        let x = Tensor.randn([2, 3, 64, 64], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "stages.2", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 8, 8])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 12, 4, 4])
+        XCTAssertEqual(out["stages.2"]!.shape, [2, 16, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 4, 16])
+        XCTAssertEqual(out["pooled"]!.shape, [2, 24])
+        XCTAssertEqual(config.problem(imageSide: 28)?.key, "patch_size", "at 28 px the last block's 1x1 map has no 2x2 patches")
+
+        (config.imageSize, config.dims, config.depths, config.channels, config.expansion, config.patchSize) =
+            (16, [8, 8, 8], [1, 1, 1], [4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 16], 1, 1)
+        try check(MobileViT(config, initializer: Initializer(seed: 0)), fixture: "mobilevit_e1")
+    }
 }

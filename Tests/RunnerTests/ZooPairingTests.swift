@@ -32,6 +32,7 @@ final class ZooPairingTests: XCTestCase {
                 : encoder == "nest" ? "{kind: nest, patch_size: 2, dim: 16, heads: 2, num_hierarchies: 2, block_repeats: 1, mlp_mult: 2\(extra)}"
                 : encoder == "maxvit" ? "{kind: maxvit, dim: 16, depth: [1], dim_head: 8, window_size: 7, dropout: 0.0\(extra)}"
                 : encoder == "levit" ? "{kind: levit, stages: 2, dim: [16, 32], depth: 1, heads: 2, dim_key: 8, dim_value: 8\(extra)}"
+                : encoder == "mobilevit" ? "{kind: mobilevit, channels: [8, 8, 16, 16, 16, 16, 24, 24, 32, 32, 64], dims: [16, 16, 24], depths: [1, 1, 1]\(extra)}"
                 : encoder == "pit" ? "{kind: pit, patch_size: 4, dim: 16, depth: [1, 1], heads: [1, 2], dim_head: 8, mlp_dim: 32\(extra)}"
                 : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
@@ -81,7 +82,8 @@ final class ZooPairingTests: XCTestCase {
                                  ("cct", "each token from an overlapping window"), ("t2t-vit", "unfold overlapping windows"),
                                  ("cross-vit", "no single sequence of patch tokens"),
                                  ("pit", "its stages pool the token grid"), ("nest", "its aggregations convolve and max-pool"),
-                                 ("maxvit", "no patch tokens to hide"), ("levit", "four stride-2 convolutions")] {
+                                 ("maxvit", "no patch tokens to hide"), ("levit", "four stride-2 convolutions"),
+                                 ("mobilevit", "inverted residuals convolve the whole image")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -126,6 +128,7 @@ final class ZooPairingTests: XCTestCase {
     func testNesTTrainsWithTheViewObjectives() throws { try check("nest", objectives: ["byol", "dino", "esvit"]) }
     func testMaxViTTrainsWithTheViewObjectives() throws { try check("maxvit", objectives: ["byol", "dino", "esvit"]) }
     func testLeViTTrainsWithTheViewObjectives() throws { try check("levit", objectives: ["byol", "dino", "esvit"]) }
+    func testMobileViTTrainsWithTheViewObjectives() throws { try check("mobilevit", objectives: ["byol", "dino", "esvit"]) }
     func testCrossViTTrainsWithTheViewObjectives() throws { try check("cross-vit", objectives: ["byol", "dino", "esvit"]) }
     /// Views an encoder cannot take are refused before anything runs, with the encoder's reason.
     func testViewSizesTheEncoderCannotTakeAreRefused() {
