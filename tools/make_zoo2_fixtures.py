@@ -20,6 +20,23 @@ from vit_pytorch.nest import NesT  # noqa: E402
 from vit_pytorch.max_vit import MaxViT  # noqa: E402
 from vit_pytorch.levit import LeViT  # noqa: E402
 from vit_pytorch.mobile_vit import MobileViT  # noqa: E402
+from vit_pytorch import sep_vit  # noqa: E402
+
+
+def sepvit_with(window, head_width, **kwargs):
+    """SepViT whose attention takes window_size and dim_head, as the paper's (1.7.14's Transformer
+    drops both arguments and builds DSSA with its defaults, 7 and 32)."""
+    original = sep_vit.DSSA.__init__
+
+    def patched(self, dim, heads=8, dim_head=32, dropout=0., window_size=7):
+        original(self, dim, heads=heads, dim_head=patched.dim_head, dropout=dropout, window_size=patched.window.pop(0))
+    patched.dim_head = head_width
+    patched.window = [w for w, d in zip(window, kwargs['depth']) for _ in range(d)]
+    sep_vit.DSSA.__init__ = patched
+    try:
+        return sep_vit.SepViT(**kwargs)
+    finally:
+        sep_vit.DSSA.__init__ = original
 
 FIXTURES = {
     # 12 px: unfold 4 / 2 gives 5x5 tokens, pooled to 3x3, then 2x2; heads per stage.
@@ -51,6 +68,13 @@ FIXTURES = {
     # Expansion 1 (the inverted residuals without their 1x1 expansion) at 16 px, single-position patches.
     'mobilevit_e1': lambda: (MobileViT(image_size=(16, 16), dims=(8, 8, 8), channels=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 16), num_classes=5,
                                        expansion=1, kernel_size=3, patch_size=(1, 1), depths=(1, 1, 1)), (3, 3, 16, 16)),
+    # The paper's SepViT at 16 px: stage 0's 4x4 map in 2x2 windows (window attention among 4
+    # windows), stage 1's 2x2 map in one window of 2; heads 4 wide.
+    'sepvit': lambda: (sepvit_with((2, 2), 4, num_classes=5, dim=8, depth=(1, 2), heads=(2, 2), window_size=(2, 2), dim_head=4, ff_mult=2,
+                                   channels=2), (2, 2, 16, 16)),
+    # 1.7.14 as it is at 28 px: one 7x7 window, heads 32 wide whatever dim_head says.
+    'sepvit_1714': lambda: (sep_vit.SepViT(num_classes=5, dim=8, depth=(1,), heads=1, window_size=3, dim_head=4, ff_mult=2, channels=2),
+                            (2, 2, 28, 28)),
 }
 
 if __name__ == '__main__':

@@ -74,6 +74,10 @@ def make(kind):
         from vit_pytorch.mobile_vit import MobileViT
         return MobileViT(image_size=(28, 28), dims=(64, 80, 96), channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), num_classes=10,
                          expansion=2, kernel_size=3, patch_size=(1, 1), depths=(2, 4, 3))
+    if kind == 'sepvit':
+        # The workbench's sepvit defaults (one stage, one 7x7 window at 28 px; 1.7.14 builds 7 and 32 whatever it is told).
+        from vit_pytorch.sep_vit import SepViT
+        return SepViT(num_classes=10, dim=96, depth=(3,), heads=3, window_size=7, dim_head=32, ff_mult=4, channels=1)
     raise SystemExit('unknown ' + kind)
 
 

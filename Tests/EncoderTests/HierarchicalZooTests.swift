@@ -122,4 +122,25 @@ final class HierarchicalZooTests: XCTestCase {
             (16, [8, 8, 8], [1, 1, 1], [4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 16], 1, 1)
         try check(MobileViT(config, initializer: Initializer(seed: 0)), fixture: "mobilevit_e1")
     }
+
+    func testSepViTMatchesVitPytorch() throws {
+        var config = SepViTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.dim, config.depth) = (16, 2, 5, 8, [1, 2])
+        (config.heads, config.windowSize, config.dimHead, config.ffMult) = ([2], [2], 4, 2)
+        let model = SepViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "sepvit")
+        let x = Tensor.randn([2, 2, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 4, 4])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 16, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 4, 16])
+
+        // 1.7.14 ignores window_size and dim_head: one 7x7 window at 28 px, heads 32 wide.
+        (config.imageSize, config.depth, config.heads, config.windowSize, config.arguments) = (28, [1], [1], [3], .vitPytorch1714)
+        XCTAssertNil(config.problem(imageSide: 28))
+        let legacy = SepViT(config, initializer: Initializer(seed: 0))
+        try check(legacy, fixture: "sepvit_1714")
+        config.arguments = .paper
+        XCTAssertEqual(config.problem(imageSide: 28)?.key, "window_size", "a 7x7 map does not split into 3x3 windows")
+    }
 }

@@ -221,7 +221,12 @@ extension XCTestCase {
         (logits * f["out_weight"]!).sum().backward()
         var checked = 0
         for (key, p) in model.namedParameters() {
-            let expected = try XCTUnwrap(f["grad." + key], "no gradient for \(key) in the fixture", file: file, line: line)
+            guard let expected = f["grad." + key] else {
+                // Unused by this input in PyTorch too (SepViT's window-token projection with a single
+                // window): torch leaves no gradient, and the engine must have none or zeros.
+                XCTAssertTrue(p.grad.map { $0.scalars.allSatisfy { $0 == 0 } } ?? true, "\(name): \(key) has a gradient, the fixture none", file: file, line: line)
+                continue
+            }
             let actual = try XCTUnwrap(p.grad, "no gradient for \(key)", file: file, line: line)
             checked += 1
             if expected.scalars.allSatisfy({ Swift.abs($0) < 1e-10 }) {

@@ -33,14 +33,15 @@ final class ZooPairingTests: XCTestCase {
                 : encoder == "maxvit" ? "{kind: maxvit, dim: 16, depth: [1], dim_head: 8, window_size: 7, dropout: 0.0\(extra)}"
                 : encoder == "levit" ? "{kind: levit, stages: 2, dim: [16, 32], depth: 1, heads: 2, dim_key: 8, dim_value: 8\(extra)}"
                 : encoder == "mobilevit" ? "{kind: mobilevit, channels: [8, 8, 16, 16, 16, 16, 24, 24, 32, 32, 64], dims: [16, 16, 24], depths: [1, 1, 1]\(extra)}"
+                : encoder == "sepvit" ? "{kind: sepvit, dim: 16, depth: [1], heads: 2, dim_head: 8, window_size: 7\(extra)}"
                 : encoder == "pit" ? "{kind: pit, patch_size: 4, dim: 16, depth: [1, 1], heads: [1, 2], dim_head: 8, mlp_dim: 32\(extra)}"
                 : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
             stages:
               - pretrain:
                   objective: \(objective == "mp3" && encoder != "simple-vit" ? "{kind: mp3, allow_learned_positions: true}"
-                      // MaxViT's 7x7 windows need 28-pixel views: DINO and EsViT without local crops.
-                      : encoder == "maxvit" && ["dino", "esvit"].contains(objective) ? String(Self.objectives[objective]!.dropLast()) + ", augment: {local_crops: 0}}"
+                      // MaxViT's and SepViT's 7x7 windows need 28-pixel views: DINO and EsViT without local crops.
+                      : ["maxvit", "sepvit"].contains(encoder) && ["dino", "esvit"].contains(objective) ? String(Self.objectives[objective]!.dropLast()) + ", augment: {local_crops: 0}}"
                       : Self.objectives[objective]!)
                   epochs: 12
                   batch_size: 32
@@ -83,7 +84,7 @@ final class ZooPairingTests: XCTestCase {
                                  ("cross-vit", "no single sequence of patch tokens"),
                                  ("pit", "its stages pool the token grid"), ("nest", "its aggregations convolve and max-pool"),
                                  ("maxvit", "no patch tokens to hide"), ("levit", "four stride-2 convolutions"),
-                                 ("mobilevit", "inverted residuals convolve the whole image")] {
+                                 ("mobilevit", "inverted residuals convolve the whole image"), ("sepvit", "overlapping convolutions")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -129,6 +130,7 @@ final class ZooPairingTests: XCTestCase {
     func testMaxViTTrainsWithTheViewObjectives() throws { try check("maxvit", objectives: ["byol", "dino", "esvit"]) }
     func testLeViTTrainsWithTheViewObjectives() throws { try check("levit", objectives: ["byol", "dino", "esvit"]) }
     func testMobileViTTrainsWithTheViewObjectives() throws { try check("mobilevit", objectives: ["byol", "dino", "esvit"]) }
+    func testSepViTTrainsWithTheViewObjectives() throws { try check("sepvit", objectives: ["byol", "dino", "esvit"]) }
     func testCrossViTTrainsWithTheViewObjectives() throws { try check("cross-vit", objectives: ["byol", "dino", "esvit"]) }
     /// Views an encoder cannot take are refused before anything runs, with the encoder's reason.
     func testViewSizesTheEncoderCannotTakeAreRefused() {
