@@ -21,6 +21,7 @@ from vit_pytorch.max_vit import MaxViT  # noqa: E402
 from vit_pytorch.levit import LeViT  # noqa: E402
 from vit_pytorch.mobile_vit import MobileViT  # noqa: E402
 from vit_pytorch import sep_vit  # noqa: E402
+from vit_pytorch import twins_svt  # noqa: E402
 
 
 def sepvit_with(window, head_width, **kwargs):
@@ -75,7 +76,28 @@ FIXTURES = {
     # 1.7.14 as it is at 28 px: one 7x7 window, heads 32 wide whatever dim_head says.
     'sepvit_1714': lambda: (sep_vit.SepViT(num_classes=5, dim=8, depth=(1,), heads=1, window_size=3, dim_head=4, ff_mult=2, channels=2),
                             (2, 2, 28, 28)),
+    # Twins-SVT (3 channels, as 1.7.14 hard-codes) at 16 px: 8x8 in 4x4 windows, 4x4 in 2x2, 2x2 in
+    # one window, 1x1 with global attention only; 2 heads of 8 and 2x feed-forwards.
+    'twins': lambda: (twins_with(2, 8, 2, num_classes=5, s1_emb_dim=4, s1_patch_size=2, s1_local_patch_size=4, s1_global_k=2, s1_depth=1,
+                                 s2_emb_dim=8, s2_patch_size=2, s2_local_patch_size=2, s2_global_k=2, s2_depth=1,
+                                 s3_emb_dim=8, s3_patch_size=2, s3_local_patch_size=2, s3_global_k=2, s3_depth=2,
+                                 s4_emb_dim=12, s4_patch_size=2, s4_local_patch_size=1, s4_global_k=1, s4_depth=1), (2, 3, 16, 16)),
 }
+
+def twins_with(heads, dim_head, mlp_mult, **kwargs):
+    """Twins-SVT with its attention and feed-forward sizes set (1.7.14 fixes 8 heads of 64 and 4x)."""
+    original = twins_svt.Transformer.__init__
+
+    def patched(self, dim, depth, heads=8, dim_head=64, mlp_mult=4, local_patch_size=7, global_k=7, dropout=0., has_local=True):
+        original(self, dim, depth, heads=patched.sizes[0], dim_head=patched.sizes[1], mlp_mult=patched.sizes[2],
+                 local_patch_size=local_patch_size, global_k=global_k, dropout=dropout, has_local=has_local)
+    patched.sizes = (heads, dim_head, mlp_mult)
+    twins_svt.Transformer.__init__ = patched
+    try:
+        return twins_svt.TwinsSVT(**kwargs)
+    finally:
+        twins_svt.Transformer.__init__ = original
+
 
 if __name__ == '__main__':
     enc = os.path.join(ROOT, 'EncoderTests', 'Fixtures')

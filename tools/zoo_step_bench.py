@@ -78,10 +78,24 @@ def make(kind):
         # The workbench's sepvit defaults (one stage, one 7x7 window at 28 px; 1.7.14 builds 7 and 32 whatever it is told).
         from vit_pytorch.sep_vit import SepViT
         return SepViT(num_classes=10, dim=96, depth=(3,), heads=3, window_size=7, dim_head=32, ff_mult=4, channels=1)
+    if kind == 'twins-svt':
+        # The workbench's twins-svt defaults; 1.7.14 fixes 8 heads of 64 and 4x feed-forwards, so its
+        # Transformer is built with the workbench's 2 heads of 32 (3 channels, as 1.7.14 hard-codes).
+        from vit_pytorch import twins_svt
+        original = twins_svt.Transformer.__init__
+
+        def patched(self, dim, depth, heads=8, dim_head=64, mlp_mult=4, local_patch_size=7, global_k=7, dropout=0., has_local=True):
+            original(self, dim, depth, heads=2, dim_head=32, mlp_mult=4, local_patch_size=local_patch_size, global_k=global_k,
+                     dropout=dropout, has_local=has_local)
+        twins_svt.Transformer.__init__ = patched
+        return twins_svt.TwinsSVT(num_classes=10, s1_emb_dim=32, s1_patch_size=2, s1_local_patch_size=7, s1_global_k=2, s1_depth=1,
+                                  s2_emb_dim=64, s2_patch_size=2, s2_local_patch_size=7, s2_global_k=1, s2_depth=1,
+                                  s3_emb_dim=96, s3_patch_size=7, s3_local_patch_size=1, s3_global_k=1, s3_depth=1,
+                                  s4_emb_dim=96, s4_patch_size=1, s4_local_patch_size=1, s4_global_k=1, s4_depth=1)
     raise SystemExit('unknown ' + kind)
 
 
-CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3, 'mobilevit': 3}
+CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3, 'mobilevit': 3, 'twins-svt': 3}
 
 
 torch.manual_seed(0)

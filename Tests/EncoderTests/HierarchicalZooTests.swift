@@ -143,4 +143,22 @@ final class HierarchicalZooTests: XCTestCase {
         config.arguments = .paper
         XCTAssertEqual(config.problem(imageSide: 28)?.key, "window_size", "a 7x7 map does not split into 3x3 windows")
     }
+
+    func testTwinsSVTMatchesVitPytorch() throws {
+        var config = TwinsConfig()
+        (config.imageSize, config.channels, config.numClasses, config.heads, config.dimHead, config.mlpMult) = (16, 3, 5, 2, 8, 2)
+        config.stages = [TwinsStage(embDim: 4, patchSize: 2, localPatchSize: 4, globalK: 2, depth: 1),
+                         TwinsStage(embDim: 8, patchSize: 2, localPatchSize: 2, globalK: 2, depth: 1),
+                         TwinsStage(embDim: 8, patchSize: 2, localPatchSize: 2, globalK: 2, depth: 2),
+                         TwinsStage(embDim: 12, patchSize: 2, localPatchSize: 1, globalK: 1, depth: 1)]
+        let model = TwinsSVT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "twins")
+        let x = Tensor.randn([2, 3, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.3", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 4, 8, 8])
+        XCTAssertEqual(out["stages.3"]!.shape, [2, 12, 1, 1])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 1, 12])
+        XCTAssertEqual(config.problem(imageSide: 12)?.key, "twins_stages", "a 6x6 map does not split into 4x4 windows")
+        XCTAssertNil(TwinsConfig().problem(imageSide: 28))
+    }
 }

@@ -236,6 +236,15 @@ extension XCTestCase {
                 XCTAssertLessThan(actual.scalars.map { Swift.abs($0) }.max()!, 1e-4 * scale, "\(name): \(key) must be zero", file: file, line: line)
                 continue
             }
+            let tensorScale = expected.scalars.map { Swift.abs(Double($0)) }.max()!
+            let modelScale = f.filter { $0.key.hasPrefix("grad.") }.values.flatMap { $0.scalars.map { Swift.abs(Double($0)) } }.max()!
+            if tensorScale < 1e-5 * modelScale {
+                // A gradient five orders below the model's (queries behind a nearly saturated softmax):
+                // float32 rounding is then large relative to it, so it is held to the model's scale.
+                let worst = zip(actual.scalars, expected.scalars).map { Swift.abs(Double($0) - Double($1)) }.max()!
+                XCTAssertLessThan(worst, 1e-8 * modelScale, "\(name): \(key)", file: file, line: line)
+                continue
+            }
             assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
         }
         assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
