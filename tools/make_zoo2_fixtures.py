@@ -22,6 +22,7 @@ from vit_pytorch.levit import LeViT  # noqa: E402
 from vit_pytorch.mobile_vit import MobileViT  # noqa: E402
 from vit_pytorch import sep_vit  # noqa: E402
 from vit_pytorch import twins_svt  # noqa: E402
+from vit_pytorch.scalable_vit import ScalableViT  # noqa: E402
 
 
 def sepvit_with(window, head_width, **kwargs):
@@ -82,6 +83,14 @@ FIXTURES = {
                                  s2_emb_dim=8, s2_patch_size=2, s2_local_patch_size=2, s2_global_k=2, s2_depth=1,
                                  s3_emb_dim=8, s3_patch_size=2, s3_local_patch_size=2, s3_global_k=2, s3_depth=2,
                                  s4_emb_dim=12, s4_patch_size=2, s4_local_patch_size=1, s4_global_k=1, s4_depth=1), (2, 3, 16, 16)),
+    # ScalableViT as 1.7.14 runs it (block_order: vit-pytorch-1.7.14) at 32 px: 8x8 with keys from
+    # 2x2 patches and 4x4 windows, then 4x4 whole; per-stage widths.
+    'scalable_vit_1714': lambda: (ScalableViT(num_classes=5, dim=8, depth=(2, 1), heads=(2, 1), reduction_factor=(2, 1), window_size=(4, None),
+                                              iwsa_dim_key=4, iwsa_dim_value=(4, 6), ssa_dim_key=(4, 8), ssa_dim_value=4, ff_expansion_factor=2,
+                                              channels=2), (2, 2, 32, 32)),
+    'scalable_vit': lambda: (scalable_vit_paper(num_classes=5, dim=8, depth=(2, 1), heads=(2, 1), reduction_factor=(2, 1), window_size=(4, None),
+                                                iwsa_dim_key=4, iwsa_dim_value=(4, 6), ssa_dim_key=(4, 8), ssa_dim_value=4, ff_expansion_factor=2,
+                                                channels=2), (2, 2, 32, 32)),
 }
 
 def twins_with(heads, dim_head, mlp_mult, **kwargs):
@@ -97,6 +106,26 @@ def twins_with(heads, dim_head, mlp_mult, **kwargs):
         return twins_svt.TwinsSVT(**kwargs)
     finally:
         twins_svt.Transformer.__init__ = original
+
+
+def scalable_vit_paper(**kwargs):
+    """ScalableViT with the paper's block order: vit-pytorch 1.7.14's forward unpacks the block as
+    (ssa, ff1, peg, iwsa, ff2) while the ModuleList holds (ssa, ff1, peg, ff2, iwsa)."""
+    from vit_pytorch import scalable_vit
+
+    def forward(self, x):
+        for ssa, ff1, peg, ff2, iwsa in self.layers:
+            x = ssa(x) + x
+            x = ff1(x) + x
+            if peg is not None:
+                x = peg(x)
+            x = iwsa(x) + x
+            x = ff2(x) + x
+        return self.norm(x)
+    model = ScalableViT(**kwargs)
+    for stage in model.layers:
+        stage[0].forward = forward.__get__(stage[0])
+    return model
 
 
 if __name__ == '__main__':

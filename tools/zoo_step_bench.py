@@ -92,6 +92,10 @@ def make(kind):
                                   s2_emb_dim=64, s2_patch_size=2, s2_local_patch_size=7, s2_global_k=1, s2_depth=1,
                                   s3_emb_dim=96, s3_patch_size=7, s3_local_patch_size=1, s3_global_k=1, s3_depth=1,
                                   s4_emb_dim=96, s4_patch_size=1, s4_local_patch_size=1, s4_global_k=1, s4_depth=1)
+    if kind == 'scalable-vit':
+        # The workbench's scalable-vit defaults (1.7.14's block order; the same products).
+        from vit_pytorch.scalable_vit import ScalableViT
+        return ScalableViT(num_classes=10, dim=64, depth=(2, 2), heads=2, reduction_factor=(2, 1), window_size=None, channels=1)
     raise SystemExit('unknown ' + kind)
 
 

@@ -49,35 +49,6 @@ public struct NesTConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// A 1x1 convolution on a channels-last map (B, ..., C): the same product as a Linear, with the
-/// weight kept in PyTorch's convolution shape (out, in, 1, 1).
-public final class PointwiseConv: Module {
-    public let weight: Parameter
-    public let bias: Parameter?
-    init(_ inChannels: Int, _ outChannels: Int, bias: Bool = true, initializer: Initializer) {
-        let (w, b) = initializer.linear(inFeatures: inChannels, outFeatures: outChannels)
-        weight = Parameter(w.reshaped([outChannels, inChannels, 1, 1]))
-        self.bias = bias ? Parameter(b) : nil
-    }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        Tensor.linear(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias?.value)
-    }
-}
-
-/// NesT's LayerNorm over channels, g and b shaped (1, C, 1, 1), applied to channels-last tokens.
-public final class ChannelsLastNorm: Module {
-    public let g: Parameter
-    public let b: Parameter
-    init(_ channels: Int) {
-        g = Parameter(.ones([1, channels, 1, 1]))
-        b = Parameter(.zeros([1, channels, 1, 1]))
-    }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let c = g.shape[1]
-        return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
-    }
-}
-
 /// NesT's attention: channel LayerNorm, 1x1-convolution q/k/v (no bias), softmax attention among
 /// a block's tokens, 1x1-convolution output.
 public final class NesTAttention: Module {

@@ -125,21 +125,6 @@ public final class DSSA: Module {
     }
 }
 
-/// A 1x1 Conv1d on channels-last tokens (B, n, C): a product over the channels, the weight kept in
-/// PyTorch's shape (out, in, 1).
-public final class PointwiseConv1d: Module {
-    public let weight: Parameter
-    public let bias: Parameter?
-    init(_ inChannels: Int, _ outChannels: Int, bias: Bool = true, initializer: Initializer) {
-        let (w, b) = initializer.linear(inFeatures: inChannels, outFeatures: outChannels)
-        weight = Parameter(w.reshaped([outChannels, inChannels, 1]))
-        self.bias = bias ? Parameter(b) : nil
-    }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        Tensor.linear(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias?.value)
-    }
-}
-
 public final class SepViTBlock: Module {
     public let attention: DSSA
     public let feedForward: NesTFeedForward

@@ -64,7 +64,7 @@ public struct TwinsConfig: Codable, Equatable, Sendable {
 public final class TwinsAttention: Module {
     public let norm: ChannelsLastNorm
     public let toQ: PointwiseConv
-    /// Local: a 1x1 convolution; global: k x k with stride k, on channels-last patches as a product.
+    /// Local: a 1x1 convolution; global: k x k with stride k (`stridedPatchConv`).
     public let toKV: Conv2d
     public let toOut: PointwiseConv
     let heads: Int, dimHead: Int, window: Int, k: Int, local: Bool
@@ -85,16 +85,6 @@ public final class TwinsAttention: Module {
 
     public override var stateNames: [String: String] { ["toOut": "to_out.0"] }
 
-    /// The k x k, stride-k convolution of channels-last x (B, H, W, C) as a product over patches:
-    /// (B, H/k * W/k, 2 inner), patches read in PyTorch's (c, kh, kw) weight order.
-    func keysValues(_ x: Tensor) -> Tensor {
-        let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (gh, gw) = (h / k, w / k)
-        let patches = x.slice(axis: 1, start: 0, length: gh * k).slice(axis: 2, start: 0, length: gw * k)
-            .reshaped([b, gh, k, gw, k, c]).permuted([0, 1, 3, 5, 2, 4]).reshaped([b, gh * gw, c * k * k])
-        return Tensor.linear(patches, weight: toKV.weight.value.reshaped([toKV.weight.shape[0], c * k * k]))
-    }
-
     /// x (B, H, W, C) channels-last, to the same shape.
     func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -112,7 +102,7 @@ public final class TwinsAttention: Module {
             merged = out.reshaped([b, gx, gy, p, p, inner]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, h, w, inner])
         } else {
             let q = toQ(y).reshaped([b, h * w, inner])
-            let kv = keysValues(y)
+            let kv = stridedPatchConv(y, weight: toKV.weight.value, k: k)
             var weights = Tensor.headScores(q, kv.slice(axis: 2, start: 0, length: inner), heads: heads, scale: 1 / Float(dimHead).squareRoot()).softmax()
             if let attentionDropout { weights = attentionDropout(weights) }
             merged = Tensor.headWeightedValues(weights, kv.slice(axis: 2, start: inner, length: inner)).reshaped([b, h, w, inner])

@@ -161,4 +161,25 @@ final class HierarchicalZooTests: XCTestCase {
         XCTAssertEqual(config.problem(imageSide: 12)?.key, "twins_stages", "a 6x6 map does not split into 4x4 windows")
         XCTAssertNil(TwinsConfig().problem(imageSide: 28))
     }
+
+    func testScalableViTMatchesVitPytorch() throws {
+        var config = ScalableViTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.dim, config.depth, config.heads) = (32, 2, 5, 8, [2, 1], [2, 1])
+        (config.reductionFactor, config.windowSize, config.iwsaDimKey, config.iwsaDimValue) = ([2, 1], [4, 0], [4], [4, 6])
+        (config.ssaDimKey, config.ssaDimValue, config.ffExpansionFactor) = ([4, 8], [4], 2)
+        let paper = ScalableViT(config, initializer: Initializer(seed: 0))
+        try check(paper, fixture: "scalable_vit")
+        let x = Tensor.randn([2, 2, 32, 32], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = paper.hiddenOutputs(x, layers: ["stages.0", "stages.1", "tokens"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 8, 8])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 16, 4, 4])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 16, 16])
+        // 1.7.14 runs the second feed-forward before the windowed attention.
+        config.blockOrder = .vitPytorch1714
+        try check(ScalableViT(config, initializer: Initializer(seed: 0)), fixture: "scalable_vit_1714")
+        var windowed = ScalableViTConfig()
+        windowed.windowSize = [7, 0]
+        XCTAssertEqual(windowed.problem(imageSide: 12)?.key, "window_size", "a 3x3 map does not split into 7x7 windows")
+        XCTAssertNil(ScalableViTConfig().problem(imageSide: 12))
+    }
 }

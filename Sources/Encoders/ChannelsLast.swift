@@ -1,0 +1,67 @@
+import NN
+import TensorCore
+
+// Layers of the convolutional zoo computed channels-last: a map (B, H, W, C) or tokens (B, N, C),
+// with the weights in PyTorch's convolution shapes so that state_dicts load by name.
+
+/// A 1x1 convolution on a channels-last map (B, ..., C): the same product as a Linear, with the
+/// weight kept in PyTorch's convolution shape (out, in, 1, 1).
+public final class PointwiseConv: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    init(_ inChannels: Int, _ outChannels: Int, bias: Bool = true, initializer: Initializer) {
+        let (w, b) = initializer.linear(inFeatures: inChannels, outFeatures: outChannels)
+        weight = Parameter(w.reshaped([outChannels, inChannels, 1, 1]))
+        self.bias = bias ? Parameter(b) : nil
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        Tensor.linear(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias?.value)
+    }
+}
+
+/// NesT's LayerNorm over channels, g and b shaped (1, C, 1, 1), applied to channels-last tokens.
+public final class ChannelsLastNorm: Module {
+    public let g: Parameter
+    public let b: Parameter
+    init(_ channels: Int) {
+        g = Parameter(.ones([1, channels, 1, 1]))
+        b = Parameter(.zeros([1, channels, 1, 1]))
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let c = g.shape[1]
+        return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
+    }
+}
+
+/// A 1x1 Conv1d on channels-last tokens (B, n, C): a product over the channels, the weight kept in
+/// PyTorch's shape (out, in, 1).
+public final class PointwiseConv1d: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    init(_ inChannels: Int, _ outChannels: Int, bias: Bool = true, initializer: Initializer) {
+        let (w, b) = initializer.linear(inFeatures: inChannels, outFeatures: outChannels)
+        weight = Parameter(w.reshaped([outChannels, inChannels, 1]))
+        self.bias = bias ? Parameter(b) : nil
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        Tensor.linear(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias?.value)
+    }
+}
+
+/// A k x k convolution with stride k (no padding) of a channels-last map (B, H, W, C), as a product
+/// over non-overlapping patches: (B, H/k * W/k, out). `weight` is PyTorch's (out, C, k, k); the
+/// patches are read in its (c, kh, kw) order. Rows and columns past the last whole patch are
+/// dropped, as the convolution drops them.
+public func stridedPatchConv(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, k: Int) -> Tensor {
+    let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (gh, gw) = (h / k, w / k)
+    let whole = gh * k == h && gw * k == w ? x : x.slice(axis: 1, start: 0, length: gh * k).slice(axis: 2, start: 0, length: gw * k)
+    let patches = k == 1 ? whole.reshaped([b, h * w, c])
+        : whole.reshaped([b, gh, k, gw, k, c]).permuted([0, 1, 3, 5, 2, 4]).reshaped([b, gh * gw, c * k * k])
+    return Tensor.linear(patches, weight: weight.reshaped([weight.shape[0], c * k * k]), bias: bias)
+}
+
+/// A convolution of a channels-last map through the engine's (B, C, H, W) kernel.
+public func channelsLastConv(_ x: Tensor, _ conv: Conv2d) -> Tensor {
+    conv(x.permuted([0, 3, 1, 2])).permuted([0, 2, 3, 1])
+}
