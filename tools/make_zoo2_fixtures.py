@@ -23,6 +23,7 @@ from vit_pytorch.mobile_vit import MobileViT  # noqa: E402
 from vit_pytorch import sep_vit  # noqa: E402
 from vit_pytorch import twins_svt  # noqa: E402
 from vit_pytorch.scalable_vit import ScalableViT  # noqa: E402
+from vit_pytorch.crossformer import CrossFormer  # noqa: E402
 
 
 def sepvit_with(window, head_width, **kwargs):
@@ -91,6 +92,14 @@ FIXTURES = {
     'scalable_vit': lambda: (scalable_vit_paper(num_classes=5, dim=8, depth=(2, 1), heads=(2, 1), reduction_factor=(2, 1), window_size=(4, None),
                                                 iwsa_dim_key=4, iwsa_dim_value=(4, 6), ssa_dim_key=(4, 8), ssa_dim_value=4, ff_expansion_factor=2,
                                                 channels=2), (2, 2, 32, 32)),
+    # CrossFormer at 16 px: 8x8 (short windows of 4, long grid of 2), 4x4 (2 and 2), 2x2 (2 and 1),
+    # 1x1; three kernel sizes in stage 0.
+    'crossformer_1714': lambda: (in_float64(CrossFormer(dim=(32, 32, 32, 32), depth=(1, 1, 1, 1), global_window_size=(2, 2, 1, 1), local_window_size=(4, 2, 2, 1),
+                                             cross_embed_kernel_sizes=((2, 4, 6), (2,), (2,), (2,)), cross_embed_strides=(2, 2, 2, 2),
+                                             num_classes=5, channels=2)), (2, 2, 16, 16)),
+    'crossformer': lambda: (in_float64(crossformer_paper(dim=(32, 32, 32, 32), depth=(1, 1, 1, 1), global_window_size=(2, 2, 1, 1), local_window_size=(4, 2, 2, 1),
+                                              cross_embed_kernel_sizes=((2, 4, 6), (2,), (2,), (2,)), cross_embed_strides=(2, 2, 2, 2),
+                                              num_classes=5, channels=2)), (2, 2, 16, 16)),
 }
 
 def twins_with(heads, dim_head, mlp_mult, **kwargs):
@@ -125,6 +134,35 @@ def scalable_vit_paper(**kwargs):
     model = ScalableViT(**kwargs)
     for stage in model.layers:
         stage[0].forward = forward.__get__(stage[0])
+    return model
+
+
+def in_float64(model):
+    """1.7.14's CrossFormer casts its relative positions with .float(); in a float64 model they must be float64."""
+    forward = model.forward
+
+    def wrapped(x):
+        original = torch.Tensor.float
+        torch.Tensor.float = lambda self: self.double()
+        try:
+            return forward(x)
+        finally:
+            torch.Tensor.float = original
+    model.forward = wrapped
+    return model
+
+
+def crossformer_paper(**kwargs):
+    """CrossFormer whose every attention reads the bias of its own offset (1.7.14's indices address
+    a (2w - 1)^2 table, its biases a (2w + 1)^2 one)."""
+    model = CrossFormer(**kwargs)
+    for module in model.modules():
+        if hasattr(module, 'rel_pos_indices'):
+            w = module.window_size
+            pos = torch.arange(w)
+            grid = torch.stack(torch.meshgrid(pos, pos, indexing='ij')).reshape(2, -1).t()
+            rel = grid[:, None] - grid[None, :] + w
+            module.rel_pos_indices = (rel * torch.tensor([2 * w + 1, 1])).sum(dim=-1)
     return model
 
 

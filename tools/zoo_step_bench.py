@@ -96,6 +96,11 @@ def make(kind):
         # The workbench's scalable-vit defaults (1.7.14's block order; the same products).
         from vit_pytorch.scalable_vit import ScalableViT
         return ScalableViT(num_classes=10, dim=64, depth=(2, 2), heads=2, reduction_factor=(2, 1), window_size=None, channels=1)
+    if kind == 'crossformer':
+        # The workbench's crossformer defaults (maps of 14, 7, 3 and 1).
+        from vit_pytorch.crossformer import CrossFormer
+        return CrossFormer(dim=(32, 64, 128, 128), depth=(1, 1, 2, 1), global_window_size=(2, 1, 1, 1), local_window_size=(7, 7, 3, 1),
+                           cross_embed_kernel_sizes=((2, 4, 8), (2, 4), (2, 4), (2, 4)), cross_embed_strides=(2, 2, 2, 2), num_classes=10, channels=1)
     raise SystemExit('unknown ' + kind)
 
 

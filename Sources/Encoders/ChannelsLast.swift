@@ -48,6 +48,33 @@ public final class PointwiseConv1d: Module {
     }
 }
 
+/// The convolutional zoo's feed-forward on channels-last tokens: channel LayerNorm, 1x1 convolution
+/// to mult x dim, GELU, 1x1 convolution back (NesT, SepViT, Twins, ScalableViT, CrossFormer).
+/// `prefix` is where the Sequential sits ("net." in a FeedForward module, "" where the block holds
+/// the Sequential itself); `outputDropout` false where the Sequential ends with the convolution.
+public final class ConvFeedForward: Module {
+    public let norm: ChannelsLastNorm
+    public let hidden: PointwiseConv
+    public let output: PointwiseConv
+    let dropout: Dropout?
+    let prefix: String
+    let outputDropout: Bool
+    init(dim: Int, mult: Int, dropout p: Float, prefix: String = "net.", outputDropout: Bool = true, initializer: Initializer) {
+        norm = ChannelsLastNorm(dim)
+        hidden = PointwiseConv(dim, dim * mult, initializer: initializer)
+        output = PointwiseConv(dim * mult, dim, initializer: initializer)
+        dropout = p > 0 ? Dropout(p, rng: initializer.dropoutStream) : nil
+        (self.prefix, self.outputDropout) = (prefix, outputDropout)
+    }
+    public override var stateNames: [String: String] { ["norm": prefix + "0", "hidden": prefix + "1", "output": prefix + "4"] }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = hidden(norm(x)).gelu()
+        if let dropout { h = dropout(h) }
+        let y = output(h)
+        return outputDropout ? (dropout.map { $0(y) } ?? y) : y
+    }
+}
+
 /// A k x k convolution with stride k (no padding) of a channels-last map (B, H, W, C), as a product
 /// over non-overlapping patches: (B, H/k * W/k, out). `weight` is PyTorch's (out, C, k, k); the
 /// patches are read in its (c, kh, kw) order. Rows and columns past the last whole patch are

@@ -73,31 +73,10 @@ public final class NesTAttention: Module {
     }
 }
 
-/// NesT's feed-forward: channel LayerNorm, 1x1 convolution to mult x dim, GELU, 1x1 back.
-public final class NesTFeedForward: Module {
-    public let norm: ChannelsLastNorm
-    public let hidden: PointwiseConv
-    public let output: PointwiseConv
-    let dropout: Dropout?
-    init(dim: Int, mult: Int, dropout p: Float, initializer: Initializer) {
-        norm = ChannelsLastNorm(dim)
-        hidden = PointwiseConv(dim, dim * mult, initializer: initializer)
-        output = PointwiseConv(dim * mult, dim, initializer: initializer)
-        dropout = p > 0 ? Dropout(p, rng: initializer.dropoutStream) : nil
-    }
-    public override var stateNames: [String: String] { ["norm": "net.0", "hidden": "net.1", "output": "net.4"] }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = hidden(norm(x)).gelu()
-        if let dropout { h = dropout(h) }
-        let y = output(h)
-        return dropout.map { $0(y) } ?? y
-    }
-}
-
 public final class NesTBlock: Module {
     public let attention: NesTAttention
-    public let feedForward: NesTFeedForward
-    init(attention: NesTAttention, feedForward: NesTFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
+    public let feedForward: ConvFeedForward
+    init(attention: NesTAttention, feedForward: ConvFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
     public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = attention(x) + x
@@ -118,7 +97,7 @@ public final class NesTLevel: Module {
         posEmb = Parameter(initializer.embedding([seqLen]), decays: false)
         layers = (0..<depth).map { _ in
             NesTBlock(attention: NesTAttention(dim: dim, heads: heads, dropout: dropout, initializer: initializer),
-                      feedForward: NesTFeedForward(dim: dim, mult: mlpMult, dropout: dropout, initializer: initializer))
+                      feedForward: ConvFeedForward(dim: dim, mult: mlpMult, dropout: dropout, initializer: initializer))
         }
         aggregateConv = nextDim.map { Conv2d(dim, $0, kernel: 3, padding: 1, initializer: initializer) }
         aggregateNorm = nextDim.map { ChannelLayerNorm($0) }

@@ -151,9 +151,9 @@ public final class InteractiveWindowedSelfAttention: Module {
 /// One ScalableViT block, as vit-pytorch's ModuleList (ssa, ff1, peg or None, ff2, iwsa).
 public final class ScalableViTBlock: Module {
     public let ssa: ScalableSelfAttention
-    public let ff1: NesTFeedForward
+    public let ff1: ConvFeedForward
     public let peg: Conv2d?
-    public let ff2: NesTFeedForward
+    public let ff2: ConvFeedForward
     public let iwsa: InteractiveWindowedSelfAttention
     let paperOrder: Bool
 
@@ -161,9 +161,9 @@ public final class ScalableViTBlock: Module {
         let at = ScalableViTConfig.at
         ssa = ScalableSelfAttention(dim: dim, heads: at(c.heads, i), dimKey: at(c.ssaDimKey, i), dimValue: at(c.ssaDimValue, i),
                                     reduction: at(c.reductionFactor, i), dropout: c.dropout, initializer: initializer)
-        ff1 = NesTFeedForward(dim: dim, mult: c.ffExpansionFactor, dropout: c.dropout, initializer: initializer)
+        ff1 = ConvFeedForward(dim: dim, mult: c.ffExpansionFactor, dropout: c.dropout, initializer: initializer)
         peg = first ? Conv2d(dim, dim, kernel: 3, padding: 1, groups: dim, initializer: initializer) : nil
-        ff2 = NesTFeedForward(dim: dim, mult: c.ffExpansionFactor, dropout: c.dropout, initializer: initializer)
+        ff2 = ConvFeedForward(dim: dim, mult: c.ffExpansionFactor, dropout: c.dropout, initializer: initializer)
         iwsa = InteractiveWindowedSelfAttention(dim: dim, window: at(c.windowSize, i), heads: at(c.heads, i), dimKey: at(c.iwsaDimKey, i),
                                                 dimValue: at(c.iwsaDimValue, i), dropout: c.dropout, initializer: initializer)
         paperOrder = c.blockOrder == .paper

@@ -127,8 +127,8 @@ public final class DSSA: Module {
 
 public final class SepViTBlock: Module {
     public let attention: DSSA
-    public let feedForward: NesTFeedForward
-    init(attention: DSSA, feedForward: NesTFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
+    public let feedForward: ConvFeedForward
+    init(attention: DSSA, feedForward: ConvFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
     public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
 }
 
@@ -146,7 +146,7 @@ public final class SepViTStage: Module {
         peg = Conv2d(dim, dim, kernel: 3, padding: 1, groups: dim, initializer: initializer)
         blocks = (0..<depth).map { _ in
             SepViTBlock(attention: DSSA(dim: dim, heads: heads, dimHead: dimHead, window: window, dropout: dropout, initializer: initializer),
-                        feedForward: NesTFeedForward(dim: dim, mult: ffMult, dropout: dropout, initializer: initializer))
+                        feedForward: ConvFeedForward(dim: dim, mult: ffMult, dropout: dropout, initializer: initializer))
         }
         norm = last ? nil : ChannelsLastNorm(dim)
     }

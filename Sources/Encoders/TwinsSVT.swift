@@ -117,17 +117,17 @@ public final class TwinsAttention: Module {
 /// ModuleList of Residuals (0.fn, 1.fn, 2.fn, 3.fn).
 public final class TwinsBlock: Module {
     public let localAttention: TwinsAttention?
-    public let localFeedForward: NesTFeedForward?
+    public let localFeedForward: ConvFeedForward?
     public let globalAttention: TwinsAttention
-    public let globalFeedForward: NesTFeedForward
+    public let globalFeedForward: ConvFeedForward
 
     init(dim: Int, stage: TwinsStage, hasLocal: Bool, config c: TwinsConfig, initializer: Initializer) {
         localAttention = hasLocal ? TwinsAttention(dim: dim, heads: c.heads, dimHead: c.dimHead, local: true, window: stage.localPatchSize, k: 1,
                                                    dropout: c.dropout, initializer: initializer) : nil
-        localFeedForward = hasLocal ? NesTFeedForward(dim: dim, mult: c.mlpMult, dropout: c.dropout, initializer: initializer) : nil
+        localFeedForward = hasLocal ? ConvFeedForward(dim: dim, mult: c.mlpMult, dropout: c.dropout, initializer: initializer) : nil
         globalAttention = TwinsAttention(dim: dim, heads: c.heads, dimHead: c.dimHead, local: false, window: 1, k: stage.globalK,
                                          dropout: c.dropout, initializer: initializer)
-        globalFeedForward = NesTFeedForward(dim: dim, mult: c.mlpMult, dropout: c.dropout, initializer: initializer)
+        globalFeedForward = ConvFeedForward(dim: dim, mult: c.mlpMult, dropout: c.dropout, initializer: initializer)
     }
 
     public override var stateNames: [String: String] {

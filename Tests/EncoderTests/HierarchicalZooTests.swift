@@ -182,4 +182,23 @@ final class HierarchicalZooTests: XCTestCase {
         XCTAssertEqual(windowed.problem(imageSide: 12)?.key, "window_size", "a 3x3 map does not split into 7x7 windows")
         XCTAssertNil(ScalableViTConfig().problem(imageSide: 12))
     }
+
+    func testCrossFormerMatchesVitPytorch() throws {
+        var config = CrossFormerConfig()
+        (config.imageSize, config.channels, config.numClasses) = (16, 2, 5)
+        config.stages = [CrossFormerStage(dim: 32, depth: 1, globalWindowSize: 2, localWindowSize: 4, kernelSizes: [2, 4, 6], stride: 2),
+                         CrossFormerStage(dim: 32, depth: 1, globalWindowSize: 2, localWindowSize: 2, kernelSizes: [2], stride: 2),
+                         CrossFormerStage(dim: 32, depth: 1, globalWindowSize: 1, localWindowSize: 2, kernelSizes: [2], stride: 2),
+                         CrossFormerStage(dim: 32, depth: 1, globalWindowSize: 1, localWindowSize: 1, kernelSizes: [2], stride: 2)]
+        let paper = CrossFormer(config, initializer: Initializer(seed: 0))
+        try check(paper, fixture: "crossformer")
+        let x = Tensor.randn([2, 2, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = paper.hiddenOutputs(x, layers: ["stages.0", "stages.3", "tokens"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 32, 8, 8])
+        XCTAssertEqual(out["stages.3"]!.shape, [2, 32, 1, 1])
+        // 1.7.14 reads the biases at the wrong offsets.
+        config.biasIndex = .vitPytorch1714
+        try check(CrossFormer(config, initializer: Initializer(seed: 0)), fixture: "crossformer_1714")
+        XCTAssertNil(CrossFormerConfig().problem(imageSide: 28))
+    }
 }
