@@ -24,6 +24,7 @@ from vit_pytorch import sep_vit  # noqa: E402
 from vit_pytorch import twins_svt  # noqa: E402
 from vit_pytorch.scalable_vit import ScalableViT  # noqa: E402
 from vit_pytorch.crossformer import CrossFormer  # noqa: E402
+from vit_pytorch import regionvit  # noqa: E402
 
 
 def sepvit_with(window, head_width, **kwargs):
@@ -100,6 +101,12 @@ FIXTURES = {
     'crossformer': lambda: (in_float64(crossformer_paper(dim=(32, 32, 32, 32), depth=(1, 1, 1, 1), global_window_size=(2, 2, 1, 1), local_window_size=(4, 2, 2, 1),
                                               cross_embed_kernel_sizes=((2, 4, 6), (2,), (2,), (2,)), cross_embed_strides=(2, 2, 2, 2),
                                               num_classes=5, channels=2)), (2, 2, 16, 16)),
+    # RegionViT (3 channels: 1.7.14's local encoder hard-codes them) at 16 px: 2x2 regions of 8 px,
+    # a 4x4 local map in 2x2 windows, then 2/1, 1/1, 1/1; 2 heads of 4.
+    'regionvit': lambda: (regionvit_with(2, 4, dim=(8, 8, 12, 12), depth=(1, 2, 1, 1), window_size=2, num_classes=5, local_patch_size=4,
+                                         channels=3), (2, 3, 16, 16)),
+    'regionvit_3conv_peg': lambda: (regionvit_with(2, 4, dim=(8, 8, 8, 8), depth=1, window_size=2, num_classes=5, local_patch_size=4,
+                                                   tokenize_local_3_conv=True, use_peg=True, channels=3), (2, 3, 16, 16)),
 }
 
 def twins_with(heads, dim_head, mlp_mult, **kwargs):
@@ -164,6 +171,21 @@ def crossformer_paper(**kwargs):
             rel = grid[:, None] - grid[None, :] + w
             module.rel_pos_indices = (rel * torch.tensor([2 * w + 1, 1])).sum(dim=-1)
     return model
+
+
+def regionvit_with(heads, dim_head, **kwargs):
+    """RegionViT with its attention sizes set (1.7.14's R2LTransformer is always built with 4 heads of 32)."""
+    original = regionvit.R2LTransformer.__init__
+
+    def patched(self, dim, *, window_size, depth=4, heads=4, dim_head=32, attn_dropout=0., ff_dropout=0.):
+        original(self, dim, window_size=window_size, depth=depth, heads=patched.sizes[0], dim_head=patched.sizes[1],
+                 attn_dropout=attn_dropout, ff_dropout=ff_dropout)
+    patched.sizes = (heads, dim_head)
+    regionvit.R2LTransformer.__init__ = patched
+    try:
+        return regionvit.RegionViT(**kwargs)
+    finally:
+        regionvit.R2LTransformer.__init__ = original
 
 
 if __name__ == '__main__':

@@ -101,10 +101,14 @@ def make(kind):
         from vit_pytorch.crossformer import CrossFormer
         return CrossFormer(dim=(32, 64, 128, 128), depth=(1, 1, 2, 1), global_window_size=(2, 1, 1, 1), local_window_size=(7, 7, 3, 1),
                            cross_embed_kernel_sizes=((2, 4, 8), (2, 4), (2, 4), (2, 4)), cross_embed_strides=(2, 2, 2, 2), num_classes=10, channels=1)
+    if kind == 'regionvit':
+        # The workbench's regionvit defaults (3 channels, as 1.7.14's local encoder hard-codes them).
+        from vit_pytorch.regionvit import RegionViT
+        return RegionViT(dim=(32, 64, 128, 128), depth=(1, 1, 2, 1), window_size=7, num_classes=10, local_patch_size=4, channels=3)
     raise SystemExit('unknown ' + kind)
 
 
-CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3, 'mobilevit': 3, 'twins-svt': 3}
+CHANNELS = {'cait': 3, 'xcit': 3, 'levit': 3, 'mobilevit': 3, 'twins-svt': 3, 'regionvit': 3}
 
 
 torch.manual_seed(0)

@@ -23,7 +23,7 @@ public enum EncoderRegistry {
     public static let kinds: [any EncoderSettings.Type] = [
         ViTSettings.self, SimpleViTSettings.self, CvTSettings.self, TimmViTSettings.self,
         DeepViTSettings.self, ParallelViTSettings.self, SmallViTSettings.self, CaiTSettings.self, CCTSettings.self, T2TSettings.self, RvTSettings.self, XCiTSettings.self, CrossViTSettings.self,
-        PiTSettings.self, NesTSettings.self, MaxViTSettings.self, LeViTSettings.self, MobileViTSettings.self, SepViTSettings.self, TwinsSettings.self, ScalableViTSettings.self, CrossFormerSettings.self,
+        PiTSettings.self, NesTSettings.self, MaxViTSettings.self, LeViTSettings.self, MobileViTSettings.self, SepViTSettings.self, TwinsSettings.self, ScalableViTSettings.self, CrossFormerSettings.self, RegionViTSettings.self,
     ]
 }
 

@@ -201,4 +201,21 @@ final class HierarchicalZooTests: XCTestCase {
         try check(CrossFormer(config, initializer: Initializer(seed: 0)), fixture: "crossformer_1714")
         XCTAssertNil(CrossFormerConfig().problem(imageSide: 28))
     }
+
+    func testRegionViTMatchesVitPytorch() throws {
+        var config = RegionViTConfig()
+        (config.imageSize, config.channels, config.numClasses, config.dims, config.depths) = (16, 3, 5, [8, 8, 12, 12], [1, 2, 1, 1])
+        (config.windowSize, config.heads, config.dimHead) = (2, 2, 4)
+        let model = RegionViT(config, initializer: Initializer(seed: 0))
+        try check(model, fixture: "regionvit")
+        let x = Tensor.randn([2, 3, 16, 16], rng: RandomStream(seed: 5, purpose: "x"))
+        let out = model.hiddenOutputs(x, layers: ["stages.0", "stages.1", "tokens", "pooled"])
+        XCTAssertEqual(out["stages.0"]!.shape, [2, 8, 4, 4])
+        XCTAssertEqual(out["stages.1"]!.shape, [2, 8, 2, 2])
+        XCTAssertEqual(out["tokens"]!.shape, [2, 1, 12])
+        XCTAssertEqual(out["pooled"]!.shape, [2, 12])
+        (config.dims, config.depths, config.tokenizeLocal3Conv, config.usePEG) = ([8, 8, 8, 8], [1, 1, 1, 1], true, true)
+        try check(RegionViT(config, initializer: Initializer(seed: 0)), fixture: "regionvit_3conv_peg")
+        XCTAssertEqual(RegionViTConfig().problem(imageSide: 12)?.key, "window_size", "12 pixels do not split into 28-pixel regions")
+    }
 }

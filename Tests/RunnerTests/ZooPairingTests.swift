@@ -37,6 +37,7 @@ final class ZooPairingTests: XCTestCase {
                 : encoder == "twins-svt" ? "{kind: twins-svt, heads: 2, dim_head: 8, twins_stages: [{emb_dim: 16, patch_size: 4, local_patch_size: 7, global_k: 7}, {emb_dim: 32, patch_size: 7, local_patch_size: 1, global_k: 1}]\(extra)}"
                 : encoder == "scalable-vit" ? "{kind: scalable-vit, dim: 16, depth: [1, 1], heads: 2, reduction_factor: [2, 1], window_size: 0, ssa_dim_key: 8, ssa_dim_value: 8, iwsa_dim_key: 8, iwsa_dim_value: 8\(extra)}"
                 : encoder == "crossformer" ? "{kind: crossformer, crossformer_stages: [{dim: 32, local_window_size: 7, global_window_size: 1, kernel_sizes: [4, 8], stride: 4}, {dim: 32, local_window_size: 1, kernel_sizes: [2, 4]}]\(extra)}"
+                : encoder == "regionvit" ? "{kind: regionvit, dim: [16, 32], depth: [1, 1], heads: 2, dim_head: 8\(extra)}"
                 : encoder == "pit" ? "{kind: pit, patch_size: 4, dim: 16, depth: [1, 1], heads: [1, 2], dim_head: 8, mlp_dim: 32\(extra)}"
                 : encoder == "t2t-vit" ? "{kind: t2t-vit, dim: 32, depth: 2, heads: 2, mlp_dim: 64, dim_head: 16, t2t_layers: [[3, 2], [3, 2]]\(extra)}"
                 : "{kind: \(encoder), patch_size: 4, dim: 32, depth: 2, heads: 2, mlp_dim: 64\(encoder == "timm-vit" ? "" : ", dim_head: 16")\(extra)}")
@@ -44,7 +45,7 @@ final class ZooPairingTests: XCTestCase {
               - pretrain:
                   objective: \(objective == "mp3" && encoder != "simple-vit" ? "{kind: mp3, allow_learned_positions: true}"
                       // MaxViT's and SepViT's 7x7 windows need 28-pixel views: DINO and EsViT without local crops.
-                      : ["maxvit", "sepvit", "twins-svt", "crossformer"].contains(encoder) && ["dino", "esvit"].contains(objective) ? String(Self.objectives[objective]!.dropLast()) + ", augment: {local_crops: 0}}"
+                      : ["maxvit", "sepvit", "twins-svt", "crossformer", "regionvit"].contains(encoder) && ["dino", "esvit"].contains(objective) ? String(Self.objectives[objective]!.dropLast()) + ", augment: {local_crops: 0}}"
                       : Self.objectives[objective]!)
                   epochs: 12
                   batch_size: 32
@@ -89,7 +90,7 @@ final class ZooPairingTests: XCTestCase {
                                  ("maxvit", "no patch tokens to hide"), ("levit", "four stride-2 convolutions"),
                                  ("mobilevit", "inverted residuals convolve the whole image"), ("sepvit", "overlapping convolutions"),
                                  ("twins-svt", "merge patches"), ("scalable-vit", "overlapping stride-4 convolution"),
-                                 ("crossformer", "cross-scale embeddings")] {
+                                 ("crossformer", "cross-scale embeddings"), ("regionvit", "regional tokens from whole regions")] {
             for objective in ["mae", "simmim", "mpp", "mp3"] {
                 let text = "name: t\nencoder: {kind: \(encoder)}\nstages:\n  - pretrain:\n      objective: {kind: \(objective)}\n"
                 XCTAssertThrowsError(try RecipeLoader.parse(text, file: "r.yaml")) { error in
@@ -139,6 +140,7 @@ final class ZooPairingTests: XCTestCase {
     func testTwinsSVTTrainsWithTheViewObjectives() throws { try check("twins-svt", objectives: ["byol", "dino", "esvit"]) }
     func testScalableViTTrainsWithTheViewObjectives() throws { try check("scalable-vit", objectives: ["byol", "dino", "esvit"]) }
     func testCrossFormerTrainsWithTheViewObjectives() throws { try check("crossformer", objectives: ["byol", "dino", "esvit"]) }
+    func testRegionViTTrainsWithTheViewObjectives() throws { try check("regionvit", objectives: ["byol", "dino", "esvit"]) }
     func testCrossViTTrainsWithTheViewObjectives() throws { try check("cross-vit", objectives: ["byol", "dino", "esvit"]) }
     /// Views an encoder cannot take are refused before anything runs, with the encoder's reason.
     func testViewSizesTheEncoderCannotTakeAreRefused() {
