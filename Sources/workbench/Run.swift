@@ -61,6 +61,9 @@ struct Validate: ParsableCommand {
             let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
             try RecipeRunner.preflight(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory)
             print(RecipeLoader.yaml(loaded), terminator: "")
+            // The hidden layers a stage may read, with their shapes for one image.
+            let input = loaded.encoderInput
+            print("# encoder \(loaded.encoder.kind) at \(input.imageSize)x\(input.imageSize)x\(input.channels), hidden layers (per image): \(loaded.encoder.hiddenShapesLine(input))")
             if loaded.sweep != nil {
                 // The runs `workbench sweep` would make of it, each one's recipe checked.
                 let (plan, _) = try Sweep.plan(recipe: recipe, overrides: overrides, seeds: nil, grid: [])

@@ -23,7 +23,15 @@ struct List: ParsableCommand {
         }
         for stage in StageRegistry.kinds { row("stage", stage.kind, stage.summary) }
         for objective in ObjectiveRegistry.kinds { row("objective", objective.kind, objective.summary) }
-        for encoder in EncoderRegistry.kinds { row("encoder", encoder.kind, encoder.summary) }
+        for encoder in EncoderRegistry.kinds {
+            row("encoder", encoder.kind, encoder.summary)
+            // Staged encoders: their maps at the defaults, for a 28x28 gray image.
+            if encoder.isHierarchical {
+                let section = EncoderSection(encoder.init())
+                let input = EncoderInput(imageSize: 28, channels: 1, classes: 10)
+                if section.settings.check(input) == nil { row("", "", "at 28x28x1: " + section.hiddenShapesLine(input)) }
+            }
+        }
         for dataset in DataSetRegistry.kinds { row("data set", dataset.kind, "\(dataset.summary), from \(dataset.defaultPath)") }
         for format in WeightFormatRegistry.formats { row("weights", format.name, format.summary) }
         let folder = RecipeLoader.find("recipes") ?? "Recipes"

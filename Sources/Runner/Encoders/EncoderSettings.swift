@@ -1,5 +1,6 @@
 import Encoders
 import NN
+import TensorCore
 
 /// The settings of one encoder kind (`encoder: {kind: vit, ...}`): a recipe section declared by
 /// its fields, able to build the encoder. One file per encoder in this folder, and one line in
@@ -84,8 +85,10 @@ public struct EncoderSection: Codable {
         for key in c.allKeys where !Self.sharedKeys.contains(key.stringValue) && !type.keys.contains(key.stringValue) && !decoder.isStoredRecipe {
             let owners = EncoderRegistry.kinds.filter { $0.keys.contains(key.stringValue) }.map { $0.kind }
             if !owners.isEmpty {
+                // A near key of this kind is the likelier meaning (`dims` for a ViT's `dim`).
+                let near = nearest(key.stringValue, in: Self.sharedKeys + type.keys).map { " Did you mean '\($0)'?" } ?? ""
                 throw RecipeIssue(path: c.codingPath.map(\.pathComponent) + [key.stringValue],
-                                  message: "\(key.stringValue) applies to kind: \(owners.joined(separator: ", ")) only (encoder.kind is \(kind)); remove it. Keys of \(kind): \((Self.sharedKeys + type.keys).joined(separator: ", ")).")
+                                  message: "\(key.stringValue) applies to kind: \(owners.joined(separator: ", ")) only (encoder.kind is \(kind)); remove it.\(near) Keys of \(kind): \((Self.sharedKeys + type.keys).joined(separator: ", ")).")
             }
         }
         settings = try type.decoded(from: decoder, extraKeys: Self.sharedKeys)
@@ -108,6 +111,21 @@ public struct EncoderSection: Codable {
     }
 
     /// The help of the shared keys, for the reference.
+
+    /// Every hidden layer's shape for one image of `input` (batch axis left out), in
+    /// `hiddenLayerNames` order: what `workbench validate` and `workbench list` show.
+    public func hiddenShapes(_ input: EncoderInput) -> [(name: String, shape: [Int])] {
+        let (encoder, _) = make(input, seed: 0)
+        encoder.eval()
+        let names = encoder.hiddenLayerNames
+        let outputs = Autograd.noGrad { encoder.hiddenOutputs(.zeros([2, input.channels, input.imageSize, input.imageSize]), layers: Set(names)) }
+        return names.compactMap { name in outputs[name].map { (name, Array($0.shape.dropFirst())) } }
+    }
+
+    /// "stages.0 64x13x13, ..., tokens 16x256, pooled 256" for messages.
+    public func hiddenShapesLine(_ input: EncoderInput) -> String {
+        hiddenShapes(input).map { "\($0.name) \($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ", ")
+    }
 
     /// Builds the encoder for `input`, with its initializer (seeded by `seed`).
     public func make(_ input: EncoderInput, seed: UInt64) -> (any HiddenLayerEncoder, Initializer) {
