@@ -21,6 +21,12 @@ public enum RunFolderLock {
         held[directory] = fd
     }
 
+    /// Lets go of the folder (the run in this process has ended).
+    static func release(_ directory: String) {
+        guard let fd = held.removeValue(forKey: directory) else { return }
+        close(fd)
+    }
+
     /// Waits up to `seconds` for no process to hold the folder; true when it is free.
     public static func waitUntilFree(_ directory: String, seconds: Double) -> Bool {
         let fd = open("\(directory)/.lock", O_CREAT | O_RDWR, 0o644)
@@ -89,6 +95,7 @@ public enum RecipeRunner {
         try Data(resolved.utf8).write(to: URL(fileURLWithPath: "\(directory)/recipe.yaml"), options: .atomic)
         let commandLine = shellQuoted(command)
         try RunFolderLock.hold(directory)
+        defer { RunFolderLock.release(directory) }
         try recordCommand(commandLine, in: directory)
         try log.attach("\(directory)/log.txt")
         log("workbench \(WorkbenchInfo.version) (\(WorkbenchInfo.gitCommit)): recipe \(recipeFile) -> \(directory)")
@@ -144,6 +151,7 @@ public enum RecipeRunner {
         // Without a checkpoint the run starts over, from the weights file if the recipe names one.
         let weights = latest == nil ? try fitWeights(recipe, data: data, recipeFile: recipeFile) : nil
         try RunFolderLock.hold(directory)
+        defer { RunFolderLock.release(directory) }
         try recordCommand(shellQuoted(command), in: directory)
         try log.attach("\(directory)/log.txt")
         let metricsPath = "\(directory)/metrics.h5"
