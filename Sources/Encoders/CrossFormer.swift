@@ -149,17 +149,14 @@ public final class CrossFormerAttention: Module {
 
     /// x (B, H, W, C) channels-last.
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let w = window, (gx, gy) = (h / window, wd / window)
+        let (h, wd, w) = (x.shape[1], x.shape[2], window)
         let y = norm(x)
         // short: 'b d (h s1) (w s2) -> (b h w) (s1 s2) d'; long: 'b d (l1 h) (l2 w) -> (b h w) (l1 l2) d'.
-        let t = long ? y.reshaped([b, w, gx, w, gy, c]).permuted([0, 2, 4, 1, 3, 5]).reshaped([b * gx * gy, w * w, c])
-            : y.reshaped([b, gx, w, gy, w, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * gx * gy, w * w, c])
+        let t = y.windows(w, w, strided: long)
         let bias = pairBias().reshaped([1, w * w, w * w]).expanded(to: [heads, w * w, w * w])
         let merged = Tensor.biasedSelfAttention(packedQKV: toQKV(t), heads: heads, bias: bias, dropout: dropout.map { d in { d($0) } })
         let out = toOut(merged)
-        return long ? out.reshaped([b, gx, gy, w, w, c]).permuted([0, 3, 1, 4, 2, 5]).reshaped([b, h, wd, c])
-            : out.reshaped([b, gx, gy, w, w, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, h, wd, c])
+        return out.mergingWindows(height: h, width: wd, w, w, strided: long)
     }
 }
 

@@ -54,8 +54,7 @@ public final class MBConv: Module {
     public let norm1: BatchNorm
     public let depthwise: Conv2d
     public let norm2: BatchNorm
-    public let squeeze: Linear
-    public let excite: Linear
+    public let squeezeExcitation: SqueezeExcitation
     public let project: Conv2d
     public let norm3: BatchNorm
     public let residual: Bool
@@ -66,8 +65,7 @@ public final class MBConv: Module {
         norm1 = BatchNorm(hidden)
         depthwise = Conv2d(hidden, hidden, kernel: 3, stride: downsample ? 2 : 1, padding: 1, groups: hidden, initializer: initializer)
         norm2 = BatchNorm(hidden)
-        squeeze = Linear(hidden, Int(Double(hidden) * shrinkageRate), bias: false, initializer: initializer)
-        excite = Linear(Int(Double(hidden) * shrinkageRate), hidden, bias: false, initializer: initializer)
+        squeezeExcitation = SqueezeExcitation(channels: hidden, hidden: Int(Double(hidden) * shrinkageRate), initializer: initializer)
         project = Conv2d(hidden, dimOut, kernel: 1, initializer: initializer)
         norm3 = BatchNorm(dimOut)
         residual = dimIn == dimOut && !downsample
@@ -75,16 +73,12 @@ public final class MBConv: Module {
 
     public override var stateNames: [String: String] {
         let p = residual ? "fn." : ""
-        return ["expand": p + "0", "norm1": p + "1", "depthwise": p + "3", "norm2": p + "4", "squeeze": p + "6.gate.1",
-                "excite": p + "6.gate.3", "project": p + "7", "norm3": p + "8"]
+        return ["expand": p + "0", "norm1": p + "1", "depthwise": p + "3", "norm2": p + "4", "squeezeExcitation": p + "6", "project": p + "7", "norm3": p + "8"]
     }
 
     /// x (B, C, H, W).
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = norm2(depthwise(norm1(expand(x)).gelu())).gelu()
-        let (b, c) = (h.shape[0], h.shape[1])
-        let gate = excite(squeeze(h.mean(axes: [2, 3])).silu()).sigmoid()
-        h = h * gate.reshaped([b, c, 1, 1])
+        let h = squeezeExcitation(norm2(depthwise(norm1(expand(x)).gelu())).gelu())
         let y = norm3(project(h))
         return residual ? y + x : y
     }
@@ -157,19 +151,16 @@ public final class MaxViTBlock: Module {
     /// x (B, C, H, W) to (B, C', H', W').
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = mbconv(x)
-        let (b, c, h, w) = (y.shape[0], y.shape[1], y.shape[2], y.shape[3])
-        let (gx, gy) = (h / window, w / window)
-        // 'b d (x w1) (y w2) -> (b x y) (w1 w2) d': windows of neighbouring positions.
-        var t = y.permuted([0, 2, 3, 1]).reshaped([b, gx, window, gy, window, c]).permuted([0, 1, 3, 2, 4, 5])
-            .reshaped([b * gx * gy, window * window, c])
+        let (h, w) = (y.shape[2], y.shape[3])
+        // Block attention over windows of neighbouring positions, then grid attention over a
+        // window-sized grid spread across the map.
+        var t = y.permuted([0, 2, 3, 1]).windows(window, window)
         t = blockAttention(t) + t
         t = blockFeedForward(t) + t
-        // Back to (B, H, W, C), then 'b (w1 x) (w2 y) d -> (b x y) (w1 w2) d': a grid spread over the map.
-        let map = t.reshaped([b, gx, gy, window, window, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, h, w, c])
-        t = map.reshaped([b, window, gx, window, gy, c]).permuted([0, 2, 4, 1, 3, 5]).reshaped([b * gx * gy, window * window, c])
+        t = t.mergingWindows(height: h, width: w, window, window).windows(window, window, strided: true)
         t = gridAttention(t) + t
         t = gridFeedForward(t) + t
-        return t.reshaped([b, gx, gy, window, window, c]).permuted([0, 5, 3, 1, 4, 2]).reshaped([b, c, h, w])
+        return t.mergingWindows(height: h, width: w, window, window, strided: true).permuted([0, 3, 1, 2])
     }
 }
 

@@ -160,7 +160,7 @@ public final class NesT: Module, HiddenLayerEncoder {
         for (i, level) in levels.enumerated() {
             let c = config.levelDim(i), blocks = config.blocksPerSide(i), s = side / blocks
             // 'b c (b1 h) (b2 w) -> (b b1 b2) c h w', channels-last: (B, b1, h, b2, w, C) -> (B b1 b2, h w, C).
-            var t = x.reshaped([b, blocks, s, blocks, s, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * blocks * blocks, s * s, c])
+            var t = x.reshaped([b, side, side, c]).windows(s, s)
             var position = level.posEmb.value
             if s != own {
                 // Other image sizes (DINO's local crops): the block's position grid resized bicubically
@@ -169,7 +169,7 @@ public final class NesT: Module, HiddenLayerEncoder {
             }
             t = t + position.reshaped([1, s * s, 1])
             for block in level.layers { t = block(t) }
-            x = t.reshaped([b, blocks, blocks, s, s, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, side * side, c])
+            x = t.mergingWindows(height: side, width: side, s, s).reshaped([b, side * side, c])
             let map = x.permuted([0, 2, 1]).reshaped([b, c, side, side])
             if layers.contains("stages.\(i)") { out["stages.\(i)"] = map }
             if let conv = level.aggregateConv, let norm = level.aggregateNorm {

@@ -128,7 +128,7 @@ public final class R2LTransformer: Module {
         let bias = self.bias(wh, ww)
         var r = region.reshaped([b, rh * rw, c])
         // 'b (h p1) (w p2) d -> (b h w) (p1 p2) d'
-        var l = local.reshaped([b, rh, wh, rw, ww, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * rh * rw, wh * ww, c])
+        var l = local.windows(wh, ww)
         for block in layers {
             r = block.attention(r) + r
             var joint = Tensor.concat([r.reshaped([b * rh * rw, 1, c]), l], axis: 1)
@@ -137,7 +137,7 @@ public final class R2LTransformer: Module {
             r = joint.slice(axis: 1, start: 0, length: 1).reshaped([b, rh * rw, c])
             l = joint.slice(axis: 1, start: 1, length: wh * ww)
         }
-        let localOut = l.reshaped([b, rh, rw, wh, ww, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, lh, lw, c])
+        let localOut = l.mergingWindows(height: lh, width: lw, wh, ww)
         return (localOut, r.reshaped([b, rh, rw, c]))
     }
 }

@@ -127,22 +127,14 @@ public final class InteractiveWindowedSelfAttention: Module {
     public override var stateNames: [String: String] { ["toOut": "to_out.0"] }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let (h, w) = (x.shape[1], x.shape[2])
         let y = norm(x)
         let (q, k, v) = (toQ(y), toK(y), toV(y))
         let local = channelsLastConv(v, localInteractiveModule)
         let (wh, ww) = window > 0 ? (window, window) : (h, w)
-        let (gx, gy) = (h / wh, w / ww)
-        // 'b (h d) (x w1) (y w2) -> (b x y) h (w1 w2) d', kept channels-last.
-        func windows(_ t: Tensor) -> Tensor {
-            let c = t.shape[3]
-            return t.reshaped([b, gx, wh, gy, ww, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * gx * gy, wh * ww, c])
-        }
-        var weights = Tensor.headScores(windows(q), windows(k), heads: heads, scale: 1 / Float(dimKey).squareRoot()).softmax()
+        var weights = Tensor.headScores(q.windows(wh, ww), k.windows(wh, ww), heads: heads, scale: 1 / Float(dimKey).squareRoot()).softmax()
         if let attentionDropout { weights = attentionDropout(weights) }
-        let inner = v.shape[3]
-        let out = Tensor.headWeightedValues(weights, windows(v)).reshaped([b, gx, gy, wh, ww, inner]).permuted([0, 1, 3, 2, 4, 5])
-            .reshaped([b, h, w, inner])
+        let out = Tensor.headWeightedValues(weights, v.windows(wh, ww)).mergingWindows(height: h, width: w, wh, ww)
         let y2 = toOut(out + local)
         return outputDropout.map { $0(y2) } ?? y2
     }

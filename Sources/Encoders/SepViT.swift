@@ -97,7 +97,7 @@ public final class DSSA: Module {
         let (gx, gy, n, inner) = (h / window, w / window, window * window, heads * dimHead)
         let windows = gx * gy
         // 'b c (h w1) (w w2) -> (b h w) (w1 w2) c', each window led by the window token.
-        let t = norm(x).reshaped([b, gx, window, gy, window, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * windows, n, c])
+        let t = norm(x).windows(window, window)
         let tokens = Tensor.concat([windowTokens.value.reshaped([1, 1, c]).expanded(to: [b * windows, 1, c]), t], axis: 1)
         let qkv = toQKV(tokens)
         let scale = 1 / Float(dimHead).squareRoot()
@@ -119,7 +119,7 @@ public final class DSSA: Module {
             let perHead = maps.reshaped([b, windows, n, heads, dimHead]).permuted([0, 3, 1, 2, 4]).reshaped([b * heads, windows, n * dimHead])
             maps = Tensor.matmul(mix, perHead).reshaped([b, heads, windows, n, dimHead]).permuted([0, 2, 3, 1, 4]).reshaped([b * windows, n, inner])
         }
-        let merged = maps.reshaped([b, gx, gy, window, window, inner]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, h, w, inner])
+        let merged = maps.mergingWindows(height: h, width: w, window, window)
         let y = toOut(merged)
         return outputDropout.map { $0(y) } ?? y
     }

@@ -93,13 +93,13 @@ public final class TwinsAttention: Module {
         let merged: Tensor
         if local {
             // 'b c (x p1) (y p2) -> (b x y) c p1 p2': attention within each window.
-            let (gx, gy, p) = (h / window, w / window, window)
-            let t = y.reshaped([b, gx, p, gy, p, c]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b * gx * gy, p * p, c])
+            let p = window
+            let t = y.windows(p, p)
             let kv = Tensor.linear(t, weight: toKV.weight.value.reshaped([2 * inner, c]))
             var weights = Tensor.headScores(toQ(t), kv.slice(axis: 2, start: 0, length: inner), heads: heads, scale: 1 / Float(dimHead).squareRoot()).softmax()
             if let attentionDropout { weights = attentionDropout(weights) }
             let out = Tensor.headWeightedValues(weights, kv.slice(axis: 2, start: inner, length: inner))
-            merged = out.reshaped([b, gx, gy, p, p, inner]).permuted([0, 1, 3, 2, 4, 5]).reshaped([b, h, w, inner])
+            merged = out.mergingWindows(height: h, width: w, p, p)
         } else {
             let q = toQ(y).reshaped([b, h * w, inner])
             let kv = stridedPatchConv(y, weight: toKV.weight.value, k: k)

@@ -278,3 +278,21 @@ public final class Transformer: Module {
         }
     }
 }
+
+/// Squeeze-and-excitation (Hu et al. 2018) with SiLU, as MBConv and timm use it: the channels'
+/// means (B, C) through a bias-free Linear to `hidden`, SiLU, a bias-free Linear back, a sigmoid,
+/// and the map (B, C, H, W) scaled per channel. Named as vit-pytorch's `gate` Sequential (Reduce,
+/// Linear, SiLU, Linear, Sigmoid, Rearrange).
+public final class SqueezeExcitation: Module {
+    public let squeeze: Linear
+    public let excite: Linear
+    public init(channels: Int, hidden: Int, initializer: Initializer) {
+        squeeze = Linear(channels, hidden, bias: false, initializer: initializer)
+        excite = Linear(hidden, channels, bias: false, initializer: initializer)
+    }
+    public override var stateNames: [String: String] { ["squeeze": "gate.1", "excite": "gate.3"] }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let (b, c) = (x.shape[0], x.shape[1])
+        return x * excite(squeeze(x.mean(axes: [2, 3])).silu()).sigmoid().reshaped([b, c, 1, 1])
+    }
+}

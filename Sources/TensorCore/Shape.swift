@@ -369,3 +369,30 @@ extension Tensor {
         return (Tensor(shape: outShape, storage: vals), IndexTensor(shape: outShape, idx))
     }
 }
+
+// MARK: - Windows of a channels-last map
+
+extension Tensor {
+    /// A channels-last map (B, H, W, C) cut into windows (B * H/wh * W/ww, wh * ww, C), window by
+    /// window in row-major order. `strided: false`: each window holds neighbouring positions
+    /// (einops 'b (x w1) (y w2) c -> (b x y) (w1 w2) c': Swin's, MaxViT's block, CrossFormer's
+    /// short-distance, Twins' locally-grouped attention); `strided: true`: each window holds
+    /// positions H/wh apart, a wh x ww grid spread over the map ('b (w1 x) (w2 y) c -> (b x y) (w1 w2)
+    /// c': MaxViT's grid, CrossFormer's long-distance attention). Gradients flow through.
+    public func windows(_ wh: Int, _ ww: Int, strided: Bool = false) -> Tensor {
+        precondition(rank == 4 && shape[1] % wh == 0 && shape[2] % ww == 0, "windows: (B, H, W, C) \(shape) does not split into \(wh)x\(ww) windows")
+        let (b, h, w, c) = (shape[0], shape[1], shape[2], shape[3])
+        let (gx, gy) = (h / wh, w / ww)
+        let cut = strided ? reshaped([b, wh, gx, ww, gy, c]).permuted([0, 2, 4, 1, 3, 5]) : reshaped([b, gx, wh, gy, ww, c]).permuted([0, 1, 3, 2, 4, 5])
+        return cut.reshaped([b * gx * gy, wh * ww, c])
+    }
+
+    /// The inverse of `windows`: windows (B * H/wh * W/ww, wh * ww, C) back to the map (B, H, W, C).
+    public func mergingWindows(height h: Int, width w: Int, _ wh: Int, _ ww: Int, strided: Bool = false) -> Tensor {
+        let (gx, gy, c) = (h / wh, w / ww, shape[2])
+        precondition(rank == 3 && shape[1] == wh * ww && shape[0] % (gx * gy) == 0, "mergingWindows: \(shape) are not \(wh)x\(ww) windows of a \(h)x\(w) map")
+        let b = shape[0] / (gx * gy)
+        let parts = reshaped([b, gx, gy, wh, ww, c])
+        return (strided ? parts.permuted([0, 3, 1, 4, 2, 5]) : parts.permuted([0, 1, 3, 2, 4, 5])).reshaped([b, h, w, c])
+    }
+}

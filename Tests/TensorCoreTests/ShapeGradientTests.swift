@@ -67,6 +67,39 @@ final class ShapeGradientTests: XCTestCase {
         checkGradients("unsqueeze", inputs: [y], engine: { $0[0].unsqueezed(0) * 3 }, reference: { $0[0].reshaped([1, 3, 1]).map { $0 * 3 } })
     }
 
+    /// Windows of a channels-last map, of neighbouring positions and strided, and their merge,
+    /// against an element-by-element reference.
+    func testWindowsAndTheirMerge() {
+        let (b, h, w, c, wh, ww) = (2, 4, 6, 3, 2, 3)
+        let (gx, gy) = (h / wh, w / ww)
+        let x = randomTensor([b, h, w, c], seed: 9)
+        for strided in [false, true] {
+            func source(_ bi: Int, _ xi: Int, _ yi: Int, _ w1: Int, _ w2: Int) -> (Int, Int) {
+                strided ? (w1 * gx + xi, w2 * gy + yi) : (xi * wh + w1, yi * ww + w2)
+            }
+            checkGradients("windows strided=\(strided)", inputs: [x], engine: { $0[0].windows(wh, ww, strided: strided) },
+                           reference: { xs in
+                               var out = DArray.zeros([b * gx * gy, wh * ww, c])
+                               for bi in 0..<b { for xi in 0..<gx { for yi in 0..<gy { for w1 in 0..<wh { for w2 in 0..<ww { for ci in 0..<c {
+                                   let (r, col) = source(bi, xi, yi, w1, w2)
+                                   out.data[((bi * gx + xi) * gy + yi) * wh * ww * c + (w1 * ww + w2) * c + ci] = xs[0].data[((bi * h + r) * w + col) * c + ci]
+                               } } } } } }
+                               return out
+                           })
+            let windows = randomTensor([b * gx * gy, wh * ww, c], seed: 10)
+            checkGradients("mergingWindows strided=\(strided)", inputs: [windows],
+                           engine: { $0[0].mergingWindows(height: h, width: w, wh, ww, strided: strided) },
+                           reference: { xs in
+                               var out = DArray.zeros([b, h, w, c])
+                               for bi in 0..<b { for xi in 0..<gx { for yi in 0..<gy { for w1 in 0..<wh { for w2 in 0..<ww { for ci in 0..<c {
+                                   let (r, col) = source(bi, xi, yi, w1, w2)
+                                   out.data[((bi * h + r) * w + col) * c + ci] = xs[0].data[((bi * gx + xi) * gy + yi) * wh * ww * c + (w1 * ww + w2) * c + ci]
+                               } } } } } }
+                               return out
+                           })
+        }
+    }
+
     func testConcatSliceSplit() {
         let a = randomTensor([2, 3, 2], seed: 6), b = randomTensor([2, 1, 2], seed: 7)
         checkGradients("concat axis 1", inputs: [a, b], engine: { Tensor.concat($0, axis: 1) }, reference: { xs in
