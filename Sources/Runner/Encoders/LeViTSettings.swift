@@ -17,23 +17,11 @@ public struct LeViTSettings: EncoderSettings {
 
     public init() {}
 
-    static func perStageList(_ key: String, _ path: WritableKeyPath<LeViTSettings, [Int]>, _ help: String) -> Field<LeViTSettings> {
-        Field(key, help: help, read: { s, c in
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey(key)) {
-                try c.check(one > 0, key, "must be positive, got \(one)")
-                s[keyPath: path] = [one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey(key)) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 > 0 }, key, "give positive values, up to one per stage")
-                s[keyPath: path] = list
-            }
-        }, write: { $0[keyPath: path].count == 1 ? $0[keyPath: path][0] as any Encodable : $0[keyPath: path] })
-    }
-
     public static let fields: [Field<LeViTSettings>] = [
         .value("stages", \.config.stages, "stages; between two, an attention block with strided queries halves the map", .positive),
-        perStageList("dim", \.config.dims, "width of each stage: one number, or a list (the last value repeats)"),
-        perStageList("depth", \.config.depths, "blocks of each stage: one number, or a list"),
-        perStageList("heads", \.config.heads, "heads of each stage (the downsampling block between stages has twice as many)"),
+        .numberOrList("dim", \.config.dims, "width of each stage: one number, or a list (the last value repeats)"),
+        .numberOrList("depth", \.config.depths, "blocks of each stage: one number, or a list"),
+        .numberOrList("heads", \.config.heads, "heads of each stage (the downsampling block between stages has twice as many)"),
         .value("mlp_mult", \.config.mlpMult, "feed-forward width as a multiple of the stage's width", .positive),
         .value("dim_key", \.config.dimKey, "query and key width per head", .positive),
         .value("dim_value", \.config.dimValue, "value width per head", .positive),

@@ -21,15 +21,7 @@ public struct NesTSettings: EncoderSettings {
         .value("dim", \.config.dim, "width of the first hierarchy (each aggregation doubles it)", .positive),
         .value("heads", \.config.heads, "heads of the first hierarchy (doubling with the width; each head is dim / heads wide)", .positive),
         .value("num_hierarchies", \.config.hierarchies, "hierarchies; the first attends within 2^(n-1) x 2^(n-1) blocks, the last within the whole map", .positive),
-        Field("block_repeats", help: "attention and feed-forward blocks per hierarchy: one number, or a list with one per hierarchy", read: { s, c in
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey("block_repeats")) {
-                try c.check(one > 0, "block_repeats", "must be positive, got \(one)")
-                s.config.blockRepeats = [one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey("block_repeats")) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 > 0 }, "block_repeats", "give positive counts, one per hierarchy")
-                s.config.blockRepeats = list
-            }
-        }, write: { $0.config.blockRepeats.count == 1 ? $0.config.blockRepeats[0] as any Encodable : $0.config.blockRepeats }),
+        .numberOrList("block_repeats", \.config.blockRepeats, "attention and feed-forward blocks per hierarchy: one number, or a list with one per hierarchy"),
         .value("mlp_mult", \.config.mlpMult, "feed-forward width as a multiple of the hierarchy's width", .positive),
         .converted("dropout", \.config.dropout, "dropout after attention and in the feed-forward", Check<Double>.fraction, to: { Float($0) }, from: { Double($0) }),
     ]

@@ -24,15 +24,7 @@ public struct PiTSettings: EncoderSettings {
             try c.check(!depth.isEmpty && depth.allSatisfy { $0 > 0 }, "depth", "give each stage one or more blocks, e.g. [1, 1, 1]")
             s.config.depth = depth
         }, write: { $0.config.depth }),
-        Field("heads", help: "attention heads: one number for every stage, or a list with one per stage", read: { s, c in
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey("heads")) {
-                try c.check(one > 0, "heads", "must be positive, got \(one)")
-                s.config.heads = [one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey("heads")) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 > 0 }, "heads", "give positive head counts, one per stage")
-                s.config.heads = list
-            }
-        }, write: { $0.config.heads.count == 1 ? $0.config.heads[0] as any Encodable : $0.config.heads }),
+        .numberOrList("heads", \.config.heads, "attention heads: one number for every stage, or a list with one per stage"),
         .value("dim_head", \.config.dimHead, "width per head", .positive),
         .value("mlp_dim", \.config.mlpDim, "feed-forward hidden width, every stage", .positive),
         .converted("dropout", \.config.dropout, "dropout in attention and feed-forward", Check<Double>.fraction, to: { Float($0) }, from: { Double($0) }),

@@ -15,21 +15,9 @@ public struct RegionViTSettings: EncoderSettings {
 
     public init() {}
 
-    static func perStage(_ key: String, _ path: WritableKeyPath<RegionViTSettings, [Int]>, _ help: String) -> Field<RegionViTSettings> {
-        Field(key, help: help, read: { s, c in
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey(key)) {
-                try c.check(one > 0, key, "must be positive, got \(one)")
-                s[keyPath: path] = [one, one, one, one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey(key)) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 > 0 }, key, "give positive values, one per stage")
-                s[keyPath: path] = list
-            }
-        }, write: { $0[keyPath: path] })
-    }
-
     public static let fields: [Field<RegionViTSettings>] = [
-        perStage("dim", \.config.dims, "width of each stage (one number: four stages of it, as vit-pytorch)"),
-        perStage("depth", \.config.depths, "blocks of each stage (as many as dim has)"),
+        .numberOrList("dim", \.config.dims, "width of each stage (one number: four stages of it, as vit-pytorch)", repeatSingle: 4),
+        .numberOrList("depth", \.config.depths, "blocks of each stage (one number: four stages of it; as many as dim has)", repeatSingle: 4),
         .value("window_size", \.config.windowSize, "local tokens per region side (a region is local_patch_size * window_size pixels, which must divide the image)", .positive),
         .value("local_patch_size", \.config.localPatchSize, "pixels per local token (4: the local tokeniser's stride)", .positive),
         .value("tokenize_local_3_conv", \.config.tokenizeLocal3Conv, "three 3x3 convolutions (strides 2, 2, 1) for the local tokens instead of one 8x8 of stride 4"),

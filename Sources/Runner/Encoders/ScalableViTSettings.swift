@@ -16,19 +16,6 @@ public struct ScalableViTSettings: EncoderSettings {
 
     public init() {}
 
-    static func perStage(_ key: String, _ path: WritableKeyPath<ScalableViTSettings, [Int]>, _ help: String, allowZero: Bool = false) -> Field<ScalableViTSettings> {
-        Field(key, help: help, read: { s, c in
-            let low = allowZero ? 0 : 1
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey(key)) {
-                try c.check(one >= low, key, allowZero ? "must not be negative, got \(one)" : "must be positive, got \(one)")
-                s[keyPath: path] = [one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey(key)) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 >= low }, key, "give \(allowZero ? "numbers of 0 or more" : "positive numbers"), one per stage")
-                s[keyPath: path] = list
-            }
-        }, write: { $0[keyPath: path].count == 1 ? $0[keyPath: path][0] as any Encodable : $0[keyPath: path] })
-    }
-
     public static let fields: [Field<ScalableViTSettings>] = [
         .value("dim", \.config.dim, "width of the first stage (each stage doubles it)", .positive),
         Field("depth", help: "blocks of each stage, e.g. [2, 2]; the embedding has stride 4, each later stage 2", read: { s, c in
@@ -36,13 +23,13 @@ public struct ScalableViTSettings: EncoderSettings {
             try c.check(!depth.isEmpty && depth.allSatisfy { $0 > 0 }, "depth", "give each stage one or more blocks, e.g. [2, 2]")
             s.config.depth = depth
         }, write: { $0.config.depth }),
-        perStage("heads", \.config.heads, "heads of each stage: one number, or one per stage"),
-        perStage("reduction_factor", \.config.reductionFactor, "scalable self-attention's keys and values from r x r, stride-r convolutions: one per stage"),
-        perStage("window_size", \.config.windowSize, "interactive windowed attention's window side per stage (0: the whole map, vit-pytorch's None)", allowZero: true),
-        perStage("iwsa_dim_key", \.config.iwsaDimKey, "windowed attention's key width per head"),
-        perStage("iwsa_dim_value", \.config.iwsaDimValue, "windowed attention's value width per head"),
-        perStage("ssa_dim_key", \.config.ssaDimKey, "scalable attention's key width per head"),
-        perStage("ssa_dim_value", \.config.ssaDimValue, "scalable attention's value width per head"),
+        .numberOrList("heads", \.config.heads, "heads of each stage: one number, or one per stage"),
+        .numberOrList("reduction_factor", \.config.reductionFactor, "scalable self-attention's keys and values from r x r, stride-r convolutions: one per stage"),
+        .numberOrList("window_size", \.config.windowSize, "interactive windowed attention's window side per stage (0: the whole map, vit-pytorch's None)", allowZero: true),
+        .numberOrList("iwsa_dim_key", \.config.iwsaDimKey, "windowed attention's key width per head"),
+        .numberOrList("iwsa_dim_value", \.config.iwsaDimValue, "windowed attention's value width per head"),
+        .numberOrList("ssa_dim_key", \.config.ssaDimKey, "scalable attention's key width per head"),
+        .numberOrList("ssa_dim_value", \.config.ssaDimValue, "scalable attention's value width per head"),
         .value("ff_expansion_factor", \.config.ffExpansionFactor, "feed-forward width as a multiple of the stage's", .positive),
         .converted("dropout", \.config.dropout, "dropout of the attention weights, the outputs and the feed-forward", Check<Double>.fraction,
                    to: { Float($0) }, from: { Double($0) }),

@@ -16,18 +16,6 @@ public struct SepViTSettings: EncoderSettings {
 
     public init() {}
 
-    static func perStage(_ key: String, _ path: WritableKeyPath<SepViTSettings, [Int]>, _ help: String) -> Field<SepViTSettings> {
-        Field(key, help: help, read: { s, c in
-            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey(key)) {
-                try c.check(one > 0, key, "must be positive, got \(one)")
-                s[keyPath: path] = [one]
-            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey(key)) {
-                try c.check(!list.isEmpty && list.allSatisfy { $0 > 0 }, key, "give positive values, one per stage")
-                s[keyPath: path] = list
-            }
-        }, write: { $0[keyPath: path].count == 1 ? $0[keyPath: path][0] as any Encodable : $0[keyPath: path] })
-    }
-
     public static let fields: [Field<SepViTSettings>] = [
         .value("dim", \.config.dim, "width of the first stage (each stage doubles it)", .positive),
         Field("depth", help: "blocks of each stage, e.g. [2]; the first stage embeds with stride 4, later ones with stride 2", read: { s, c in
@@ -35,8 +23,8 @@ public struct SepViTSettings: EncoderSettings {
             try c.check(!depth.isEmpty && depth.allSatisfy { $0 > 0 }, "depth", "give each stage one or more blocks, e.g. [2]")
             s.config.depth = depth
         }, write: { $0.config.depth }),
-        perStage("heads", \.config.heads, "heads of each stage: one number, or one per stage"),
-        perStage("window_size", \.config.windowSize, "window side of each stage (must divide its map): one number, or one per stage"),
+        .numberOrList("heads", \.config.heads, "heads of each stage: one number, or one per stage"),
+        .numberOrList("window_size", \.config.windowSize, "window side of each stage (must divide its map): one number, or one per stage"),
         .value("dim_head", \.config.dimHead, "width per head", .positive),
         .value("ff_mult", \.config.ffMult, "feed-forward width as a multiple of the stage's width", .positive),
         .converted("dropout", \.config.dropout, "dropout of the attention weights, the output and the feed-forward", Check<Double>.fraction,

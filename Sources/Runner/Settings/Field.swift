@@ -126,6 +126,23 @@ extension Field {
         }, write: { plain(from($0[keyPath: path])) })
     }
 
+    /// A key that takes one number or a list of them (per stage of a staged encoder): one number
+    /// is stored as `repeatSingle` copies of it (1: a one-element list, written back as a number).
+    public static func numberOrList(_ key: String, _ path: WritableKeyPath<Settings, [Int]>, _ help: String, allowZero: Bool = false,
+                                    repeatSingle: Int = 1) -> Field {
+        let low = allowZero ? 0 : 1
+        let what = allowZero ? "numbers of 0 or more" : "positive numbers"
+        return Field(key, help: help, read: { s, c in
+            if let one = try? c.decodeIfPresent(Int.self, forKey: RecipeKey(key)) {
+                try c.check(one >= low, key, allowZero ? "must not be negative, got \(one)" : "must be positive, got \(one)")
+                s[keyPath: path] = Array(repeating: one, count: repeatSingle)
+            } else if let list = try c.decodeIfPresent([Int].self, forKey: RecipeKey(key)) {
+                try c.check(!list.isEmpty && list.allSatisfy { $0 >= low }, key, "give one number or a list of \(what), one per stage")
+                s[keyPath: path] = list
+            }
+        }, write: { $0[keyPath: path].count == 1 ? $0[keyPath: path][0] as any Encodable : $0[keyPath: path] })
+    }
+
     /// A nested section (`augment:` inside an objective), decoded on top of the value it holds.
     public static func section<S: RecipeSection>(_ key: String, _ path: WritableKeyPath<Settings, S>, _ help: String) -> Field {
         Field(key, help: help, read: { settings, c in
