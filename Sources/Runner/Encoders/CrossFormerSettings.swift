@@ -4,11 +4,10 @@ import NN
 /// `encoder: {kind: crossformer}`: vit-pytorch 1.7.14's CrossFormer (Wang et al. 2021):
 /// cross-scale embeddings, short- and long-distance attention with a dynamic position bias.
 /// 1.7.14 looks its biases up at the wrong offsets; `bias_index: vit-pytorch-1.7.14` keeps that.
-public struct CrossFormerSettings: EncoderSettings {
+public struct CrossFormerSettings: StagedEncoderSettings {
     public static let kind = "crossformer"
     public static let summary = "CrossFormer (Wang et al. 2021): cross-scale embedding, short/long-distance attention, dynamic position bias; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its cross-scale embeddings convolve overlapping windows of several sizes, so no token can be hidden alone"
 
     public var config = CrossFormerConfig()
@@ -29,20 +28,8 @@ public struct CrossFormerSettings: EncoderSettings {
                 "paper (each offset reads its own bias) | vit-pytorch-1.7.14 (the biases of offsets -w...w indexed as a (2w-1)^2 table: offset (0, 0) reads another offset's bias)"),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> CrossFormerConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        CrossFormer(config(for: input), initializer: initializer)
+    public static func build(_ config: CrossFormerConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        CrossFormer(config, initializer: initializer)
     }
 }
 
@@ -69,3 +56,5 @@ public struct CrossFormerStageSection: RecipeSection {
         .value("stride", \.stage.stride, "the embedding's stride", .positive),
     ]
 }
+
+extension CrossFormerConfig: StagedEncoderConfig {}

@@ -49,6 +49,44 @@ extension EncoderSettings {
     public func check(_ input: EncoderInput) -> (key: String, problem: String)? { nil }
 }
 
+/// The configuration of a staged encoder whose recipe keys all live in it: the input it is built
+/// for, its hidden layers, and what is wrong for images of a given side (also DINO's local crops).
+public protocol StagedEncoderConfig {
+    var imageSize: Int { get set }
+    var channels: Int { get set }
+    var numClasses: Int { get set }
+    var hiddenLayerNames: [String] { get }
+    func problem(imageSide: Int) -> (key: String, problem: String)?
+}
+
+/// The settings of such an encoder: the config, and how the encoder is built from it. Hidden layers,
+/// the check of an image size and `make` follow (the zoo's second part: NesT, MaxViT, LeViT, ...).
+public protocol StagedEncoderSettings: EncoderSettings {
+    associatedtype Config: StagedEncoderConfig
+    var config: Config { get }
+    static func build(_ config: Config, initializer: Initializer) -> any HiddenLayerEncoder
+}
+
+extension StagedEncoderSettings {
+    public static var isHierarchical: Bool { true }
+    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
+
+    /// The config for images and classes of `input`.
+    func config(for input: EncoderInput) -> Config {
+        var c = config
+        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
+        return c
+    }
+
+    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
+        config(for: input).problem(imageSide: input.imageSize)
+    }
+
+    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
+        Self.build(config(for: input), initializer: initializer)
+    }
+}
+
 /// What an encoder is built for: the images and the classes of the data set.
 public struct EncoderInput: Equatable {
     public var imageSize: Int

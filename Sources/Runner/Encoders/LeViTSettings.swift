@@ -6,11 +6,10 @@ import NN
 /// feed-forwards, downsampling attention between stages. 1.7.14 sizes its bias tables for
 /// image_size // 16 (at 28 px a 1x1 table for a 2x2 map, broadcast: no effect) and starts every
 /// attention output's BatchNorm at 0; `bias_grid` and `out_norm_init: vit-pytorch-1.7.14` keep that.
-public struct LeViTSettings: EncoderSettings {
+public struct LeViTSettings: StagedEncoderSettings {
     public static let kind = "levit"
     public static let summary = "LeViT (Graham et al. 2021): conv stem, attention with offset biases, Hardswish, downsampling attention; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its stem is four stride-2 convolutions over the whole image, so there are no patch tokens to hide"
 
     public var config = LeViTConfig()
@@ -33,20 +32,8 @@ public struct LeViTSettings: EncoderSettings {
                 "paper (the attention output's BatchNorm starts at 0 in residual blocks, at 1 in the downsampling ones, as the official code) | vit-pytorch-1.7.14 (0 in both: at the start every image gives the same output past the first downsampling)"),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> LeViTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        LeViT(config(for: input), initializer: initializer)
+    public static func build(_ config: LeViTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        LeViT(config, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {
@@ -56,3 +43,5 @@ public struct LeViTSettings: EncoderSettings {
         return input.channels == 3 ? call : call + " (1.7.14 hard-codes 3 input channels in conv_embedding.0)"
     }
 }
+
+extension LeViTConfig: StagedEncoderConfig {}

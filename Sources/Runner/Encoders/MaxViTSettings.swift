@@ -5,11 +5,10 @@ import NN
 /// MBConv blocks with squeeze-excitation, block and grid attention over windows with relative-
 /// position biases. Convolutional and pooled in stages, so only the view objectives (byol, dino,
 /// esvit) and the evaluation stages take it.
-public struct MaxViTSettings: EncoderSettings {
+public struct MaxViTSettings: StagedEncoderSettings {
     public static let kind = "maxvit"
     public static let summary = "MaxViT (Tu et al. 2022): MBConv, block and grid window attention with relative-position bias; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its stem and MBConv blocks are convolutions over the whole image, so there are no patch tokens to hide"
 
     public var config = MaxViTConfig()
@@ -33,20 +32,8 @@ public struct MaxViTSettings: EncoderSettings {
                    Check<Double>.fraction, to: { Float($0) }, from: { Double($0) }),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> MaxViTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        MaxViT(config(for: input), initializer: initializer)
+    public static func build(_ config: MaxViTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        MaxViT(config, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {
@@ -54,3 +41,5 @@ public struct MaxViTSettings: EncoderSettings {
         return "vit_pytorch.max_vit.MaxViT(num_classes=\(input.classes), dim=\(c.dim), depth=(\(c.depth.map(String.init).joined(separator: ", ")),), dim_head=\(c.dimHead), dim_conv_stem=\(c.dimConvStem.map(String.init) ?? "None"), window_size=\(c.windowSize), mbconv_expansion_rate=\(c.expansionRate), mbconv_shrinkage_rate=\(c.shrinkageRate), dropout=\(c.dropout), channels=\(input.channels))"
     }
 }
+
+extension MaxViTConfig: StagedEncoderConfig {}

@@ -5,11 +5,10 @@ import NN
 /// transformers attending within square blocks of the patch map, joined by convolution-LayerNorm-
 /// max-pool aggregation. Its stages pool the map, so only the view objectives (byol, dino, esvit)
 /// and the evaluation stages take it.
-public struct NesTSettings: EncoderSettings {
+public struct NesTSettings: StagedEncoderSettings {
     public static let kind = "nest"
     public static let summary = "NesT (Zhang et al. 2022): local attention in nested blocks, conv-LN-max-pool aggregation; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its aggregations convolve and max-pool the whole map between hierarchies, so a hidden patch's pixels reach the later hierarchies through its neighbours and no sequence of patch tokens stays fixed"
 
     public var config = NesTConfig()
@@ -27,20 +26,8 @@ public struct NesTSettings: EncoderSettings {
     ]
 
     public var learnedPositions: Bool { true }
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> NesTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        NesT(config(for: input), initializer: initializer)
+    public static func build(_ config: NesTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        NesT(config, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {
@@ -49,3 +36,5 @@ public struct NesTSettings: EncoderSettings {
         return "vit_pytorch.nest.NesT(image_size=\(input.imageSize), patch_size=\(c.patchSize), num_classes=\(input.classes), dim=\(c.dim), heads=\(c.heads), num_hierarchies=\(c.hierarchies), block_repeats=\(repeats), mlp_mult=\(c.mlpMult), channels=\(input.channels))"
     }
 }
+
+extension NesTConfig: StagedEncoderConfig {}

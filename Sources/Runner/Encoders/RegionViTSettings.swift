@@ -4,11 +4,10 @@ import NN
 /// `encoder: {kind: regionvit}`: vit-pytorch 1.7.14's RegionViT (Chen et al. 2022): local and
 /// regional tokens, regional self-attention then regional-to-local attention. `heads` and
 /// `dim_head`, which 1.7.14 fixes at 4 and 32, are keys.
-public struct RegionViTSettings: EncoderSettings {
+public struct RegionViTSettings: StagedEncoderSettings {
     public static let kind = "regionvit"
     public static let summary = "RegionViT (Chen et al. 2022): regional and local tokens, regional-to-local attention; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its local tokens come from an overlapping convolution (kernel 8, stride 4) and its regional tokens from whole regions, so no token can be hidden alone"
 
     public var config = RegionViTConfig()
@@ -28,19 +27,9 @@ public struct RegionViTSettings: EncoderSettings {
         .converted("ff_dropout", \.config.ffDropout, "dropout in the feed-forward", Check<Double>.fraction, to: { Float($0) }, from: { Double($0) }),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> RegionViTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        RegionViT(config(for: input), initializer: initializer)
+    public static func build(_ config: RegionViTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        RegionViT(config, initializer: initializer)
     }
 }
+
+extension RegionViTConfig: StagedEncoderConfig {}

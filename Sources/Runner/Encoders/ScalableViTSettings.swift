@@ -5,11 +5,10 @@ import NN
 /// self-attention on reduced keys and values, interactive windowed self-attention, PEG.
 /// 1.7.14's forward swaps the windowed attention and the second feed-forward; `block_order:
 /// vit-pytorch-1.7.14` keeps that.
-public struct ScalableViTSettings: EncoderSettings {
+public struct ScalableViTSettings: StagedEncoderSettings {
     public static let kind = "scalable-vit"
     public static let summary = "ScalableViT (Yang et al. 2022): scalable self-attention with reduced keys, interactive window attention, PEG; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its embedding is an overlapping stride-4 convolution and its position convolution and local interactive module read every token's neighbours, so no token can be hidden alone"
 
     public var config = ScalableViTConfig()
@@ -37,19 +36,9 @@ public struct ScalableViTSettings: EncoderSettings {
                 "paper (scalable attention, feed-forward, windowed attention, feed-forward) | vit-pytorch-1.7.14 (its forward runs the second feed-forward before the windowed attention)"),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> ScalableViTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        ScalableViT(config(for: input), initializer: initializer)
+    public static func build(_ config: ScalableViTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        ScalableViT(config, initializer: initializer)
     }
 }
+
+extension ScalableViTConfig: StagedEncoderConfig {}

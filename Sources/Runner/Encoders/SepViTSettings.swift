@@ -5,11 +5,10 @@ import NN
 /// convolutional embeddings, PEG, depthwise-separable window attention with window tokens.
 /// 1.7.14 ignores `window_size` and `dim_head` (always 7 and 32); `arguments: vit-pytorch-1.7.14`
 /// keeps that.
-public struct SepViTSettings: EncoderSettings {
+public struct SepViTSettings: StagedEncoderSettings {
     public static let kind = "sepvit"
     public static let summary = "SepViT (Li et al. 2022): window attention with window tokens, then attention among windows; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its embeddings are overlapping convolutions (kernel 7, stride 4) and a position convolution reads every token's neighbours, so no token can be hidden alone"
 
     public var config = SepViTConfig()
@@ -33,20 +32,8 @@ public struct SepViTSettings: EncoderSettings {
                 "paper (window_size and dim_head as given) | vit-pytorch-1.7.14 (both ignored, as 1.7.14 ignores them: windows of 7, heads 32 wide)"),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> SepViTConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        SepViT(config(for: input), initializer: initializer)
+    public static func build(_ config: SepViTConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        SepViT(config, initializer: initializer)
     }
 
     public func pytorchModel(_ input: EncoderInput) -> String? {
@@ -55,3 +42,5 @@ public struct SepViTSettings: EncoderSettings {
         return "vit_pytorch.sep_vit.SepViT(num_classes=\(input.classes), dim=\(c.dim), depth=(\(c.depth.map(String.init).joined(separator: ", ")),), heads=\(tuple(c.heads)), window_size=\(tuple(c.windowSize)), dim_head=\(c.dimHead), ff_mult=\(c.ffMult), channels=\(input.channels)) (1.7.14 ignores window_size and dim_head: arguments: vit-pytorch-1.7.14)"
     }
 }
+
+extension SepViTConfig: StagedEncoderConfig {}

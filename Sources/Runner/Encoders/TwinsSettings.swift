@@ -5,11 +5,10 @@ import NN
 /// locally-grouped and global sub-sampled attention, PEG. The stages are a list (vit-pytorch's
 /// s1_ ... s4_ arguments); heads, dim_head and mlp_mult, which 1.7.14 fixes at 8, 64 and 4, are
 /// keys (a 1.7.14 checkpoint loads with those values).
-public struct TwinsSettings: EncoderSettings {
+public struct TwinsSettings: StagedEncoderSettings {
     public static let kind = "twins-svt"
     public static let summary = "Twins-SVT (Chu et al. 2021): locally-grouped and global sub-sampled attention, PEG; for byol, dino, esvit and evaluation"
     public static let isPatchTokenEncoder = false
-    public static let isHierarchical = true
     public static let notPatchTokenReason = "its stages merge patches and its position convolution and sub-sampled keys read every token's neighbours, so no token can be hidden alone"
 
     public var config = TwinsConfig()
@@ -31,20 +30,8 @@ public struct TwinsSettings: EncoderSettings {
                    to: { Float($0) }, from: { Double($0) }),
     ]
 
-    public var hiddenLayerNames: [String] { config.hiddenLayerNames }
-
-    func config(for input: EncoderInput) -> TwinsConfig {
-        var c = config
-        (c.imageSize, c.channels, c.numClasses) = (input.imageSize, input.channels, input.classes)
-        return c
-    }
-
-    public func check(_ input: EncoderInput) -> (key: String, problem: String)? {
-        config(for: input).problem(imageSide: input.imageSize)
-    }
-
-    public func make(_ input: EncoderInput, initializer: Initializer) -> any HiddenLayerEncoder {
-        TwinsSVT(config(for: input), initializer: initializer)
+    public static func build(_ config: TwinsConfig, initializer: Initializer) -> any HiddenLayerEncoder {
+        TwinsSVT(config, initializer: initializer)
     }
 }
 
@@ -66,3 +53,5 @@ public struct TwinsStageSection: RecipeSection {
         .value("depth", \.stage.depth, "blocks after the PEG (one block comes before it)", .positive),
     ]
 }
+
+extension TwinsConfig: StagedEncoderConfig {}
