@@ -237,12 +237,7 @@ public final class CrossFormer: Module, HiddenLayerEncoder {
         }
         let (b, c, n) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         let tokens = x.reshaped([b, c, n]).permuted([0, 2, 1])
-        if names.contains("tokens") { out["tokens"] = tokens }
-        if names.contains("pooled") || names.contains("logits") {
-            let pooled = tokens.mean(axis: 1)
-            out["pooled"] = pooled
-            if names.contains("logits") { out["logits"] = head(pooled) }
-        }
+        meanPooledOutputs(tokens, head: { head($0) }, layers: names, into: &out)
         return out
     }
 

@@ -123,3 +123,13 @@ public func bicubicResizeMatrix(from input: (Int, Int), to output: (Int, Int)) -
     }
     return Tensor(shape: [output.0 * output.1, columns], values)
 }
+
+/// The last hidden outputs of an encoder that ends in a map: "tokens" (B, N, C) as given, "pooled"
+/// their mean over the positions, "logits" the head of it, each only when asked for.
+public func meanPooledOutputs(_ tokens: Tensor, head: (Tensor) -> Tensor, layers: Set<String>, into out: inout [String: Tensor]) {
+    if layers.contains("tokens") { out["tokens"] = tokens }
+    guard layers.contains("pooled") || layers.contains("logits") else { return }
+    let pooled = tokens.mean(axis: 1)
+    out["pooled"] = pooled
+    if layers.contains("logits") { out["logits"] = head(pooled) }
+}

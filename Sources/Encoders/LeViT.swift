@@ -261,12 +261,7 @@ public final class LeViT: Module, HiddenLayerEncoder {
                 out["stages.\(k / 2)"] = x.permuted([0, 2, 1]).reshaped([b, x.shape[2], side, side])
             }
         }
-        if layers.contains("tokens") { out["tokens"] = x }
-        if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = x.mean(axis: 1)
-            out["pooled"] = pooled
-            if layers.contains("logits") { out["logits"] = mlpHead(pooled) }
-        }
+        meanPooledOutputs(x, head: { mlpHead($0) }, layers: layers, into: &out)
         return out
     }
 

@@ -209,12 +209,7 @@ public final class MaxViT: Module, HiddenLayerEncoder {
         }
         let (b, c, side) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         let tokens = x.reshaped([b, c, side]).permuted([0, 2, 1])
-        if names.contains("tokens") { out["tokens"] = tokens }
-        if names.contains("pooled") || names.contains("logits") {
-            let pooled = tokens.mean(axis: 1)
-            out["pooled"] = pooled
-            if names.contains("logits") { out["logits"] = mlpHead(pooled) }
-        }
+        meanPooledOutputs(tokens, head: { mlpHead($0) }, layers: names, into: &out)
         return out
     }
 

@@ -229,12 +229,7 @@ public final class ScalableViT: Module, HiddenLayerEncoder {
         }
         let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let tokens = x.reshaped([b, h * w, c])
-        if names.contains("tokens") { out["tokens"] = tokens }
-        if names.contains("pooled") || names.contains("logits") {
-            let pooled = tokens.mean(axis: 1)
-            out["pooled"] = pooled
-            if names.contains("logits") { out["logits"] = mlpHead(pooled) }
-        }
+        meanPooledOutputs(tokens, head: { mlpHead($0) }, layers: names, into: &out)
         return out
     }
 

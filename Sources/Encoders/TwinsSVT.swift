@@ -223,12 +223,7 @@ public final class TwinsSVT: Module, HiddenLayerEncoder {
         }
         let (b, c, n) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         let tokens = x.reshaped([b, c, n]).permuted([0, 2, 1])
-        if layers.contains("tokens") { out["tokens"] = tokens }
-        if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = tokens.mean(axis: 1)
-            out["pooled"] = pooled
-            if layers.contains("logits") { out["logits"] = head(pooled) }
-        }
+        meanPooledOutputs(tokens, head: { head($0) }, layers: layers, into: &out)
         return out
     }
 
