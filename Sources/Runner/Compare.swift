@@ -120,7 +120,12 @@ public enum Comparison {
         }
         let csv: CSV<Enumerated>
         do { csv = try CSV<Enumerated>(string: text, delimiter: .comma) } catch {
-            throw RunError("\(path): not a CSV file (\(error))")
+            let why: String
+            switch error as? CSVParseError {
+            case .generic(let message)?, .quotation(let message)?: why = message
+            case nil: why = "\(error)"
+            }
+            throw RunError("\(path): not a CSV file (\(why)); give a CSV of results: a header row (group, seed, then results such as knn.test_top1), then one row per seed")
         }
         let header = csv.header.map { $0.trimmingCharacters(in: .whitespaces) }
         let groupColumn = header.firstIndex(of: "group")
