@@ -17,7 +17,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKBENCH = os.path.join(ROOT, '.build', 'release', 'workbench')
+# WORKBENCH_BIN: a copy of the binary, so that a build during the runs does not replace it under them.
+WORKBENCH = os.environ.get('WORKBENCH_BIN') or os.path.join(ROOT, '.build', 'release', 'workbench')
 ORDER = ['deepvit', 'parallel_vit', 'vit_small_datasets', 'cait', 'cct', 't2t_vit', 'rvt', 'xcit', 'cross_vit',
          'simple_vit_reg_qknorm', 'simple_vit', 'vit']
 LABEL = {'deepvit': 'deepvit', 'parallel_vit': 'parallel-vit', 'vit_small_datasets': 'vit-small-datasets', 'cait': 'cait',

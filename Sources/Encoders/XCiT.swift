@@ -26,16 +26,14 @@ public final class CrossCovarianceAttention: Module {
 
     /// x (B, N, D).
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, n) = (x.shape[0], x.shape[1])
-        let inner = heads * dimHead
-        let qkv = toQKV(norm(x)).chunked(3, axis: -1)
-        // 'b n (h d) -> b h d n', normalised along n.
-        func split(_ t: Tensor) -> Tensor { t.reshaped([b, n, heads, dimHead]).permuted([0, 2, 3, 1]) }
-        let q = split(qkv[0]).l2Normalized(), k = split(qkv[1]).l2Normalized()
-        var attention = (Tensor.matmul(q, k, transposeB: true) * temperature.value.exp()).softmax()   // (B, h, d, d)
+        // q and k L2-normalised along the tokens ('b n (h d) -> b h d n', F.normalize(dim = -1)),
+        // their (d, d) Gram per head, and its softmax applied to v's channels, all read from and
+        // written to heads side by side (Tensor.crossCovarianceLogits / crossCovarianceValues).
+        let qkv = toQKV(norm(x))
+        let logits = Tensor.crossCovarianceLogits(packedQKV: qkv, heads: heads)
+        var attention = (logits * temperature.value.exp()).softmax()   // (B, h, d, d)
         if let dropout { attention = dropout(attention) }
-        let out = Tensor.matmul(attention, split(qkv[2]))                                                 // (B, h, d, n)
-        return toOut(out.permuted([0, 3, 1, 2]).reshaped([b, n, inner]))
+        return toOut(Tensor.crossCovarianceValues(attention, packedQKV: qkv))
     }
 }
 

@@ -295,3 +295,128 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// Cross-covariance attention's logits (XCiT, El-Nouby et al. 2021) read straight from the
+    /// packed projection qkv (B, N, 3 * heads * d): per head, q and k are L2-normalised along the
+    /// tokens (each of the d channels over N, F.normalize(dim = -1) of 'b h d n'), then their
+    /// (d, d) Gram matrix q^T k. Returns (B, heads, d, d); no permuted copies of q or k are made.
+    /// The v third of qkv gets no gradient here (crossCovarianceValues reads it).
+    public static func crossCovarianceLogits(packedQKV qkv: Tensor, heads: Int, eps: Float = 1e-12) -> Tensor {
+        precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
+                     "crossCovarianceLogits: qkv \(qkv.shape) must be (B, N, 3 * heads * d)")
+        let (b, n, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
+        let inner = width / 3, d = inner / heads
+        // q^ and k^ side by side (B, N, 2 * inner), and the norms (B, 2 * inner), kept for backward.
+        let normalized = Storage(uninitializedCount: b * n * 2 * inner)
+        let norms = Storage(uninitializedCount: b * 2 * inner)
+        let out = Storage(uninitializedCount: b * heads * d * d)
+        let (x, o) = (qkv.base, out.base)
+        let (y, nr) = (normalized.base, norms.base)
+        AttentionKernels.forPairs(b * heads, work: 3 * n * d * d) { p in
+            let (i, h) = (p / heads, p % heads)
+            for part in 0..<2 {
+                let column = part * inner + h * d
+                XCAKernels.normalizeColumns(x + i * n * width + column, rowStride: width, y + i * n * 2 * inner + column,
+                                            outRowStride: 2 * inner, norms: nr + i * 2 * inner + column, rows: n, columns: d, eps: eps)
+            }
+            let qh = y + i * n * 2 * inner + h * d
+            BLAS.gemm(true, false, d, d, n, 1, qh, 2 * inner, qh + inner, 2 * inner, 0, o + p * d * d, d)
+        }
+        return makeResult(shape: [b, heads, d, d], storage: out, inputs: [qkv]) {
+            { g in
+                // The saved q^, k^ and norms, held alive by this closure.
+                let (y, nr) = (normalized.base, norms.base)
+                let gp = g.base
+                let dx = qkv.node!.accumulator()
+                let scratch = Storage(uninitializedCount: b * n * 2 * inner)
+                let s = scratch.base
+                AttentionKernels.forPairs(b * heads, work: 4 * n * d * d) { p in
+                    let (i, h) = (p / heads, p % heads)
+                    let qh = y + i * n * 2 * inner + h * d, kh = qh + inner
+                    let dqh = s + i * n * 2 * inner + h * d, dkh = dqh + inner
+                    // S = q^T k: dq (N, d) = k dS^T, dk (N, d) = q dS.
+                    BLAS.gemm(false, true, n, d, d, 1, kh, 2 * inner, gp + p * d * d, d, 0, dqh, 2 * inner)
+                    BLAS.gemm(false, false, n, d, d, 1, qh, 2 * inner, gp + p * d * d, d, 0, dkh, 2 * inner)
+                    for part in 0..<2 {
+                        let column = part * inner + h * d
+                        XCAKernels.normalizeColumnsBackward(s + i * n * 2 * inner + column, y + i * n * 2 * inner + column, rowStride: 2 * inner,
+                                                            norms: nr + i * 2 * inner + column, into: dx + i * n * width + column,
+                                                            outRowStride: width, rows: n, columns: d, eps: eps)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cross-covariance attention's output: weights (B, heads, d, d) applied to the channels of v,
+    /// read from the packed projection qkv (B, N, 3 * heads * d) (its last third), per head
+    /// out (N, d) = v (N, d) W^T, written heads side by side into (B, N, heads * d)
+    /// (einsum('b h i j, b h j n -> b h i n') then 'b h d n -> b n (h d)', no copies).
+    public static func crossCovarianceValues(_ weights: Tensor, packedQKV qkv: Tensor) -> Tensor {
+        precondition(weights.rank == 4 && qkv.rank == 3 && weights.shape[0] == qkv.shape[0] && weights.shape[2] == weights.shape[3]
+                     && qkv.shape[2] == 3 * weights.shape[1] * weights.shape[2],
+                     "crossCovarianceValues: weights \(weights.shape) and qkv \(qkv.shape) must be (B, heads, d, d) and (B, N, 3 * heads * d)")
+        let (b, heads, d, n, width) = (weights.shape[0], weights.shape[1], weights.shape[2], qkv.shape[1], qkv.shape[2])
+        let inner = heads * d
+        let vL = HeadLayout(start: 2 * inner, batchStride: n * width, headStride: d, rowStride: width, heads: heads)
+        let oL = HeadLayout(batchStride: n * inner, headStride: d, rowStride: inner, heads: heads)
+        let out = Storage(uninitializedCount: b * n * inner)
+        let (wp, vp, o) = (weights.base, qkv.base, out.base)
+        AttentionKernels.forPairs(b * heads, work: n * d * d) { p in
+            BLAS.gemm(false, true, n, d, d, 1, vp + vL.offset(p), width, wp + p * d * d, d, 0, o + oL.offset(p), inner)
+        }
+        return makeResult(shape: [b, n, inner], storage: out, inputs: [weights, qkv]) {
+            { g in
+                let gp = g.base
+                let dw = weights.node?.accumulator(), dv = qkv.node?.accumulator()
+                AttentionKernels.forPairs(b * heads, work: 2 * n * d * d) { p in
+                    // dW (d, d) += dO^T V;  dV (N, d) += dO W
+                    if let dw { BLAS.gemm(true, false, d, d, n, 1, gp + oL.offset(p), inner, vp + vL.offset(p), width, 1, dw + p * d * d, d) }
+                    if let dv { BLAS.gemm(false, false, n, d, d, 1, gp + oL.offset(p), inner, wp + p * d * d, d, 1, dv + vL.offset(p), width) }
+                }
+            }
+        }
+    }
+}
+
+/// The column normalisation cross-covariance attention needs: each of `columns` channels of a
+/// (rows, columns) block with a row stride, divided by max(its L2 norm over the rows, eps).
+enum XCAKernels {
+    static func normalizeColumns(_ x: UnsafePointer<Float>, rowStride: Int, _ y: UnsafeMutablePointer<Float>, outRowStride: Int,
+                                 norms: UnsafeMutablePointer<Float>, rows: Int, columns: Int, eps: Float) {
+        for c in 0..<columns { norms[c] = 0 }
+        for r in 0..<rows {
+            let xr = x + r * rowStride
+            for c in 0..<columns { norms[c] += xr[c] * xr[c] }
+        }
+        for c in 0..<columns { norms[c] = Swift.max(norms[c].squareRoot(), eps) }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { buf in
+            let inv = buf.baseAddress!
+            for c in 0..<columns { inv[c] = 1 / norms[c] }
+            for r in 0..<rows {
+                let xr = x + r * rowStride, yr = y + r * outRowStride
+                for c in 0..<columns { yr[c] = xr[c] * inv[c] }
+            }
+        }
+    }
+
+    /// dx += (g - y (y . g)) / norm per column (g and y share a layout); below eps the
+    /// denominator is the constant eps, so there is no projection term.
+    static func normalizeColumnsBackward(_ g: UnsafePointer<Float>, _ y: UnsafePointer<Float>, rowStride: Int, norms: UnsafePointer<Float>,
+                                         into dx: UnsafeMutablePointer<Float>, outRowStride: Int, rows: Int, columns: Int, eps: Float) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * columns) { buf in
+            let dot = buf.baseAddress!, inv = dot + columns
+            for c in 0..<columns { dot[c] = 0; inv[c] = 1 / norms[c] }
+            for r in 0..<rows {
+                let gr = g + r * rowStride, yr = y + r * rowStride
+                for c in 0..<columns { dot[c] += yr[c] * gr[c] }
+            }
+            for c in 0..<columns where !(norms[c] > eps) { dot[c] = 0 }
+            for r in 0..<rows {
+                let gr = g + r * rowStride, yr = y + r * rowStride, dr = dx + r * outRowStride
+                for c in 0..<columns { dr[c] += (gr[c] - yr[c] * dot[c]) * inv[c] }
+            }
+        }
+    }
+}

@@ -42,6 +42,25 @@ final class KernelGradientTests: XCTestCase {
                        reference: { xs in DArray.matmul(xs[0], split(xs[1], 5)).permuted([0, 2, 1, 3]).reshaped([2, 4, 6]) })
     }
 
+    /// Cross-covariance attention (XCiT) read from a packed projection: q and k normalised along
+    /// the tokens, their per-head (d, d) Gram, and weights applied to v's channels.
+    func testCrossCovarianceKernels() {
+        // qkv (2, 5 tokens, 3 * 2 heads * 3), weights (2, 2 heads, 3, 3).
+        let qkv = randomTensor([2, 5, 18], seed: 7), w = randomTensor([2, 2, 3, 3], seed: 8)
+        func channels(_ t: DArray, _ part: Int) -> DArray {
+            // The part's (B, N, heads * d) columns as (B, heads, d, N).
+            DArray(shape: [2, 5, 6], (0..<60).map { i in t.data[(i / 6) * 18 + part * 6 + i % 6] }).reshaped([2, 5, 2, 3]).permuted([0, 2, 3, 1])
+        }
+        func normalize(_ row: [Double]) -> [Double] {
+            let norm = Swift.max(row.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            return row.map { $0 / norm }
+        }
+        checkGradients("crossCovarianceLogits", inputs: [qkv], engine: { Tensor.crossCovarianceLogits(packedQKV: $0[0], heads: 2) },
+                       reference: { xs in DArray.matmul(channels(xs[0], 0).mapRows(normalize), channels(xs[0], 1).mapRows(normalize), transposeB: true) })
+        checkGradients("crossCovarianceValues", inputs: [w, qkv], engine: { Tensor.crossCovarianceValues($0[0], packedQKV: $0[1]) },
+                       reference: { xs in DArray.matmul(xs[0], channels(xs[1], 2)).permuted([0, 3, 1, 2]).reshaped([2, 5, 6]) })
+    }
+
     /// Self-attention with a per-head additive bias (relative positions), gradients to the packed
     /// projection and to the bias.
     func testBiasedSelfAttention() {
