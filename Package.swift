@@ -18,6 +18,7 @@ let vectorSettings: [SwiftSetting] = {
 }()
 
 // Layers (imports only point down): workbench -> Runner -> Evaluation -> Encoders -> NN -> TensorCore -> CBLAS (and CSpin);
+// Cluster (Open MPI through CMPI) sits on TensorCore and installs its collectives as Distributed.world under mpirun;
 // Data and Store sit on TensorCore (and CWorkbenchZlib / CHDF5; Data decodes images through CTurboJPEG, CCodecs (libpng and libjpeg shims) and CWebP).
 // See docs/ARCHITECTURE.md.
 let package = Package(
@@ -48,6 +49,8 @@ let package = Package(
                        providers: [.apt(["libwebp-dev"])]),
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
                        providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CCodecs", dependencies: ["CPNG", "CJPEG"]),
         .target(name: "CSpin"),
         .target(name: "CProcess"),
@@ -57,13 +60,14 @@ let package = Package(
         .target(name: "Objectives", dependencies: ["Encoders", "NN", "TensorCore"]),
         .target(name: "Data", dependencies: ["TensorCore", "CWorkbenchZlib", "CTurboJPEG", "CCodecs", "CWebP"]),
         .target(name: "Evaluation", dependencies: ["Data", "Encoders", "NN", "TensorCore"]),
+        .target(name: "Cluster", dependencies: ["CMPI", "TensorCore"]),
         .target(name: "Store", dependencies: ["TensorCore", "CHDF5", "CWorkbenchZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "Runner", dependencies: [
             "Data", "Encoders", "Evaluation", "NN", "Objectives", "Store", "TensorCore", .product(name: "Yams", package: "Yams"),
-            .product(name: "SwiftCSV", package: "SwiftCSV"), "CProcess",
+            .product(name: "SwiftCSV", package: "SwiftCSV"), "CProcess", "Cluster",
         ]),
         .executableTarget(name: "workbench", dependencies: [
-            "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation", "Runner",
+            "TensorCore", "Store", "NN", "Encoders", "Data", "Evaluation", "Runner", "Cluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["TensorCore", "Store"], path: "Tests/TestSupport"),

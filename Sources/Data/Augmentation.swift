@@ -323,11 +323,18 @@ public struct ViewPipeline: Equatable, Sendable {
     /// The views of a batch (one tensor (B, C, size, size) per view), normalised per channel;
     /// draws from `rng` image by image, view by view.
     public func makeViews(images: [AugmentImage], mean: [Float], std: [Float], rng: RandomStream) -> [Tensor] {
+        makeViews(images: images, mean: mean, std: std, rngs: images.map { _ in rng })
+    }
+
+    /// The same with one stream per image (`rngs[k]` draws image k's views, view by view), so an
+    /// image's views do not depend on the images before it in the batch.
+    public func makeViews(images: [AugmentImage], mean: [Float], std: [Float], rngs: [RandomStream]) -> [Tensor] {
+        precondition(rngs.count == images.count, "makeViews: one stream per image")
         let c = images.first?.channels ?? 1
         let storages = views.map { Storage(uninitializedCount: images.count * c * $0.size * $0.size) }
         for (k, image) in images.enumerated() {
             for (v, spec) in views.enumerated() {
-                let view = spec.apply(image, rng: rng)
+                let view = spec.apply(image, rng: rngs[k])
                 let n = view.plane
                 let out = storages[v].base + k * c * n
                 for ch in 0..<c {

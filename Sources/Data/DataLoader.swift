@@ -13,8 +13,8 @@ public struct Batch {
 /// Batches of a data set: a seeded shuffle per epoch, the evaluation transform (or, for
 /// training, `trainTransform`: RandomResizedCrop), normalisation ((x - mean) / std per channel),
 /// optional per-image horizontal flips, and `workers` threads that prepare whole batches ahead of
-/// the consumer. Every random choice of batch b of epoch e comes from streams seeded by
-/// (seed, e, b), so the batches do not depend on the number of workers.
+/// the consumer. Every random choice for image k of batch b of epoch e comes from streams seeded
+/// by (seed, e, b, k), so the batches do not depend on the number of workers or processes.
 public final class DataLoader {
     public let dataset: Dataset
     public let batchSize: Int
@@ -97,19 +97,27 @@ public final class DataLoader {
         return (image, keepSource ? source.image : nil)
     }
 
-    /// Builds batch `b` of `order` (flips, crops and views drawn from streams seeded by (seed, epoch, batch)).
+    /// Whether each process builds only its share of every batch (data-parallel training): rows
+    /// `Distributed.share(of: batch rows)` of the global batch. One process builds all of it.
+    public var sharded = false
+
+    /// Builds batch `b` of `order`: the whole batch, or, when `sharded`, this process's share of
+    /// it. Image k of the batch draws its flip, crop and views from streams seeded by
+    /// (seed, epoch, batch, k), so an image's augmentations depend neither on the number of
+    /// workers nor on the number of processes.
     public func makeBatch(_ b: Int, of order: [Int], epoch e: Int, decoder: ImageDecoder = ImageDecoder()) throws -> Batch {
         let lo = b * batchSize, hi = Swift.min(lo + batchSize, order.count)
-        let indices = Array(order[lo..<hi])
+        let rows = sharded ? Distributed.share(of: hi - lo) : 0 ..< (hi - lo)
+        let indices = Array(order[(lo + rows.lowerBound) ..< (lo + rows.upperBound)])
         let shape = imageShape
         let (c, h, w) = (shape[0], shape[1], shape[2])
         let size = c * h * w
         let storage = Storage(uninitializedCount: indices.count * size)
         let batchSeed = seed &+ UInt64(e) &* 1_000_003 &+ UInt64(b)
-        let flips = RandomStream(seed: batchSeed, purpose: "flip")
-        let crops = trainTransform == nil ? nil : RandomStream(seed: batchSeed, purpose: "crop")
+        func imageSeed(_ k: Int) -> UInt64 { batchSeed &+ UInt64(rows.lowerBound + k) &* 0x9E37_79B9_7F4A_7C15 }
         var sources: [AugmentImage] = []
         for (k, index) in indices.enumerated() {
+            let crops = trainTransform == nil ? nil : RandomStream(seed: imageSeed(k), purpose: "crop")
             let (image, source) = try transformed(index, decoder: decoder, crops: crops, keepSource: views != nil)
             if let source { sources.append(source) }
             let out = storage.base + k * size
@@ -120,7 +128,7 @@ public final class DataLoader {
                     for i in 0..<(h * w) { plane[i] = (from[i] - m) * s }
                 }
             }
-            if horizontalFlip && flips.nextFloat() < 0.5 {
+            if horizontalFlip && RandomStream(seed: imageSeed(k), purpose: "flip").nextFloat() < 0.5 {
                 for row in 0..<(c * h) {
                     let r = out + row * w
                     for x in 0..<(w / 2) { (r[x], r[w - 1 - x]) = (r[w - 1 - x], r[x]) }
@@ -130,8 +138,8 @@ public final class DataLoader {
         var batch = Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
                           labels: indices.map { dataset.label(at: $0) }, indices: indices)
         if let views {
-            let rng = RandomStream(seed: batchSeed, purpose: "views")
-            batch.views = views.makeViews(images: sources, mean: mean, std: std, rng: rng)
+            batch.views = views.makeViews(images: sources, mean: mean, std: std,
+                                          rngs: indices.indices.map { RandomStream(seed: imageSeed($0), purpose: "views") })
         }
         return batch
     }

@@ -5,13 +5,17 @@ import NN
 import TensorCore
 
 /// Features of a hidden layer for every image of `dataset`, in order (encoder in evaluation
-/// mode, no tape): (N, ...) as the layer gives them.
+/// mode, no tape): (N, ...) as the layer gives them. Spread over processes, each extracts its
+/// contiguous share of the images and every process receives all of them (MPI_Allgatherv).
 public func extractFeatures(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, mean: [Float], std: [Float],
                             batchSize: Int = 1000) throws -> Tensor {
     let wasTraining = encoder.isTraining
     encoder.eval()
     defer { encoder.train(wasTraining) }
-    let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+    let spread = Distributed.isMultiProcess
+    let share = spread ? Distributed.share(of: dataset.count) : 0 ..< dataset.count
+    let images: Dataset = spread ? Subset(indices: Array(share), of: dataset) : dataset
+    let loader = DataLoader(images, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
     var rows: [Float] = []
     var rowShape: [Int] = []
     let batches = loader.batches()
@@ -20,7 +24,19 @@ public func extractFeatures(_ encoder: some HiddenLayerEncoder, layer: String, d
         rowShape = Array(out.shape.dropFirst())
         rows += UnsafeBufferPointer(start: out.base, count: out.count)
     }
-    return Tensor(shape: [dataset.count] + rowShape, rows)
+    guard spread else { return Tensor(shape: [dataset.count] + rowShape, rows) }
+    // A process with no images learns the row shape from the layer on one image.
+    if share.isEmpty {
+        let one = try DataLoader(Subset(first: 1, of: dataset), batchSize: 1, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+            .allBatches()[0]
+        rowShape = Array(Autograd.noGrad { encoder.hidden(one.images, layer: layer) }.shape.dropFirst())
+    }
+    let width = rowShape.reduce(1, *)
+    let counts = (0..<Distributed.size).map { Distributed.share(of: dataset.count, rank: $0).count * width }
+    let all = Storage(uninitializedCount: dataset.count * width)
+    let send = rows.isEmpty ? [0] : rows
+    send.withUnsafeBufferPointer { Distributed.world.allgather($0.baseAddress!, count: rows.count, into: all.base, counts: counts) }
+    return Tensor(shape: [dataset.count] + rowShape, storage: all)
 }
 
 /// DINO's weighted k-nearest-neighbour classifier (Wu et al. 2018, as DINO's eval_knn): features

@@ -170,7 +170,7 @@ public final class DINO: Module, Objective {
                 terms += 1
             }
         }
-        pendingCenter = Autograd.noGrad { teacherOut.mean(axis: 0, keepDims: true) }
+        pendingCenter = Teacher.globalMean(Autograd.noGrad { teacherOut.mean(axis: 0, keepDims: true) }, rows: teacherOut.shape[0])
         let loss = total! * (-1 / Float(terms * b))
         return ObjectiveOutput(loss: loss, diagnostics: ["teacher_temperature": Double(currentTeacherTemperature),
                                                          "teacher_entropy": meanRowEntropy(teacherProbs)])
@@ -186,7 +186,7 @@ public final class DINO: Module, Objective {
             let studentProbs = (s / Float(config.studentTemperature)).softmax()
             return (teacherProbs * (studentProbs + 1e-20).log()).sum(axis: -1).mean() * -1
         }
-        pendingCenter = Autograd.noGrad { Tensor.concat([t1, t2], axis: 0).mean(axis: 0, keepDims: true) }
+        pendingCenter = Teacher.globalMean(Autograd.noGrad { Tensor.concat([t1, t2], axis: 0).mean(axis: 0, keepDims: true) }, rows: 2 * t1.shape[0])
         return ObjectiveOutput(loss: (h(t1, s2) + h(t2, s1)) * 0.5)
     }
 

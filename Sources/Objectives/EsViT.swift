@@ -163,11 +163,14 @@ public final class EsViT: Module, Objective {
             regionLoss = regionLoss.map { $0 + region } ?? region
         }
         let scale = 1 / Float(pairs.count)
-        pendingCenters = Autograd.noGrad {
+        let (batchView, batchRegion) = Autograd.noGrad {
             (Tensor.concat(teacherOut.map(\.view), axis: 0).mean(axis: 0, keepDims: true),
              Tensor.concat(teacherOut.map { $0.region.reshaped([$0.region.shape[0] * $0.region.shape[1], config.dino.outDim]) }, axis: 0)
                 .mean(axis: 0, keepDims: true))
         }
+        // Over the global batch when the run is spread over processes.
+        pendingCenters = (Teacher.globalMean(batchView, rows: teacherOut.reduce(0) { $0 + $1.view.shape[0] }),
+                          Teacher.globalMean(batchRegion, rows: teacherOut.reduce(0) { $0 + $1.region.shape[0] * $1.region.shape[1] }))
         let v = viewLoss! * scale, r = regionLoss! * scale
         return ObjectiveOutput(loss: (v + r) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item),
                                                                        "teacher_temperature": Double(temperature),

@@ -33,6 +33,16 @@ public enum Teacher {
         for (t, s) in matched(teacher, student) { movingAverage(t.value, toward: s.value, momentum: momentum) }
     }
 
+    /// The mean over the global batch of per-process means (B, D) -> (1, D) of `rows` rows each:
+    /// DINO's and EsViT's centres across processes (one process: `localMean` itself).
+    public static func globalMean(_ localMean: Tensor, rows: Int) -> Tensor {
+        guard Distributed.isMultiProcess else { return localMean }
+        let n = localMean.count
+        var sums = (0..<n).map { Double(localMean.base[$0]) * Double(rows) } + [Double(rows)]
+        sums = Distributed.sum(sums)
+        return Tensor(shape: localMean.shape, (0..<n).map { Float(sums[$0] / sums[n]) })
+    }
+
     /// target = momentum * target + (1 - momentum) * source, in place (teachers and centres).
     public static func movingAverage(_ target: Tensor, toward source: Tensor, momentum: Float) {
         precondition(target.count == source.count, "moving average of \(target.shape) toward \(source.shape)")

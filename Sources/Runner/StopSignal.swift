@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// SIGINT (Ctrl-C) and SIGTERM during a run: the first one asks the run to stop after the step in
 /// progress, with a checkpoint at that step, the run marked "interrupted" and the `--resume`
@@ -8,9 +9,13 @@ public enum StopSignal {
     /// The signal received, or 0. Written only by the handler, read by the training loop.
     nonisolated(unsafe) static var received: Int32 = 0
 
+    /// Whether the run is spread over processes (set by `install`).
+    nonisolated(unsafe) static var multiProcess = false
+
     /// Installs the handlers (for `workbench run`).
     public static func install() {
         received = 0
+        multiProcess = Distributed.isMultiProcess
         for sig in [SIGINT, SIGTERM] {
             signal(sig) { sig in
                 if StopSignal.received != 0 {
@@ -20,14 +25,29 @@ public enum StopSignal {
                 }
                 StopSignal.received = sig
                 let note: StaticString = "\nworkbench: stopping after this step with a checkpoint (a second Ctrl-C stops at once, without one)\n"
-                _ = write(STDERR_FILENO, note.utf8Start, note.utf8CodeUnitCount)
+                let spread: StaticString = """
+
+                    workbench: stopping after this step with a checkpoint. If a process of the run ended, mpirun stops the \
+                    others before that: the run folder's last checkpoint is intact, and `workbench run --resume RUN_FOLDER` \
+                    (with mpirun or without) continues from it.
+
+                    """
+                let text = StopSignal.multiProcess ? spread : note
+                _ = write(STDERR_FILENO, text.utf8Start, text.utf8CodeUnitCount)
             }
         }
     }
 
-    /// Throws `RunInterrupted` when a signal has arrived.
+    /// Whether the run stops here: a signal has arrived (at any of its processes, which all
+    /// decide together, so that none goes on to a collective the others left).
+    static func stopRequested() -> Bool {
+        guard Distributed.isMultiProcess else { return received != 0 }
+        return Distributed.sum([received != 0 ? 1 : 0])[0] > 0
+    }
+
+    /// Throws `RunInterrupted` when a signal has arrived (collective when spread over processes).
     static func check(stage: String, step: Int?) throws {
-        if received != 0 { throw RunInterrupted(signal: received, stage: stage, step: step) }
+        if stopRequested() { throw RunInterrupted(signal: received != 0 ? received : SIGTERM, stage: stage, step: step) }
     }
 }
 

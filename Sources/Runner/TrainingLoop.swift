@@ -73,6 +73,9 @@ public final class TrainingLoop {
                     endOfEpoch: (Int, [String: Double]) throws -> EpochReport) throws -> Int {
         let stage = context.stageName
         let log = context.log
+        if loader.batchSize < Distributed.size {
+            throw RunError("\(context.stagePath).batch_size is \(loader.batchSize), fewer images than the run's \(Distributed.size) processes: each process needs a share of every batch. Raise batch_size or start fewer processes (mpirun -np).")
+        }
         context.encoderChanged()
         var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
         if let resume = context.resumePoint {
@@ -108,7 +111,10 @@ public final class TrainingLoop {
                 if let weightDecaySchedule { optimizer.weightDecay = Float(weightDecaySchedule.value(at: progress.step)) }
                 beforeStep(progress.step)
                 let output = step(batch)
-                let loss = output.loss.item
+                // Spread over processes: the global batch's loss, count and diagnostics (each
+                // process's share weighted by its rows), the same on every process.
+                let share = DataParallel.combine(output, rows: batch.labels.count)
+                let loss = share.loss
                 guard loss.isFinite else {
                     Autograd.discardTape()
                     try? context.metrics.flush()
@@ -120,6 +126,11 @@ public final class TrainingLoop {
                         """)
                 }
                 output.loss.backward()
+                var diagnostics = share.diagnostics
+                if Distributed.isMultiProcess {
+                    // Every process's gradients, weighted by its share of the batch, summed.
+                    diagnostics["allreduce_seconds"] = GradientSync.combine(module.parameters, weight: Float(batch.labels.count) / Float(share.rows))
+                }
                 if let clip = gradientClip { _ = clipGradientNorm(module.parameters, maxNorm: clip) }
                 optimizer.step()
                 optimizer.zeroGrad()
@@ -129,22 +140,22 @@ public final class TrainingLoop {
                 stepStart = now
                 progress.sums["loss", default: 0] += Double(loss)
                 progress.sums["batches", default: 0] += 1
-                progress.sums["seen", default: 0] += Double(batch.labels.count)
-                if let correct = output.correct { progress.sums["correct", default: 0] += Double(correct) }
+                progress.sums["seen", default: 0] += Double(share.rows)
+                if let correct = share.correct { progress.sums["correct", default: 0] += Double(correct) }
                 progress.sums["seconds"] = elapsedBefore + Double(now - epochStart) / 1e9
                 let wall = Date().timeIntervalSince1970
-                let keys = diagnosticKeys ?? output.diagnostics.keys.filter { !columns.contains($0) }.sorted()
+                let keys = diagnosticKeys ?? diagnostics.keys.filter { !columns.contains($0) }.sorted()
                 diagnosticKeys = keys
-                let extra = keys.map { output.diagnostics[$0] ?? .nan }
+                let extra = keys.map { diagnostics[$0] ?? .nan }
                 progress.step += 1
                 let global = base + progress.step
                 context.metrics.append("\(stage)/steps", columns: columns + keys,
                                        values: [Double(progress.step), Double(progress.epoch + 1), Double(global), Double(loss), lr,
-                                                Double(batch.labels.count) / seconds, wall] + extra)
+                                                Double(share.rows) / seconds, wall] + extra)
                 for (key, value) in zip(keys, extra) { context.events.scalar("\(stage)/\(key)", value, step: global, wallTime: wall) }
                 context.events.scalar("\(stage)/loss", Double(loss), step: global, wallTime: wall)
                 context.events.scalar("\(stage)/lr", lr, step: global, wallTime: wall)
-                context.events.scalar("\(stage)/images_per_s", Double(batch.labels.count) / seconds, step: global, wallTime: wall)
+                context.events.scalar("\(stage)/images_per_s", Double(share.rows) / seconds, step: global, wallTime: wall)
                 progress.batch += 1
                 let rate = progress.sums["seen"]! / Swift.max(progress.sums["seconds"]!, 1e-9)
                 let meanLoss = progress.sums["loss"]! / progress.sums["batches"]!
@@ -155,7 +166,7 @@ public final class TrainingLoop {
                                 progressBar(done), progress.batch, perEpoch, meanLoss, rate, formatDuration(left)),
                     line: String(format: "%@: epoch %d/%d batch %d/%d  loss %.4f  %.0f img/s  lr %.2e  about %@ left", stage, progress.epoch + 1,
                                  epochs, progress.batch, perEpoch, meanLoss, rate, lr, formatDuration(left)))
-                let stopping = StopSignal.received != 0
+                let stopping = StopSignal.stopRequested()
                 if progress.step % every == 0 || stopping {
                     try checkpoint(&progress, "epoch \(progress.epoch + 1), batch \(progress.batch)")
                 }
@@ -179,7 +190,7 @@ public final class TrainingLoop {
             try context.metrics.flush()
             try context.events.flush()
             // A signal during the epoch's evaluation: stop at the start of the next epoch.
-            if StopSignal.received != 0 && progress.epoch < epochs {
+            if progress.epoch < epochs && StopSignal.stopRequested() {
                 try checkpoint(&progress, "end of epoch \(progress.epoch)")
                 try StopSignal.check(stage: stage, step: progress.step)
             }
@@ -230,4 +241,27 @@ func formatDuration(_ seconds: Double) -> String {
     guard seconds.isFinite else { return "?" }
     let s = Int(seconds.rounded())
     return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s / 60 % 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}
+
+/// A step's figures over the global batch when the run is spread over processes.
+enum DataParallel {
+    struct Share {
+        var loss: Float
+        var rows: Int
+        var correct: Int?
+        var diagnostics: [String: Double]
+    }
+
+    /// The loss, correct count and diagnostics of the global batch: each process's figures
+    /// weighted by its `rows`, summed over processes (one process: its own figures).
+    static func combine(_ output: StepOutput, rows: Int) -> Share {
+        let local = output.loss.item
+        guard Distributed.isMultiProcess else { return Share(loss: local, rows: rows, correct: output.correct, diagnostics: output.diagnostics) }
+        let keys = output.diagnostics.keys.sorted()
+        let weight = Double(rows)
+        let sums = Distributed.sum([weight, Double(local) * weight, Double(output.correct ?? 0)] + keys.map { output.diagnostics[$0]! * weight })
+        let total = sums[0]
+        return Share(loss: Float(sums[1] / total), rows: Int(total), correct: output.correct.map { _ in Int(sums[2]) },
+                     diagnostics: Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, sums[3 + $0] / total) }))
+    }
 }

@@ -24,30 +24,50 @@ extension Tensor {
         let per = batch * spatial
         let x = base
         let mean = Storage(uninitializedCount: c), rstd = Storage(uninitializedCount: c)
+        // Values per channel over the whole batch (every process's share when synchronised).
+        var count = Float(per)
         if training {
-            precondition(per > 1, "batchNorm in training needs more than one value per channel, got shape \(shape)")
+            // Across processes (SyncBatchNorm), the sums of every process's share of the batch;
+            // in one process the same arithmetic as before.
+            let synced = Distributed.isMultiProcess
+            var sums = [Double](repeating: 0, count: c + 1)
             for ch in 0..<c {
                 var s: Double = 0
                 for b in 0..<batch { s += Double(vsum(x + (b * c + ch) * spatial, spatial)) }
-                let m = s / Double(per)
+                sums[ch] = s
+            }
+            sums[c] = Double(per)
+            if synced { sums = Distributed.sum(sums) }
+            let total = sums[c]
+            precondition(total > 1, "batchNorm in training needs more than one value per channel, got shape \(shape)")
+            var squares = [Double](repeating: 0, count: c)
+            for ch in 0..<c {
+                let m = sums[ch] / total
                 var v: Double = 0
                 for b in 0..<batch {
                     let row = x + (b * c + ch) * spatial
                     for i in 0..<spatial { let dlt = Double(row[i]) - m; v += dlt * dlt }
                 }
+                squares[ch] = v
+            }
+            if synced { squares = Distributed.sum(squares) }
+            for ch in 0..<c {
+                let m = sums[ch] / total, v = squares[ch]
                 mean.base[ch] = Float(m)
-                rstd.base[ch] = Float(1 / (v / Double(per) + Double(state.eps)).squareRoot())
+                rstd.base[ch] = Float(1 / (v / total + Double(state.eps)).squareRoot())
                 let rm = state.runningMean.base, rv = state.runningVar.base
                 rm[ch] = (1 - state.momentum) * rm[ch] + state.momentum * Float(m)
-                rv[ch] = (1 - state.momentum) * rv[ch] + state.momentum * Float(v / Double(per - 1))
+                rv[ch] = (1 - state.momentum) * rv[ch] + state.momentum * Float(v / (total - 1))
             }
+            count = Float(total)
         } else {
             for ch in 0..<c {
                 mean.base[ch] = state.runningMean.base[ch]
                 rstd.base[ch] = 1 / (state.runningVar.base[ch] + state.eps).squareRoot()
             }
         }
-        let out = Storage(uninitializedCount: count)
+        let values = count
+        let out = Storage(uninitializedCount: self.count)
         let y = out.base
         for b in 0..<batch {
             for ch in 0..<c {
@@ -66,8 +86,11 @@ extension Tensor {
                 let gp = g.base
                 let gx = input.node?.accumulator()
                 let gw = weight?.node?.accumulator(), gb = bias?.node?.accumulator()
+                // The two sums of the input gradient, summed over processes when synchronised
+                // (each process's gradient is of its own share's loss; see Distributed).
+                var sums = [Float](repeating: 0, count: 2 * c)
                 for ch in 0..<c {
-                    let m = mean.base[ch], s = rstd.base[ch], w = weight?.base[ch] ?? 1
+                    let m = mean.base[ch], s = rstd.base[ch]
                     var sumG: Float = 0, sumGN: Float = 0
                     for b in 0..<batch {
                         let o = (b * c + ch) * spatial
@@ -78,13 +101,21 @@ extension Tensor {
                     }
                     gw?[ch] += sumGN
                     gb?[ch] += sumG
-                    guard let gx else { continue }
+                    (sums[2 * ch], sums[2 * ch + 1]) = (sumG, sumGN)
+                }
+                guard let gx else { return }
+                if training && Distributed.isMultiProcess {
+                    sums.withUnsafeMutableBufferPointer { Distributed.world.allreduceSum($0.baseAddress!, count: 2 * c) }
+                }
+                for ch in 0..<c {
+                    let m = mean.base[ch], s = rstd.base[ch], w = weight?.base[ch] ?? 1
+                    let (sumG, sumGN) = (sums[2 * ch], sums[2 * ch + 1])
                     for b in 0..<batch {
                         let o = (b * c + ch) * spatial
                         for i in 0..<spatial {
                             if training {
                                 let norm = (x[o + i] - m) * s
-                                gx[o + i] += w * s * (gp[o + i] - sumG / Float(per) - norm * sumGN / Float(per))
+                                gx[o + i] += w * s * (gp[o + i] - sumG / values - norm * sumGN / values)
                             } else {
                                 gx[o + i] += w * s * gp[o + i]
                             }

@@ -9,8 +9,9 @@ import Glibc
 /// never on thread scheduling, so reductions that combine per-chunk partials in chunk order are
 /// bit-reproducible.
 public enum Parallel {
-    /// Number of threads for element-wise and row-wise loops: the machine's cores, or
-    /// WORKBENCH_THREADS when it is set (e.g. to run two experiments side by side on one core each).
+    /// Number of threads for element-wise and row-wise loops: the machine's cores (under mpirun,
+    /// their share for each of the processes it started on the machine), or WORKBENCH_THREADS
+    /// when it is set (e.g. to run two experiments side by side on one core each).
     public static var threads: Int { pool.workerCount + 1 }
 
     /// The environment variable that sets `threads`.
@@ -34,7 +35,14 @@ public enum Parallel {
     static let pool: WorkerPool = {
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let n: Int
-        if case .success(let requested)? = requestedThreads() { n = requested } else { n = cores }
+        if case .success(let requested)? = requestedThreads() {
+            n = requested
+        } else if let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap({ Int($0) }), local > 1 {
+            // Processes that mpirun started on this machine share its cores.
+            n = Swift.max(1, cores / local)
+        } else {
+            n = cores
+        }
         return WorkerPool(workers: max(0, n - 1))
     }()
 

@@ -1,6 +1,8 @@
 import ArgumentParser
+import Cluster
 import Foundation
 import Runner
+import TensorCore
 
 /// `workbench run RECIPE` and `workbench run --resume RUN_DIR`.
 struct Run: ParsableCommand {
@@ -32,18 +34,59 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        // Under mpirun, data-parallel training over its processes (see Cluster); otherwise nothing.
+        Cluster.start()
         StopSignal.install()
         SweepRunner.followParent()
-        try reportingUserErrors {
-            if let resume {
-                try RecipeRunner.resume(resume)
-            } else if let recipe {
-                let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
-                if loaded.sweep != nil && runFolder == nil {
-                    print("note: the recipe's sweep section is for `workbench sweep`; this runs the recipe once, with seed \(loaded.seed)")
+        guard Distributed.isMultiProcess else {
+            try reportingUserErrors { try runOnce(runsDirectory: runsDirectory, runFolder: runFolder, resume: resume, log: RunLog()) }
+            return
+        }
+        // Rank 0 writes the run folder; every other process writes the same files to a scratch
+        // folder of its own (removed at the end) and prints nothing but errors.
+        let rank = Distributed.rank
+        let scratch = rank == 0 ? nil : NSTemporaryDirectory() + "workbench-rank\(rank)-\(getpid())"
+        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+        do {
+            try reportingUserErrors {
+                var (runs, folder, resumed) = (runsDirectory, runFolder, resume)
+                if let scratch {
+                    try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+                    runs = scratch
+                    folder = runFolder.map { _ in "\(scratch)/run" }
+                    if let resume {
+                        // The run folder as it is now (every process reads it before rank 0 changes it).
+                        guard FileManager.default.fileExists(atPath: resume) else {
+                            throw RunError("\(resume) does not exist; pass the folder `workbench run` printed, runs/NAME/TIMESTAMP")
+                        }
+                        try FileManager.default.copyItem(atPath: resume, toPath: "\(scratch)/run")
+                        resumed = "\(scratch)/run"
+                    }
                 }
-                try RecipeRunner.start(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory, folder: runFolder)
+                Distributed.world.barrier()
+                try runOnce(runsDirectory: runs, runFolder: folder, resume: resumed, log: RunLog(echo: rank == 0))
             }
+            Cluster.finish()
+        } catch let error as ExitCode {
+            // A stop on a signal ends every process alike: finish cleanly.
+            if error.rawValue == 130 || error.rawValue == 143 { Cluster.finish(); throw error }
+            Cluster.abort(error.rawValue)
+        } catch {
+            // One process's failure ends the whole run (the others would wait for it forever).
+            FileHandle.standardError.write(Data("\(rank == 0 ? "" : "[process \(rank)] ")Error: \(error)\n".utf8))
+            Cluster.abort(1)
+        }
+    }
+
+    func runOnce(runsDirectory: String, runFolder: String?, resume: String?, log: RunLog) throws {
+        if let resume {
+            try RecipeRunner.resume(resume, log: log)
+        } else if let recipe {
+            let loaded = try RecipeLoader.load(path: recipe, overrides: overrides)
+            if loaded.sweep != nil && runFolder == nil {
+                log("note: the recipe's sweep section is for `workbench sweep`; this runs the recipe once, with seed \(loaded.seed)")
+            }
+            try RecipeRunner.start(loaded, recipeFile: RecipeLoader.find(recipe) ?? recipe, runsDirectory: runsDirectory, folder: runFolder, log: log)
         }
     }
 }

@@ -60,6 +60,8 @@ public struct TrainingSettings: RecipeSection {
     public func loader(_ data: RunData, seed: UInt64, images: Dataset? = nil) -> DataLoader {
         let loader = DataLoader(images ?? data.train, batchSize: batchSize, shuffle: true, dropLast: true, mean: data.mean, std: data.std,
                                 horizontalFlip: horizontalFlip, seed: seed)
+        // Spread over processes, each builds its share of every batch.
+        loader.sharded = Distributed.isMultiProcess
         if let scale = randomResizedCrop {
             loader.trainTransform = ImageTransform(size: data.imageSize, kind: .randomResizedCrop(scale: scale, ratio: [3.0 / 4.0, 4.0 / 3.0]),
                                                    filter: data.filter)
