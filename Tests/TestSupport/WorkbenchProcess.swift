@@ -27,11 +27,17 @@ public enum WorkbenchProcess {
 
     /// Runs the workbench in `directory`; `killWhen` is checked on every output line and, once
     /// true, the process gets `signal` (SIGKILL unless told) at once; `environment` adds variables.
+    /// `launcher` (mpirun and its options) starts the workbench instead of running it directly.
     public static func run(_ arguments: [String], in directory: String, killWhen: ((String) -> Bool)? = nil, signal: Int32 = SIGKILL,
-                           environment: [String: String] = [:]) throws -> Outcome {
+                           environment: [String: String] = [:], launcher: [String] = []) throws -> Outcome {
         let process = Process()
-        process.executableURL = try executable
-        process.arguments = arguments
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [try executable.path] + arguments
+        } else {
+            process.executableURL = try executable
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
