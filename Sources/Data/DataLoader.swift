@@ -8,6 +8,10 @@ public struct Batch {
     public let labels: [Int]
     public let indices: [Int]
     public var views: [Tensor] = []
+    /// Where these rows start in the global batch, and its size (a process's share; 0 and the
+    /// batch's own size in one process).
+    public var rowOffset = 0
+    public var globalRows = 0
 }
 
 /// Batches of a data set: a seeded shuffle per epoch, the evaluation transform (or, for
@@ -137,6 +141,7 @@ public final class DataLoader {
         }
         var batch = Batch(images: Tensor(shape: [indices.count, c, h, w], storage: storage),
                           labels: indices.map { dataset.label(at: $0) }, indices: indices)
+        (batch.rowOffset, batch.globalRows) = (rows.lowerBound, hi - lo)
         if let views {
             batch.views = views.makeViews(images: sources, mean: mean, std: std,
                                           rngs: indices.indices.map { RandomStream(seed: imageSeed($0), purpose: "views") })

@@ -56,7 +56,7 @@ public final class MAE: Module, Objective {
     }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {
-        let mask = PatchMask.random(batch: images.shape[0], count: encoder.patchCount, ratio: config.maskingRatio, rng: maskStream)
+        let mask = PatchMask.forStep(local: images.shape[0]) { PatchMask.random(batch: $0, count: encoder.patchCount, ratio: config.maskingRatio, rng: maskStream) }
         return ObjectiveOutput(loss: forward(images, mask: mask).loss)
     }
 

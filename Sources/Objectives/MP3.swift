@@ -33,7 +33,7 @@ public final class MP3: Module, Objective {
     public var randomStreams: [String: RandomStream] { ["mp3 mask": maskStream] }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {
-        let mask = PatchMask.random(batch: images.shape[0], count: encoder.patchCount, ratio: config.maskingRatio, rng: maskStream)
+        let mask = PatchMask.forStep(local: images.shape[0]) { PatchMask.random(batch: $0, count: encoder.patchCount, ratio: config.maskingRatio, rng: maskStream) }
         let (loss, accuracy) = forward(images, mask: mask)
         return ObjectiveOutput(loss: loss, diagnostics: ["position_accuracy": accuracy])
     }

@@ -68,7 +68,16 @@ public final class MPP: Module, Objective {
     }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {
-        ObjectiveOutput(loss: forward(images, corruption: randomCorruption(batch: images.shape[0], rng: stream)))
+        // Drawn for the global batch and cut to this process's rows when spread over processes.
+        let local = images.shape[0], n = encoder.patchCount
+        let (offset, global) = Distributed.drawRows(local: local)
+        var corruption = randomCorruption(batch: global, rng: stream)
+        if global != local {
+            let r = (offset * n) ..< ((offset + local) * n)
+            corruption = Corruption(chosen: Array(corruption.chosen[r]), random: Array(corruption.random[r]),
+                                    randomSource: Array(corruption.randomSource[r]), replace: Array(corruption.replace[r]))
+        }
+        return ObjectiveOutput(loss: forward(images, corruption: corruption))
     }
 
     /// The colour class of every patch: mean colour per channel (pixels un-normalised, clamped to

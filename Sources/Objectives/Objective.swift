@@ -62,6 +62,27 @@ public struct PatchMask {
     public static func random(batch: Int, count: Int, ratio: Double, rng: RandomStream) -> PatchMask {
         PatchMask(permutations: (0..<batch).map { _ in rng.permutation(count) }, maskedCount: Int(ratio * Double(count)))
     }
+
+    /// Samples `rows` of the mask.
+    public func rows(_ rows: Range<Int>) -> PatchMask {
+        let (m, v) = (masked.shape[1], visible.shape[1])
+        return PatchMask(batch: rows.count, count: count,
+                         masked: IndexTensor(shape: [rows.count, m], Array(masked.values[(rows.lowerBound * m)..<(rows.upperBound * m)])),
+                         visible: IndexTensor(shape: [rows.count, v], Array(visible.values[(rows.lowerBound * v)..<(rows.upperBound * v)])))
+    }
+
+    init(batch: Int, count: Int, masked: IndexTensor, visible: IndexTensor) {
+        (self.batch, self.count, self.masked, self.visible) = (batch, count, masked, visible)
+    }
+
+    /// The mask of a training step's `local` images: drawn for the global batch and cut to this
+    /// process's rows when the step is spread over processes (see Distributed.stepRows), so that
+    /// an image's mask does not depend on the number of processes.
+    public static func forStep(local: Int, _ draw: (Int) -> PatchMask) -> PatchMask {
+        let (offset, global) = Distributed.drawRows(local: local)
+        let mask = draw(global)
+        return global == local ? mask : mask.rows(offset ..< offset + local)
+    }
 }
 
 /// Rows of an embedding table (n, d) picked by `index` (B, m): (B, m, d), as nn.Embedding.

@@ -62,7 +62,7 @@ public final class SimMIM: Module, Objective {
     }
 
     public func loss(_ images: Tensor) -> ObjectiveOutput {
-        ObjectiveOutput(loss: forward(images, mask: randomMask(batch: images.shape[0], rng: maskStream)).loss)
+        ObjectiveOutput(loss: forward(images, mask: PatchMask.forStep(local: images.shape[0]) { randomMask(batch: $0, rng: maskStream) }).loss)
     }
 
     public func forward(_ images: Tensor, mask: PatchMask) -> (loss: Tensor, predicted: Tensor, target: Tensor) {

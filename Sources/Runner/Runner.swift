@@ -259,6 +259,12 @@ public enum RecipeRunner {
                 }
             }
         }
+        if Distributed.isMultiProcess && Distributed.rank > 0 {
+            // Dropout's masks are drawn by each process for its own rows: every process but rank
+            // 0 (whose stream the checkpoints keep) derives a stream of its own from it.
+            let words = initializer.dropoutStream.stateWords
+            initializer.dropoutStream.restore(RandomStream(seed: words[0] ^ words[1] &+ UInt64(Distributed.rank), purpose: "dropout, process \(Distributed.rank)").stateWords)
+        }
         if resuming {
             // TensorBoard drops what the interrupted run logged after the checkpoint's last step
             // (a restart at step s keeps the events of steps below s).

@@ -110,7 +110,9 @@ public final class TrainingLoop {
                 optimizer.learningRate = Float(lr)
                 if let weightDecaySchedule { optimizer.weightDecay = Float(weightDecaySchedule.value(at: progress.step)) }
                 beforeStep(progress.step)
+                Distributed.stepRows = (batch.rowOffset, batch.globalRows)
                 let output = step(batch)
+                Distributed.stepRows = nil
                 // Spread over processes: the global batch's loss, count and diagnostics (each
                 // process's share weighted by its rows), the same on every process.
                 let share = DataParallel.combine(output, rows: batch.labels.count)

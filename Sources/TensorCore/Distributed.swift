@@ -46,6 +46,19 @@ public enum Distributed {
         return lo ..< lo + base + (rank < extra ? 1 : 0)
     }
 
+    /// The rows of the global batch this process trains on in the step being taken (its first
+    /// row and the global batch's size), set by the training loop for the step; nil outside a
+    /// step or in one process. Objectives draw per-image randomness (masks) for the global batch
+    /// and keep these rows, so that it does not depend on the number of processes.
+    nonisolated(unsafe) public static var stepRows: (offset: Int, global: Int)?
+
+    /// The rows a draw for `local` images must cover: the global batch when this process trains on
+    /// a share of it, the images themselves otherwise.
+    public static func drawRows(local: Int) -> (offset: Int, global: Int) {
+        guard let rows = stepRows, isMultiProcess else { return (0, local) }
+        return rows
+    }
+
     /// Sums a few doubles over every process (counts, losses, statistics); returns them.
     public static func sum(_ values: [Double]) -> [Double] {
         guard isMultiProcess else { return values }

@@ -120,8 +120,9 @@ final class MPITests: XCTestCase {
             """)
     }
 
-    /// DINO's views, centre and teacher across processes; BYOL's head has BatchNorm (synchronised).
-    func testTwoProcessDINOAndBYOLRunsMatchOneProcess() throws {
+    /// DINO's views, centre and teacher across processes; BYOL's head has BatchNorm (synchronised);
+    /// MAE's masks are drawn for the global batch.
+    func testTwoProcessDINOBYOLAndMAERunsMatchOneProcess() throws {
         try checkTwoProcessesMatchOne("dino", stage: "pretrain", patch: 4, """
               - pretrain:
                   objective:
@@ -141,6 +142,15 @@ final class MPITests: XCTestCase {
                     kind: byol
                     projection_size: 32
                     projection_hidden_size: 64
+                  epochs: 2
+                  batch_size: 64
+            """)
+        try checkTwoProcessesMatchOne("mae", stage: "pretrain", patch: 4, """
+              - pretrain:
+                  objective:
+                    kind: mae
+                    decoder_dim: 32
+                    decoder_depth: 1
                   epochs: 2
                   batch_size: 64
             """)
