@@ -54,12 +54,16 @@ public final class LocalPatchInteraction: Module {
 
     public override var stateNames: [String: String] { ["norm": "net.0", "conv1": "net.2", "batchNorm": "net.3", "conv2": "net.5"] }
 
-    /// x (B, h w, D) on a side x side grid.
+    /// x (B, h w, D) on a side x side grid, convolved channels-last where the tokens are (the same
+    /// depthwise convolutions and BatchNorm as vit-pytorch's on 'b (h w) d -> b d h w').
     func callAsFunction(_ x: Tensor, side: Int) -> Tensor {
         let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
-        let map = norm(x).permuted([0, 2, 1]).reshaped([b, d, side, side])
-        let y = conv2(batchNorm(conv1(map)).gelu())
-        return y.reshaped([b, d, n]).permuted([0, 2, 1])
+        func conv(_ t: Tensor, _ layer: Conv2d) -> Tensor {
+            t.depthwiseConv2dChannelsLast(weight: layer.weight.value, bias: layer.bias?.value, padding: layer.padding)
+        }
+        let map = norm(x).reshaped([b, side, side, d])
+        let mid = batchNorm(conv(map, conv1).reshaped([b * n, d])).gelu()
+        return conv(mid.reshaped([b, side, side, d]), conv2).reshaped([b, n, d])
     }
 }
 

@@ -269,6 +269,23 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// The channels-last depthwise convolution against the (B, C, H, W) reference, permuted.
+    func testDepthwiseConv2dChannelsLast() {
+        for (k, stride, padding, h, w) in [(3, 1, 1, 5, 4), (3, 2, 1, 5, 6), (5, 2, 2, 6, 5), (3, 1, 0, 4, 4)] {
+            let x = randomTensor([2, h, w, 3], seed: 7), wt = randomTensor([3, 1, k, k], seed: 8), b = randomTensor([3], seed: 9)
+            checkGradients("depthwise conv2d channels-last k\(k) s\(stride) p\(padding)", inputs: [x, wt, b], engine: {
+                $0[0].depthwiseConv2dChannelsLast(weight: $0[1], bias: $0[2], stride: stride, padding: padding)
+            }, reference: {
+                self.referenceConv($0[0].permuted([0, 3, 1, 2]), $0[1], $0[2], stride: stride, padding: padding, groups: 3).permuted([0, 2, 3, 1])
+            })
+            checkGradients("depthwise conv2d channels-last, no bias", inputs: [x, wt], engine: {
+                $0[0].depthwiseConv2dChannelsLast(weight: $0[1], stride: stride, padding: padding)
+            }, reference: {
+                self.referenceConv($0[0].permuted([0, 3, 1, 2]), $0[1], nil, stride: stride, padding: padding, groups: 3).permuted([0, 2, 3, 1])
+            })
+        }
+    }
+
     func referencePool(_ x: DArray, kernel: Int, stride: Int, padding: Int, max: Bool) -> DArray {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
