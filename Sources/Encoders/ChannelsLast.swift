@@ -88,6 +88,24 @@ public func stridedPatchConv(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, k
     return Tensor.linear(patches, weight: weight.reshaped([weight.shape[0], c * k * k]), bias: bias)
 }
 
+/// A 1x1 convolution (PyTorch weight (O, C, 1, 1)) of a channels-last map (B, ..., C): a product.
+public func pointwise(_ x: Tensor, _ conv: Conv2d) -> Tensor {
+    let w = conv.weight.value
+    precondition(w.shape[2] == 1 && w.shape[3] == 1 && conv.stride == 1 && conv.padding == 0 && conv.groups == 1, "pointwise: \(w.shape) is not a 1x1 convolution")
+    return Tensor.linear(x, weight: w.reshaped([w.shape[0], w.shape[1]]), bias: conv.bias?.value)
+}
+
+/// A depthwise convolution layer (groups = channels) applied to a channels-last map (B, H, W, C).
+public func depthwise(_ x: Tensor, _ conv: Conv2d) -> Tensor {
+    precondition(conv.groups == x.shape[3] && conv.weight.shape[0] == x.shape[3], "depthwise: \(conv.weight.shape) is not depthwise over \(x.shape[3]) channels")
+    return x.depthwiseConv2dChannelsLast(weight: conv.weight.value, bias: conv.bias?.value, stride: conv.stride, padding: conv.padding)
+}
+
+/// BatchNorm over the channels of a channels-last map (B, ..., C) (its rows are the positions).
+public func channelsLastBatchNorm(_ x: Tensor, _ norm: BatchNorm) -> Tensor {
+    norm(x.reshaped([x.count / x.shape[x.rank - 1], x.shape[x.rank - 1]])).reshaped(x.shape)
+}
+
 /// A convolution of a channels-last map through the engine's (B, C, H, W) kernel.
 public func channelsLastConv(_ x: Tensor, _ conv: Conv2d) -> Tensor {
     conv(x.permuted([0, 3, 1, 2])).permuted([0, 2, 3, 1])

@@ -76,10 +76,12 @@ public final class MBConv: Module {
         return ["expand": p + "0", "norm1": p + "1", "depthwise": p + "3", "norm2": p + "4", "squeezeExcitation": p + "6", "project": p + "7", "norm3": p + "8"]
     }
 
-    /// x (B, C, H, W).
+    /// x (B, H, W, C), channels-last: the 1x1 convolutions are products, the depthwise one and
+    /// the BatchNorms run over contiguous channels (the same computation as vit-pytorch's NCHW).
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = squeezeExcitation(norm2(depthwise(norm1(expand(x)).gelu())).gelu())
-        let y = norm3(project(h))
+        let a = channelsLastBatchNorm(pointwise(x, expand), norm1).gelu()
+        let h = squeezeExcitation.channelsLast(channelsLastBatchNorm(Encoders.depthwise(a, depthwise), norm2).gelu())
+        let y = channelsLastBatchNorm(pointwise(h, project), norm3)
         return residual ? y + x : y
     }
 }
@@ -148,19 +150,19 @@ public final class MaxViTBlock: Module {
         ["mbconv": "0", "blockAttention": "2.fn", "blockFeedForward": "3.fn", "gridAttention": "6.fn", "gridFeedForward": "7.fn"]
     }
 
-    /// x (B, C, H, W) to (B, C', H', W').
+    /// x (B, H, W, C) to (B, H', W', C'), channels-last throughout.
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = mbconv(x)
-        let (h, w) = (y.shape[2], y.shape[3])
+        let (h, w) = (y.shape[1], y.shape[2])
         // Block attention over windows of neighbouring positions, then grid attention over a
         // window-sized grid spread across the map.
-        var t = y.permuted([0, 2, 3, 1]).windows(window, window)
+        var t = y.windows(window, window)
         t = blockAttention(t) + t
         t = blockFeedForward(t) + t
         t = t.mergingWindows(height: h, width: w, window, window).windows(window, window, strided: true)
         t = gridAttention(t) + t
         t = gridFeedForward(t) + t
-        return t.mergingWindows(height: h, width: w, window, window, strided: true).permuted([0, 3, 1, 2])
+        return t.mergingWindows(height: h, width: w, window, window, strided: true)
     }
 }
 
@@ -200,15 +202,16 @@ public final class MaxViT: Module, HiddenLayerEncoder {
     public var classificationHead: Module? { mlpHead }
 
     public func hiddenOutputs(_ images: Tensor, layers names: Set<String>) -> [String: Tensor] {
-        var x = stem2(stem1(images))
+        // The stem's full convolutions in (B, C, H, W), then the blocks channels-last.
+        var x = stem2(stem1(images)).permuted([0, 2, 3, 1])
         var out: [String: Tensor] = [:]
         var index = 0
         for (i, depth) in config.depth.enumerated() {
             for _ in 0..<depth { x = layers[index](x); index += 1 }
-            if names.contains("stages.\(i)") { out["stages.\(i)"] = x }
+            if names.contains("stages.\(i)") { out["stages.\(i)"] = x.permuted([0, 3, 1, 2]) }
         }
-        let (b, c, side) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-        let tokens = x.reshaped([b, c, side]).permuted([0, 2, 1])
+        let (b, c, side) = (x.shape[0], x.shape[3], x.shape[1] * x.shape[2])
+        let tokens = x.reshaped([b, side, c])
         meanPooledOutputs(tokens, head: { mlpHead($0) }, layers: names, into: &out)
         return out
     }

@@ -58,6 +58,17 @@ public final class ConvBNSiLU: Module {
         let y = norm(conv(x))
         return activation ? y.silu() : y
     }
+
+    /// The same on a channels-last map (B, H, W, C): 1x1 as a product, depthwise over contiguous
+    /// channels, a full n x n convolution through the (B, C, H, W) kernel.
+    func channelsLast(_ x: Tensor) -> Tensor {
+        let k = conv.weight.shape[2]
+        let c = k == 1 && conv.groups == 1 ? pointwise(x, conv)
+            : conv.groups > 1 && conv.groups == x.shape[3] && conv.weight.shape[0] == x.shape[3] ? depthwise(x, conv)
+            : channelsLastConv(x, conv)
+        let y = channelsLastBatchNorm(c, norm)
+        return activation ? y.silu() : y
+    }
 }
 
 /// MobileNetV2's inverted residual (Sandler et al. 2018) with SiLU: 1x1 expansion (unless the
@@ -81,8 +92,9 @@ public final class InvertedResidual: Module {
 
     public override var stateNames: [String: String] { ["expand": "conv", "depthwise": "conv", "project": "conv"] }
 
+    /// x (B, H, W, C), channels-last.
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = project(depthwise(expand.map { $0(x) } ?? x))
+        let y = project.channelsLast(depthwise.channelsLast(expand.map { $0.channelsLast(x) } ?? x))
         return residual ? y + x : y
     }
 }
@@ -107,14 +119,19 @@ public final class MobileViTBlock: Module {
         conv4 = ConvBNSiLU(2 * channels, channels, kernel: kernel, initializer: initializer)
     }
 
+    /// x (B, H, W, C), channels-last.
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = conv2(conv1(x))
-        let (b, d, h, w) = (y.shape[0], y.shape[1], y.shape[2], y.shape[3])
+        let y = conv2.channelsLast(conv1.channelsLast(x))
+        let (b, h, w, d) = (y.shape[0], y.shape[1], y.shape[2], y.shape[3])
         let (gh, gw, p) = (h / patch, w / patch, patch)
-        // 'b d (h ph) (w pw) -> (b ph pw) (h w) d': attention among the patches, per place in a patch.
-        let tokens = y.reshaped([b, d, gh, p, gw, p]).permuted([0, 3, 5, 2, 4, 1]).reshaped([b * p * p, gh * gw, d])
-        let out = transformer(tokens).reshaped([b, p, p, gh, gw, d]).permuted([0, 5, 3, 1, 4, 2]).reshaped([b, d, h, w])
-        return conv4(Tensor.concat([conv3(out), x], axis: 1))
+        // 'b d (h ph) (w pw) -> (b ph pw) (h w) d': attention among the patches, per place in a
+        // patch (with 1-pixel patches, the map's positions as they lie).
+        let tokens = p == 1 ? y.reshaped([b, h * w, d])
+            : y.reshaped([b, gh, p, gw, p, d]).permuted([0, 2, 4, 1, 3, 5]).reshaped([b * p * p, gh * gw, d])
+        let mixed = transformer(tokens)
+        let out = p == 1 ? mixed.reshaped([b, h, w, d])
+            : mixed.reshaped([b, p, p, gh, gw, d]).permuted([0, 3, 1, 4, 2, 5]).reshaped([b, h, w, d])
+        return conv4.channelsLast(Tensor.concat([conv3.channelsLast(out), x], axis: 3))
     }
 }
 
@@ -181,16 +198,17 @@ public final class MobileViT: Module, HiddenLayerEncoder {
     public var classificationHead: Module? { head }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
-        var x = stem.reduce(conv1(images)) { $1($0) }
+        // The first convolution on (B, C, H, W) images, then everything channels-last.
+        var x = stem.reduce(conv1(images).permuted([0, 2, 3, 1])) { $1($0) }
         var out: [String: Tensor] = [:]
         for (i, stage) in trunk.enumerated() {
             x = stage(x)
-            if layers.contains("stages.\(i)") { out["stages.\(i)"] = x }
+            if layers.contains("stages.\(i)") { out["stages.\(i)"] = x.permuted([0, 3, 1, 2]) }
         }
-        let (b, c, n) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-        if layers.contains("tokens") { out["tokens"] = x.reshaped([b, c, n]).permuted([0, 2, 1]) }
+        let (b, c, n) = (x.shape[0], x.shape[3], x.shape[1] * x.shape[2])
+        if layers.contains("tokens") { out["tokens"] = x.reshaped([b, n, c]) }
         if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = headConv(x).mean(axes: [2, 3])
+            let pooled = headConv.channelsLast(x).mean(axes: [1, 2])
             out["pooled"] = pooled
             if layers.contains("logits") { out["logits"] = head(pooled) }
         }

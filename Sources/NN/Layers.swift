@@ -295,4 +295,10 @@ public final class SqueezeExcitation: Module {
         let (b, c) = (x.shape[0], x.shape[1])
         return x * excite(squeeze(x.mean(axes: [2, 3])).silu()).sigmoid().reshaped([b, c, 1, 1])
     }
+
+    /// The same on a channels-last map (B, H, W, C).
+    public func channelsLast(_ x: Tensor) -> Tensor {
+        let (b, c) = (x.shape[0], x.shape[3])
+        return x * excite(squeeze(x.mean(axes: [1, 2])).silu()).sigmoid().reshaped([b, 1, 1, c])
+    }
 }

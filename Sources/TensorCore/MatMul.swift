@@ -33,6 +33,16 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
     }
 }
 
+/// OpenBLAS's cblas_sgemm itself, single-threaded, whatever the size (the roofline's reference).
+public func cblasProduct(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                         _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                         _ b: UnsafePointer<Float>, _ ldb: Int,
+                         _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    _ = BLAS.singleThreaded
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
 enum BLAS {
     /// Set once, before the first product.
     static let singleThreaded: Bool = {
@@ -50,13 +60,49 @@ enum BLAS {
         raw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
+    /// Products up to this many multiply-adds are computed here: below it OpenBLAS's fixed cost
+    /// per call (argument checks, packing, its dispatch) outweighs the arithmetic (attention over
+    /// a few tokens per head: MobileViT's 4x4 to 1x1 maps, windows of a few positions).
+    static let smallProduct = 2048
+
     @inline(__always)
     static func raw(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                     _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                     _ b: UnsafePointer<Float>, _ ldb: Int,
                     _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if m * n * k <= smallProduct {
+            small(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// C = alpha op(A) op(B) + beta C by direct loops (beta 0 overwrites C, as BLAS does).
+    static func small(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                      _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                      _ b: UnsafePointer<Float>, _ ldb: Int,
+                      _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        for i in 0..<m {
+            let ci = c + i * ldc
+            if beta == 0 { for j in 0..<n { ci[j] = 0 } } else if beta != 1 { for j in 0..<n { ci[j] *= beta } }
+            if transB {
+                // Rows of B are op(B)'s columns: a dot product per entry.
+                for j in 0..<n {
+                    let bj = b + j * ldb
+                    var acc: Float = 0
+                    if transA { for p in 0..<k { acc += a[p * lda + i] * bj[p] } } else { let ai = a + i * lda; for p in 0..<k { acc += ai[p] * bj[p] } }
+                    ci[j] += alpha * acc
+                }
+            } else {
+                // Row i of C accumulates rows of B.
+                for p in 0..<k {
+                    let aip = alpha * (transA ? a[p * lda + i] : a[i * lda + p])
+                    let bp = b + p * ldb
+                    for j in 0..<n { ci[j] += aip * bp[j] }
+                }
+            }
+        }
     }
 }
 

@@ -76,7 +76,7 @@ struct BenchStep: ParsableCommand {
                 } else {
                     Parallel.forChunks(calls, grain: 1) { r in
                         withUnsafeTemporaryAllocation(of: Float.self, capacity: p.m * p.n) { c in
-                            for _ in r { sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n) }
+                            for _ in r { cblasProduct(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n) }
                         }
                     }
                 }
