@@ -80,6 +80,12 @@ public final class ChannelLayerNorm: Module, Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         x.channelLayerNorm(weight: g.value, bias: b.value, eps: 1e-5)
     }
+
+    /// The same over the last axis of a channels-last map (B, H, W, C) or tokens (B, N, C).
+    public func channelsLast(_ x: Tensor) -> Tensor {
+        let c = g.shape[1]
+        return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
+    }
 }
 
 /// vit-pytorch's CvT attention: channel LayerNorm, queries from a depthwise-separable convolution
@@ -124,6 +130,30 @@ public final class CvTAttention: Module {
         let out = Tensor.scaledDotProductAttention(query: split(toQ(normed)), key: split(kv[0]), value: split(kv[1])).output
         return toOut(out.transposed(2, 3).reshaped([b, heads * dimHead, h, w]))
     }
+
+    /// A depthwise-separable projection (depthwise k x k, BatchNorm, pointwise) of a channels-last map.
+    static func separable(_ x: Tensor, _ net: Sequential) -> Tensor {
+        let (dw, bn, pw) = (net.layers[0] as! Conv2d, net.layers[1] as! BatchNorm, net.layers[2] as! Conv2d)
+        return pointwise(channelsLastBatchNorm(depthwise(x, dw), bn), pw)
+    }
+
+    /// The same attention on a channels-last map (B, H, W, C): the projections convolve the map
+    /// where it is, and the heads are read from and written to the projections side by side
+    /// (`Tensor.headScores` / `headWeightedValues`), with no permutes.
+    public func channelsLast(_ x: Tensor) -> Tensor {
+        let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let inner = heads * dimHead
+        let normed = norm.channelsLast(x)
+        let q = Self.separable(normed, toQ).reshaped([b, h * w, inner])
+        let kv = Self.separable(normed, toKV)
+        let m = kv.shape[1] * kv.shape[2]
+        let packed = kv.reshaped([b, m, 2 * inner])
+        let k = packed.slice(axis: 2, start: 0, length: inner), v = packed.slice(axis: 2, start: inner, length: inner)
+        let weights = Tensor.headScores(q, k, heads: heads, scale: 1 / Float(dimHead).squareRoot()).softmax()
+        var out = pointwise(Tensor.headWeightedValues(weights, v), toOut.layers[0] as! Conv2d)
+        if toOut.layers.count > 1 { out = toOut.layers[1](out) }
+        return out.reshaped([b, h, w, x.shape[3]])
+    }
 }
 
 /// vit-pytorch's CvT feed-forward: channel LayerNorm, pointwise conv to dim * mult, GELU, pointwise back.
@@ -138,6 +168,13 @@ public final class CvTFeedForward: Module {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { net(x) }
+
+    /// The same on a channels-last map (B, H, W, C): LayerNorm over the channels, products.
+    public func channelsLast(_ x: Tensor) -> Tensor {
+        let l = net.layers
+        let hidden = l[3](pointwise((l[0] as! ChannelLayerNorm).channelsLast(x), l[1] as! Conv2d).gelu())
+        return l[5](pointwise(hidden, l[4] as! Conv2d))
+    }
 }
 
 /// The identity as a layer (torch's nn.Identity): stands where a PyTorch Sequential has a
@@ -156,6 +193,12 @@ public final class CvTBlock: Module {
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = attention(x) + x
         return feedForward(y) + y
+    }
+
+    /// On a channels-last map.
+    func channelsLast(_ x: Tensor) -> Tensor {
+        let y = attention.channelsLast(x) + x
+        return feedForward.channelsLast(y) + y
     }
 }
 
@@ -180,6 +223,11 @@ public final class CvTStageModule: Module {
     public override var stateNames: [String: String] { ["embedding": "0", "norm": "1", "blocks": "2.layers"] }
 
     func callAsFunction(_ x: Tensor) -> Tensor { blocks.reduce(norm(embedding(x))) { $1($0) } }
+
+    /// On a channels-last map (B, H, W, C) to (B, H', W', C').
+    func channelsLast(_ x: Tensor) -> Tensor {
+        blocks.reduce(norm.channelsLast(channelsLastConv(x, embedding))) { $1.channelsLast($0) }
+    }
 }
 
 /// CvT, the Convolutional vision Transformer (Wu et al. 2021), as vit-pytorch 1.7.14 defines it:
@@ -214,17 +262,19 @@ public final class CvT: Module, HiddenLayerEncoder {
     public var classificationHead: Module? { head }
 
     public func hiddenOutputs(_ images: Tensor, layers: Set<String>) -> [String: Tensor] {
+        // Channels-last from the images on: every convolution, norm and product reads the
+        // channels of a position side by side (the same computation as vit-pytorch's NCHW).
         var out: [String: Tensor] = [:]
-        var x = images
+        var x = images.permuted([0, 2, 3, 1])
         for (i, stage) in stages.enumerated() {
-            x = stage(x)
-            if layers.contains("stages.\(i)") { out["stages.\(i)"] = x }
+            x = stage.channelsLast(x)
+            if layers.contains("stages.\(i)") { out["stages.\(i)"] = x.permuted([0, 3, 1, 2]) }
         }
-        if let norm { x = norm(x) }
-        let (b, c, side) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-        if layers.contains("tokens") { out["tokens"] = x.reshaped([b, c, side]).transposed(1, 2) }
+        if let norm { x = norm.channelsLast(x) }
+        let (b, c, side) = (x.shape[0], x.shape[3], x.shape[1] * x.shape[2])
+        if layers.contains("tokens") { out["tokens"] = x.reshaped([b, side, c]) }
         if layers.contains("pooled") || layers.contains("logits") {
-            let pooled = x.reshaped([b, c, side]).mean(axis: 2)
+            let pooled = x.reshaped([b, side, c]).mean(axis: 1)
             out["pooled"] = pooled
             if layers.contains("logits") { out["logits"] = head(pooled) }
         }
