@@ -26,7 +26,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
     @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the official view pipelines).") var objective = "supervised"
 
-    @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size.") var recipe: String?
+    @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size (or, without one, its supervised stage's encoder and batch size).") var recipe: String?
     @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28 px, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
     @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait, xcit).") var channels = 1
 
@@ -155,7 +155,14 @@ struct BenchStep: ParsableCommand {
         let recipe: Recipe
         do { recipe = try RecipeLoader.load(path: RecipeLoader.find(path) ?? path) } catch { throw ValidationError("\(error)") }
         guard let stage = recipe.stages.lazy.compactMap({ $0.settings as? PretrainStage }).first else {
-            throw ValidationError("\(path) has no pretrain stage to time")
+            // A supervised recipe: its encoder's supervised step at its batch size.
+            guard let supervised = recipe.stages.lazy.compactMap({ $0.settings as? SupervisedStage }).first else {
+                throw ValidationError("\(path) has no pretrain or supervised stage to time")
+            }
+            let (encoder, _) = recipe.encoder.make(recipe.encoderInput, seed: recipe.seed)
+            let batch = batchOption ?? supervised.settings.training.batchSize
+            return timeSupervised(encoder, batch: batch, channels: recipe.data.imageShape[0],
+                                  title: "bench-step \(path): supervised \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), batch \(batch), \(counted(Parallel.threads, "thread"))")
         }
         let seed = recipe.seed
         let input = recipe.encoderInput
