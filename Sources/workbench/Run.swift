@@ -70,10 +70,12 @@ struct Run: ParsableCommand {
         } catch let error as ExitCode {
             // A stop on a signal ends every process alike: finish cleanly.
             if error.rawValue == 130 || error.rawValue == 143 { Cluster.finish(); throw error }
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
             Cluster.abort(error.rawValue)
         } catch {
             // One process's failure ends the whole run (the others would wait for it forever).
             FileHandle.standardError.write(Data("\(rank == 0 ? "" : "[process \(rank)] ")Error: \(error)\n".utf8))
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
             Cluster.abort(1)
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Foundation
 import Runner
 import TensorCore
@@ -38,6 +39,11 @@ struct Sweep: ParsableCommand {
     }
 
     func run() throws {
+        if Cluster.launchedByMPI {
+            // Every process would run the whole sweep; data parallelism is `mpirun ... workbench run`.
+            FileHandle.standardError.write(Data("Error: workbench sweep runs its own processes; start it without mpirun (each of its runs is an ordinary `workbench run`; to spread one run over processes, use mpirun -np N workbench run RECIPE)\n".utf8))
+            throw ExitCode(1)
+        }
         StopSignal.install()
         let log = RunLog()
         try reportingUserErrors {
