@@ -11,3 +11,4 @@ static inline MPI_Op cmpi_sum(void)          { return MPI_SUM; }
 static inline void *cmpi_in_place(void)      { return MPI_IN_PLACE; }
 static inline int cmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int cmpi_success(void)         { return MPI_SUCCESS; }
+static inline MPI_Status *cmpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }

@@ -92,6 +92,29 @@ final class MPICommunicator: Communicator {
         _ = MPI_Allgatherv(send, Int32(count), cmpi_float(), result, &sizes, &displacements, cmpi_float(), comm)
     }
 
+    /// Requests of the sums started and not yet waited for.
+    private var pending: [MPI_Request?] = []
+
+    func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+        pieces(count) { start, n in
+            var request: MPI_Request?
+            _ = MPI_Iallreduce(cmpi_in_place(), buffer + start, n, cmpi_float(), cmpi_sum(), comm, &request)
+            pending.append(request)
+        }
+    }
+
+    func progress() {
+        guard !pending.isEmpty else { return }
+        var done: Int32 = 0
+        _ = MPI_Testall(Int32(pending.count), &pending, &done, cmpi_statuses_ignore())
+    }
+
+    func waitAll() {
+        guard !pending.isEmpty else { return }
+        _ = MPI_Waitall(Int32(pending.count), &pending, cmpi_statuses_ignore())
+        pending.removeAll()
+    }
+
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) {
         let base = buffer.assumingMemoryBound(to: UInt8.self)
         pieces(bytes) { start, n in _ = MPI_Bcast(base + start, n, cmpi_byte(), Int32(root), comm) }

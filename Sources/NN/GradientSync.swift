@@ -1,53 +1,115 @@
 import Dispatch
+import Foundation
 import TensorCore
 
 /// Data parallelism's gradient exchange: every process's parameter gradients, each scaled by
 /// `weight` (its share of the global batch), summed over processes in contiguous buckets of
-/// parameters (one MPI_Allreduce per bucket, not one per tensor), so that every process holds the
+/// parameters (one all-reduce per bucket, not one per tensor), so that every process holds the
 /// global batch's gradient and takes the same optimizer step.
 ///
-/// Buckets are filled in reverse parameter order, the order in which backward completes them.
-/// The exchange starts after backward; overlapping it with backward is not done.
-public enum GradientSync {
-    /// Floats per bucket (16 MiB).
-    public static let bucketFloats = 1 << 22
+/// Buckets hold parameters in reverse order, the order in which backward completes them, and a
+/// bucket's sum starts during backward as soon as every op that read its parameters has run its
+/// backward (`Autograd.leavesCompleted`), so the exchange overlaps the rest of backward; what is
+/// left is started and waited for after it. Every process builds the same buckets and starts
+/// them in the same order (the tape's order, ties by bucket number), as MPI requires.
+public final class GradientExchange {
+    /// Floats per bucket: 2^22 (16 MiB), or WORKBENCH_BUCKET_FLOATS (smaller buckets start
+    /// earlier in backward; the tests use them to exercise the overlap on small models).
+    public static let bucketFloats: Int = {
+        if let text = ProcessInfo.processInfo.environment["WORKBENCH_BUCKET_FLOATS"], let n = Int(text), n > 0 { return n }
+        return 1 << 22
+    }()
 
-    /// Returns the seconds spent in the exchange.
+    let parameters: [Parameter]
+    let buckets: [[Int]]                     // parameter indices per bucket
+    let bucketOf: [ObjectIdentifier: Int]    // leaf node -> bucket
+    let buffers: [UnsafeMutablePointer<Float>]
+    let sizes: [Int]
+    var remaining: [Int] = []
+    var started: [Bool] = []
+    /// This process's share of the global batch, which its gradients are scaled by (set before backward).
+    public var weight: Float = 1
+
+    public init(_ parameters: [Parameter]) {
+        let trainable = Array(parameters.filter { !$0.isFrozen }.reversed())
+        self.parameters = trainable
+        var buckets: [[Int]] = [], current: [Int] = [], filled = 0
+        for (i, p) in trainable.enumerated() {
+            if filled > 0 && filled + p.value.count > Self.bucketFloats {
+                buckets.append(current)
+                (current, filled) = ([], 0)
+            }
+            current.append(i)
+            filled += p.value.count
+        }
+        if !current.isEmpty { buckets.append(current) }
+        self.buckets = buckets
+        var bucketOf: [ObjectIdentifier: Int] = [:]
+        for (b, members) in buckets.enumerated() {
+            for i in members { if let node = trainable[i].value.node { bucketOf[ObjectIdentifier(node)] = b } }
+        }
+        self.bucketOf = bucketOf
+        sizes = buckets.map { $0.reduce(0) { $0 + trainable[$1].value.count } }
+        buffers = sizes.map { UnsafeMutablePointer<Float>.allocate(capacity: Swift.max($0, 1)) }
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+
+    /// Call before the forward pass (the tape notes which op reads each parameter first); set
+    /// `weight` before backward, during which buckets start as their gradients complete.
+    public func prepare() {
+        guard Distributed.isMultiProcess else { return }
+        remaining = buckets.map(\.count)
+        started = buckets.map { _ in false }
+        Autograd.leavesCompleted = { [unowned self] nodes in self.completed(nodes) }
+    }
+
+    func completed(_ nodes: [GradNode]) {
+        var ready: [Int] = []
+        for node in nodes {
+            guard let b = bucketOf[ObjectIdentifier(node)], !started[b] else { continue }
+            remaining[b] -= 1
+            if remaining[b] == 0 { ready.append(b) }
+        }
+        for b in ready.sorted() { start(b) }
+        Distributed.world.progress()
+    }
+
+    /// Packs bucket b's gradients (a parameter without one contributes zeros) and starts its sum.
+    func start(_ b: Int) {
+        started[b] = true
+        var at = buffers[b]
+        for i in buckets[b] {
+            let p = parameters[i], n = p.value.count
+            if let g = p.grad { for k in 0..<n { at[k] = g.base[k] * weight } } else { at.update(repeating: 0, count: n) }
+            at += n
+        }
+        Distributed.world.startAllreduceSum(buffers[b], count: sizes[b])
+    }
+
+    /// Stops following the tape (a step abandoned before backward).
+    public func cancel() { Autograd.leavesCompleted = nil }
+
+    /// Call after backward: starts what is left, waits for every sum and writes the summed
+    /// gradients back. Returns the seconds spent here (the exchange backward did not hide) and
+    /// the fraction of buckets that started during backward.
     @discardableResult
-    public static func combine(_ parameters: [Parameter], weight: Float) -> Double {
-        guard Distributed.isMultiProcess else { return 0 }
-        let start = DispatchTime.now().uptimeNanoseconds
-        // Every process has the same parameters with gradients (the same model and step), so
-        // every process builds the same buckets.
-        let grads = parameters.reversed().compactMap { $0.isFrozen ? nil : $0.grad }
-        let bucket = UnsafeMutablePointer<Float>.allocate(capacity: Swift.min(bucketFloats, Swift.max(1, grads.reduce(0) { $0 + $1.count })))
-        defer { bucket.deallocate() }
-        var members: [(Tensor, Int, Int)] = []   // (gradient, its first element, count) in the bucket
-        var filled = 0
-        func flush() {
-            guard filled > 0 else { return }
-            Distributed.world.allreduceSum(bucket, count: filled)
-            var at = 0
-            for (g, first, n) in members {
-                (g.base + first).update(from: bucket + at, count: n)
+    public func finish() -> (seconds: Double, overlapped: Double) {
+        guard Distributed.isMultiProcess else { return (0, 0) }
+        let begin = DispatchTime.now().uptimeNanoseconds
+        Autograd.leavesCompleted = nil
+        let early = started.filter { $0 }.count
+        for b in buckets.indices where !started[b] { start(b) }
+        Distributed.world.waitAll()
+        for (b, members) in buckets.enumerated() {
+            var at = buffers[b]
+            for i in members {
+                let p = parameters[i], n = p.value.count
+                // A parameter no op read has no gradient on any process: it stays without one.
+                if let g = p.grad { g.base.update(from: at, count: n) }
                 at += n
             }
-            members.removeAll(keepingCapacity: true)
-            filled = 0
         }
-        for g in grads {
-            var first = 0
-            while first < g.count {
-                let n = Swift.min(g.count - first, bucketFloats - filled)
-                let src = g.base + first, dst = bucket + filled
-                for i in 0..<n { dst[i] = src[i] * weight }
-                members.append((g, first, n))
-                filled += n
-                first += n
-                if filled == bucketFloats { flush() }
-            }
-        }
-        flush()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return (Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9, Double(early) / Double(Swift.max(buckets.count, 1)))
     }
 }

@@ -77,6 +77,7 @@ public final class TrainingLoop {
             throw RunError("\(context.stagePath).batch_size is \(loader.batchSize), fewer images than the run's \(Distributed.size) processes: each process needs a share of every batch. Raise batch_size or start fewer processes (mpirun -np).")
         }
         context.encoderChanged()
+        let exchange = Distributed.isMultiProcess ? GradientExchange(module.parameters) : nil
         var progress = StageProgress(epoch: 0, batch: 0, step: 0, sums: [:], best: nil)
         if let resume = context.resumePoint {
             progress = resume.progress
@@ -111,6 +112,7 @@ public final class TrainingLoop {
                 if let weightDecaySchedule { optimizer.weightDecay = Float(weightDecaySchedule.value(at: progress.step)) }
                 beforeStep(progress.step)
                 Distributed.stepRows = (batch.rowOffset, batch.globalRows)
+                exchange?.prepare()
                 let output = step(batch)
                 Distributed.stepRows = nil
                 // Spread over processes: the global batch's loss, count and diagnostics (each
@@ -118,6 +120,7 @@ public final class TrainingLoop {
                 let share = DataParallel.combine(output, rows: batch.labels.count)
                 let loss = share.loss
                 guard loss.isFinite else {
+                    exchange?.cancel()
                     Autograd.discardTape()
                     try? context.metrics.flush()
                     throw RunError("""
@@ -127,11 +130,15 @@ public final class TrainingLoop {
                         run the recipe again with the change (for example --set \(context.stagePath).\(learningRateKey)=\(String(format: "%g", schedule.base / 10))).
                         """)
                 }
+                // Spread over processes: every process's gradients, weighted by its share of the
+                // batch, summed in buckets that start during backward.
+                exchange?.weight = Float(batch.labels.count) / Float(share.rows)
                 output.loss.backward()
                 var diagnostics = share.diagnostics
-                if Distributed.isMultiProcess {
-                    // Every process's gradients, weighted by its share of the batch, summed.
-                    diagnostics["allreduce_seconds"] = GradientSync.combine(module.parameters, weight: Float(batch.labels.count) / Float(share.rows))
+                if let exchange {
+                    let (seconds, overlapped) = exchange.finish()
+                    diagnostics["allreduce_seconds"] = seconds
+                    diagnostics["allreduce_overlapped"] = overlapped
                 }
                 if let clip = gradientClip { _ = clipGradientNorm(module.parameters, maxNorm: clip) }
                 optimizer.step()

@@ -48,6 +48,26 @@ public enum Autograd {
     nonisolated(unsafe) static var tape: [Entry] = []
     nonisolated(unsafe) static var noGradDepth = 0
 
+    /// Called during `backward` with the leaves (parameters) whose gradients are complete: every
+    /// op that read them has run its backward. Set by data parallelism, which starts exchanging a
+    /// bucket of gradients as soon as all of its parameters are complete; nil (the default)
+    /// records nothing extra.
+    nonisolated(unsafe) public static var leavesCompleted: (([GradNode]) -> Void)? {
+        didSet { firstUse.removeAll(keepingCapacity: true) }
+    }
+    /// For each leaf read by a recorded op: the tape index of the first op that read it (its
+    /// gradient is complete once backward has run that entry).
+    nonisolated(unsafe) static var firstUse: [ObjectIdentifier: (index: Int, node: GradNode)] = [:]
+
+    @inline(__always)
+    static func noteLeafInputs(_ inputs: [Tensor]) {
+        for input in inputs {
+            guard let node = input.node, node.isLeaf else { continue }
+            let id = ObjectIdentifier(node)
+            if firstUse[id] == nil { firstUse[id] = (tape.count, node) }
+        }
+    }
+
     /// Whether ops currently record onto the tape.
     public static var isRecording: Bool { noGradDepth == 0 }
 
@@ -62,7 +82,10 @@ public enum Autograd {
     public static var tapeLength: Int { tape.count }
 
     /// Drops everything recorded since the last backward, without computing gradients.
-    public static func discardTape() { tape.removeAll(keepingCapacity: true) }
+    public static func discardTape() {
+        tape.removeAll(keepingCapacity: true)
+        firstUse.removeAll(keepingCapacity: true)
+    }
 
     @inline(__always)
     static func record(_ output: GradNode, _ backward: @escaping (Storage) -> Void) {
@@ -80,10 +103,24 @@ public enum Autograd {
         }
         let entries = tape
         tape.removeAll(keepingCapacity: true)
-        for entry in entries.reversed() {
-            guard let g = entry.output.grad else { continue }
-            entry.backward(g)
-            if !entry.output.isLeaf { entry.output.grad = nil }
+        guard let hook = leavesCompleted else {
+            for entry in entries.reversed() {
+                guard let g = entry.output.grad else { continue }
+                entry.backward(g)
+                if !entry.output.isLeaf { entry.output.grad = nil }
+            }
+            return
+        }
+        // Which leaves each entry completes (the first op that read them).
+        var completes: [Int: [GradNode]] = [:]
+        for (_, use) in firstUse { completes[use.index, default: []].append(use.node) }
+        firstUse.removeAll(keepingCapacity: true)
+        for (index, entry) in entries.enumerated().reversed() {
+            if let g = entry.output.grad {
+                entry.backward(g)
+                if !entry.output.isLeaf { entry.output.grad = nil }
+            }
+            if let done = completes[index] { hook(done) }
         }
     }
 }

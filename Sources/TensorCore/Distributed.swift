@@ -12,6 +12,13 @@ public protocol Communicator: AnyObject {
     /// Every process's `send` (counts[rank] floats), concatenated in rank order into `result`
     /// (sum(counts) floats) on every process.
     func allgather(_ send: UnsafePointer<Float>, count: Int, into result: UnsafeMutablePointer<Float>, counts: [Int])
+    /// Starts an element-wise sum over every process, in place, without waiting for it (the
+    /// buffer must not be touched until `waitAll`).
+    func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int)
+    /// Lets started sums move on (MPI progresses non-blocking collectives inside its calls).
+    func progress()
+    /// Waits until every started sum has completed.
+    func waitAll()
     /// Rank `root`'s bytes to every process.
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int)
     func barrier()
@@ -27,6 +34,9 @@ public final class SingleProcess: Communicator {
     public func allgather(_ send: UnsafePointer<Float>, count: Int, into result: UnsafeMutablePointer<Float>, counts: [Int]) {
         result.update(from: send, count: count)
     }
+    public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
+    public func progress() {}
+    public func waitAll() {}
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
     public func barrier() {}
 }

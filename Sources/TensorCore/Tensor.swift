@@ -128,6 +128,7 @@ func makeResult(shape: [Int], storage: Storage, inputs: [Tensor],
                 backward: () -> ((Storage) -> Void)) -> Tensor {
     if Autograd.isRecording && inputs.contains(where: { $0.node != nil }) {
         let node = GradNode(count: storage.count, isLeaf: false)
+        if Autograd.leavesCompleted != nil { Autograd.noteLeafInputs(inputs) }
         Autograd.record(node, backward())
         return Tensor(shape: shape, storage: storage, node: node)
     }

@@ -157,6 +157,28 @@ final class MPITests: XCTestCase {
             """)
     }
 
+    /// Gradient buckets of 5000 floats (the model has about 20000 parameters): most of them start
+    /// during backward, as soon as their parameters' gradients are complete, and the run still
+    /// matches one process.
+    func testBucketsStartDuringBackwardAndTheRunStillMatches() throws {
+        let recipe = try writeRecipe("buckets", """
+              - supervised:
+                  epochs: 2
+                  batch_size: 64
+                  lr: 1.0e-3
+            """)
+        let one = try workbench(["run", recipe, "--runs-dir", "one"], processes: 1)
+        XCTAssertEqual(one.status, 0, one.output + one.error)
+        let two = try WorkbenchProcess.run(["run", recipe, "--runs-dir", "two"], in: root, environment: ["WORKBENCH_BUCKET_FLOATS": "5000"],
+                                           launcher: launcher(2) + ["-x", "WORKBENCH_BUCKET_FLOATS=5000"])
+        XCTAssertEqual(two.status, 0, two.output + two.error)
+        let (a, b) = (try figures(runFolder("one", "buckets"), stage: "supervised"), try figures(runFolder("two", "buckets"), stage: "supervised"))
+        assertClose(a.losses, b.losses, relative: 2e-5, "many buckets: 2 processes against 1")
+        let metrics = try HDF5File(path: try runFolder("two", "buckets") + "/metrics.h5", mode: .readOnly)
+        let overlapped = try metrics.root.dataset("supervised/steps/allreduce_overlapped").read(as: Double.self)
+        XCTAssertTrue(overlapped.allSatisfy { $0 > 0.5 }, "most buckets start during backward: \(overlapped)")
+    }
+
     /// One process killed mid-epoch takes the run down with a non-zero exit; the run folder's last
     /// checkpoint is intact, and one process resumes it to the end.
     func testAKilledProcessEndsTheRunAndOneProcessResumesIt() throws {
