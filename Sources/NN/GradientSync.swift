@@ -69,14 +69,23 @@ public final class GradientExchange {
         for node in nodes {
             guard let b = bucketOf[ObjectIdentifier(node)], !started[b] else { continue }
             remaining[b] -= 1
-            if remaining[b] == 0 { ready.append(b) }
+            // The last bucket (the first parameters: the embedding) completes with backward
+            // itself: it waits for finish, which sums it with the faster blocking call.
+            if remaining[b] == 0 && b < buckets.count - 1 { ready.append(b) }
         }
         for b in ready.sorted() { start(b) }
         Distributed.world.progress()
     }
 
-    /// Packs bucket b's gradients (a parameter without one contributes zeros) and starts its sum.
+    /// Packs bucket b's gradients and starts its sum.
     func start(_ b: Int) {
+        pack(b)
+        Distributed.world.startAllreduceSum(buffers[b], count: sizes[b])
+    }
+
+    /// Bucket b's gradients, scaled by `weight`, into its buffer (a parameter without one
+    /// contributes zeros).
+    func pack(_ b: Int) {
         started[b] = true
         var at = buffers[b]
         for i in buckets[b] {
@@ -84,7 +93,6 @@ public final class GradientExchange {
             if let g = p.grad { for k in 0..<n { at[k] = g.base[k] * weight } } else { at.update(repeating: 0, count: n) }
             at += n
         }
-        Distributed.world.startAllreduceSum(buffers[b], count: sizes[b])
     }
 
     /// Stops following the tape (a step abandoned before backward).
@@ -99,7 +107,12 @@ public final class GradientExchange {
         let begin = DispatchTime.now().uptimeNanoseconds
         Autograd.leavesCompleted = nil
         let early = started.filter { $0 }.count
-        for b in buckets.indices where !started[b] { start(b) }
+        // What backward did not start, in bucket order on every process, with blocking sums
+        // (Open MPI's are faster than its non-blocking ones through shared memory), then the rest.
+        for b in buckets.indices where !started[b] {
+            pack(b)
+            Distributed.world.allreduceSum(buffers[b], count: sizes[b])
+        }
         Distributed.world.waitAll()
         for (b, members) in buckets.enumerated() {
             var at = buffers[b]
