@@ -61,6 +61,10 @@ final class MPITests: XCTestCase {
             \(stages)
               - knn:
                   hidden_layer: pooled
+              - extract:
+                  hidden_layer: pooled
+                  splits: [test]
+                  batch_size: 64
             """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
@@ -101,6 +105,18 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(a.knn, b.knn, accuracy: 0.004, "\(name): kNN in 2 processes against 1 (one test image of 300 may flip)")
         XCTAssertEqual(b.losses.map(\.bitPattern), c.losses.map(\.bitPattern), "\(name): two 2-process runs are bit-identical")
         XCTAssertEqual(b.knn, c.knn)
+        // The extract stage, shared out in chunks of 64 images per process (300 test images: the
+        // last chunk is uneven), writes the same embeddings as one process: within 5e-3 of the
+        // largest feature, because the weights after 16 steps differ by the rounding above (BYOL:
+        // 1.1e-3 measured); a row out of place would differ by the features' own size.
+        let (ea, eb) = (try HDF5File(path: try runFolder("one", name) + "/embeddings.h5", mode: .readOnly),
+                        try HDF5File(path: try runFolder("two", name) + "/embeddings.h5", mode: .readOnly))
+        let (fa, fb) = (try ea.root.dataset("test/features").read(as: Double.self), try eb.root.dataset("test/features").read(as: Double.self))
+        XCTAssertEqual(fa.count, fb.count)
+        let scale = fa.map { abs($0) }.max() ?? 1
+        XCTAssertLessThanOrEqual(zip(fa, fb).map { abs($0 - $1) }.max() ?? 0, 5e-3 * scale, "\(name): embeddings in 2 processes against 1")
+        XCTAssertEqual(try ea.root.dataset("test/labels").read(as: Int64.self), try eb.root.dataset("test/labels").read(as: Int64.self))
+        XCTAssertEqual(try ea.root.dataset("test/indices").read(as: Int64.self), try eb.root.dataset("test/indices").read(as: Int64.self))
         // Rank 0 alone wrote a run folder, and printed the log; the other process printed nothing.
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(root!)/two/\(name)").count, 1)
         XCTAssertEqual(two.output.components(separatedBy: "done: ").count, 2, two.output)

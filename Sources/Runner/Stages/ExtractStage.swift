@@ -88,21 +88,34 @@ public enum Embeddings {
             defer { encoder.train(wasTraining) }
             for (split, dataset) in splits {
                 let group = try file.root.group(split)
-                let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
                 var features: HDF5Dataset?
                 var rowShape: [Int] = []
                 var labels: [Int64] = [], indices: [Int64] = []
-                let batches = loader.batches()
-                while let batch = try batches.next() {
-                    let output = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
+                func append(_ rows: [Float], shape: [Int]) throws {
                     if features == nil {
-                        rowShape = Array(output.shape.dropFirst())
+                        rowShape = shape
                         features = try group.createExtendable("features", of: Float.self, rowShape: rowShape,
                                                               chunkRows: Swift.max(1, 65536 / Swift.max(1, rowShape.reduce(1, *))))
                     }
-                    try features!.append(Array(UnsafeBufferPointer(start: output.base, count: output.count)))
-                    labels += batch.labels.map { Int64($0) }
-                    indices += batch.indices.map { Int64(dataset.sourceIndex(at: $0)) }
+                    try features!.append(rows)
+                }
+                if Distributed.isMultiProcess {
+                    // Spread over processes: chunks of batchSize images per process, each process
+                    // extracting its share of a chunk, gathered on every process in order.
+                    try extractShared(encoder, layer: layer, dataset: dataset, mean: mean, std: std, batchSize: batchSize) { rows, shape, range in
+                        try append(rows, shape: shape)
+                        labels += range.map { Int64(dataset.label(at: $0)) }
+                        indices += range.map { Int64(dataset.sourceIndex(at: $0)) }
+                    }
+                } else {
+                    let loader = DataLoader(dataset, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+                    let batches = loader.batches()
+                    while let batch = try batches.next() {
+                        let output = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
+                        try append(Array(UnsafeBufferPointer(start: output.base, count: output.count)), shape: Array(output.shape.dropFirst()))
+                        labels += batch.labels.map { Int64($0) }
+                        indices += batch.indices.map { Int64(dataset.sourceIndex(at: $0)) }
+                    }
                 }
                 try group.write("labels", labels)
                 try group.write("indices", indices)
@@ -121,6 +134,34 @@ public enum Embeddings {
             throw RunError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         return summary
+    }
+}
+
+/// Features of `dataset` in chunks of `batchSize` images per process: each process extracts its
+/// share of a chunk, the chunk is gathered on every process (MPI_Allgatherv), and `chunk` gets
+/// its rows in order with their row shape and the images' range.
+func extractShared(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, mean: [Float], std: [Float], batchSize: Int,
+                   chunk: ([Float], [Int], Range<Int>) throws -> Void) throws {
+    let size = Distributed.size, span = batchSize * size
+    func features(_ images: Dataset) throws -> Tensor {
+        let batch = try DataLoader(images, batchSize: images.count, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0).allBatches()[0]
+        return Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
+    }
+    var rowShape: [Int]?
+    for start in stride(from: 0, to: dataset.count, by: span) {
+        let count = Swift.min(span, dataset.count - start)
+        let share = Distributed.share(of: count)
+        let local = share.isEmpty ? nil : try features(Subset(indices: Array((start + share.lowerBound)..<(start + share.upperBound)), of: dataset))
+        // A process with nothing in the first chunk learns the row shape from one image.
+        if rowShape == nil { rowShape = Array((try local ?? features(Subset(first: 1, of: dataset))).shape.dropFirst()) }
+        let width = rowShape!.reduce(1, *)
+        let counts = (0..<size).map { Distributed.share(of: count, rank: $0).count * width }
+        var all = [Float](repeating: 0, count: count * width)
+        let send = local.map { Array(UnsafeBufferPointer(start: $0.base, count: $0.count)) } ?? [0]
+        send.withUnsafeBufferPointer { sp in
+            all.withUnsafeMutableBufferPointer { Distributed.world.allgather(sp.baseAddress!, count: local?.count ?? 0, into: $0.baseAddress!, counts: counts) }
+        }
+        try chunk(all, rowShape!, start..<(start + count))
     }
 }
 
