@@ -214,4 +214,18 @@ final class RecipeTests: XCTestCase {
         XCTAssertTrue(files.contains("supervised.yaml"))
         for file in files { XCTAssertNoThrow(try RecipeLoader.load(path: "\(folder)/\(file)"), file) }
     }
+
+    /// Issue 24's comparison: dino_cvt.yaml is esvit.yaml without the region loss, every other
+    /// resolved key (encoder, views, heads, optimiser, schedule, batch, epochs, evaluation) equal.
+    func testDINOOnTheCvTDiffersFromEsViTOnlyInTheObjective() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Recipes").path
+        func lines(_ file: String) throws -> [String] {
+            RecipeLoader.yaml(try RecipeLoader.load(path: "\(folder)/\(file)")).split(separator: "\n").map(String.init)
+        }
+        let (esvit, dino) = (try lines("esvit.yaml"), try lines("dino_cvt.yaml"))
+        let onlyESViT = esvit.filter { !dino.contains($0) }, onlyDINO = dino.filter { !esvit.contains($0) }
+        XCTAssertEqual(onlyESViT.map { $0.trimmingCharacters(in: .whitespaces) }, ["name: esvit", "kind: esvit", "region_layer: tokens"])
+        XCTAssertEqual(onlyDINO.map { $0.trimmingCharacters(in: .whitespaces) }, ["name: dino_cvt", "kind: dino", "hidden_layer: pooled"])
+    }
 }
