@@ -14,13 +14,12 @@ machine (`--reverse` walks the list from the other end; a run that has a log is 
     python3 tools/zoo2_results.py OUT_DIR [--reverse]     # runs what is missing, then prints the table
     python3 tools/zoo2_results.py OUT_DIR --table         # the table only (needs h5py)
 """
-import argparse
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zoo_results import ROOT, WORKBENCH, block, result  # noqa: E402
+import zoo_results  # noqa: E402
+from zoo_results import ROOT, block, result  # noqa: E402
 
 ORDER = ['pit', 'nest', 'maxvit', 'levit', 'mobilevit', 'sepvit', 'twins_svt', 'scalable_vit', 'crossformer', 'regionvit']
 LABEL = {'pit': 'pit', 'nest': 'nest', 'maxvit': 'maxvit', 'levit': 'levit', 'mobilevit': 'mobilevit', 'sepvit': 'sepvit',
@@ -60,15 +59,7 @@ def recipes(out):
 
 
 def run(out, reverse):
-    env = dict(os.environ, WORKBENCH_THREADS='1')
-    for name in reversed(ORDER) if reverse else ORDER:
-        for kind in KINDS:
-            log = os.path.join(out, f'{kind}{name}.log')
-            if os.path.exists(log):
-                continue
-            with open(log, 'w') as f:
-                subprocess.run([WORKBENCH, 'run', os.path.join(out, f'{kind}{name}.yaml'), '--runs-dir', os.path.join(out, 'runs')],
-                               stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
+    zoo_results.run(out, reverse, order=ORDER, kinds=KINDS)
 
 
 def table(out):
@@ -83,18 +74,5 @@ def table(out):
               f'{gain(e, "probe")} | {gain(e, "knn")} | {loss(d)} | {loss(e)} |')
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('out')
-    parser.add_argument('--reverse', action='store_true')
-    parser.add_argument('--table', action='store_true')
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    if not args.table:
-        recipes(args.out)
-        run(args.out, args.reverse)
-    table(args.out)
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(zoo_results.main(recipes, run, table))

@@ -60,10 +60,12 @@ def recipes(out):
                 f.write(text)
 
 
-def run(out, reverse):
+def run(out, reverse, order=None, kinds=('zoo_random_', 'zoo_byol_')):
+    """Runs every (encoder, kind) recipe in `out` that has no log yet, one thread each."""
     env = dict(os.environ, WORKBENCH_THREADS='1')
-    for name in reversed(ORDER) if reverse else ORDER:
-        for kind in ('zoo_random_', 'zoo_byol_'):
+    order = order or ORDER
+    for name in reversed(order) if reverse else order:
+        for kind in kinds:
             log = os.path.join(out, f'{kind}{name}.log')
             if os.path.exists(log):
                 continue
@@ -97,7 +99,8 @@ def table(out):
         print(f'| {LABEL[name]} | {cell(b, "probe")} | {cell(b, "knn")} | {cell(r, "probe")} | {cell(r, "knn")} | {gain("probe")} | {gain("knn")} | {loss} |')
 
 
-def main():
+def main(recipes=recipes, run=run, table=table):
+    """The command line both results tools share: OUT_DIR [--reverse] [--table]."""
     parser = argparse.ArgumentParser()
     parser.add_argument('out')
     parser.add_argument('--reverse', action='store_true')
