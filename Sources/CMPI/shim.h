@@ -6,7 +6,6 @@
 static inline MPI_Comm cmpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Datatype cmpi_float(void)  { return MPI_FLOAT; }
 static inline MPI_Datatype cmpi_double(void) { return MPI_DOUBLE; }
-static inline MPI_Datatype cmpi_byte(void)   { return MPI_BYTE; }
 static inline MPI_Op cmpi_sum(void)          { return MPI_SUM; }
 static inline void *cmpi_in_place(void)      { return MPI_IN_PLACE; }
 static inline int cmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }

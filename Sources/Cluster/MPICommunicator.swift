@@ -115,10 +115,5 @@ final class MPICommunicator: Communicator {
         pending.removeAll()
     }
 
-    func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) {
-        let base = buffer.assumingMemoryBound(to: UInt8.self)
-        pieces(bytes) { start, n in _ = MPI_Bcast(base + start, n, cmpi_byte(), Int32(root), comm) }
-    }
-
     func barrier() { _ = MPI_Barrier(comm) }
 }

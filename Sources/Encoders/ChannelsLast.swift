@@ -27,10 +27,14 @@ public final class ChannelsLastNorm: Module {
         g = Parameter(.ones([1, channels, 1, 1]))
         b = Parameter(.zeros([1, channels, 1, 1]))
     }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let c = g.shape[1]
-        return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
-    }
+    func callAsFunction(_ x: Tensor) -> Tensor { channelsLastLayerNorm(x, g: g, b: b) }
+}
+
+/// LayerNorm over the channels of a channels-last map or tokens (B, ..., C) with vit-pytorch's
+/// channel-norm parameters g and b shaped (1, C, 1, 1) (NesT's and CvT's norms), eps 1e-5.
+func channelsLastLayerNorm(_ x: Tensor, g: Parameter, b: Parameter) -> Tensor {
+    let c = g.shape[1]
+    return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
 }
 
 /// A 1x1 Conv1d on channels-last tokens (B, n, C): a product over the channels, the weight kept in

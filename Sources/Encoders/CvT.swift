@@ -82,10 +82,7 @@ public final class ChannelLayerNorm: Module, Layer {
     }
 
     /// The same over the last axis of a channels-last map (B, H, W, C) or tokens (B, N, C).
-    public func channelsLast(_ x: Tensor) -> Tensor {
-        let c = g.shape[1]
-        return x.layerNorm(weight: g.value.reshaped([c]), bias: b.value.reshaped([c]), eps: 1e-5)
-    }
+    public func channelsLast(_ x: Tensor) -> Tensor { channelsLastLayerNorm(x, g: g, b: b) }
 }
 
 /// vit-pytorch's CvT attention: channel LayerNorm, queries from a depthwise-separable convolution
@@ -117,27 +114,13 @@ public final class CvTAttention: Module {
 
     public override var stateNames: [String: String] { ["toQ": "to_q.net", "toKV": "to_kv.net", "toOut": "to_out"] }
 
-    /// 'b (h d) x y -> b h (x y) d'
-    func split(_ t: Tensor) -> Tensor {
-        let (b, side) = (t.shape[0], t.shape[2] * t.shape[3])
-        return t.reshaped([b, heads, dimHead, side]).transposed(2, 3)
-    }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, h, w) = (x.shape[0], x.shape[2], x.shape[3])
-        let normed = norm(x)
-        let kv = toKV(normed).chunked(2, axis: 1)
-        let out = Tensor.scaledDotProductAttention(query: split(toQ(normed)), key: split(kv[0]), value: split(kv[1])).output
-        return toOut(out.transposed(2, 3).reshaped([b, heads * dimHead, h, w]))
-    }
-
     /// A depthwise-separable projection (depthwise k x k, BatchNorm, pointwise) of a channels-last map.
     static func separable(_ x: Tensor, _ net: Sequential) -> Tensor {
         let (dw, bn, pw) = (net.layers[0] as! Conv2d, net.layers[1] as! BatchNorm, net.layers[2] as! Conv2d)
         return pointwise(channelsLastBatchNorm(depthwise(x, dw), bn), pw)
     }
 
-    /// The same attention on a channels-last map (B, H, W, C): the projections convolve the map
+    /// The attention on a channels-last map (B, H, W, C): the projections convolve the map
     /// where it is, and the heads are read from and written to the projections side by side
     /// (`Tensor.headScores` / `headWeightedValues`), with no permutes.
     public func channelsLast(_ x: Tensor) -> Tensor {
@@ -167,9 +150,7 @@ public final class CvTFeedForward: Module {
                           Conv2d(dim * mult, dim, kernel: 1, initializer: initializer), drop])
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { net(x) }
-
-    /// The same on a channels-last map (B, H, W, C): LayerNorm over the channels, products.
+    /// On a channels-last map (B, H, W, C): LayerNorm over the channels, products.
     public func channelsLast(_ x: Tensor) -> Tensor {
         let l = net.layers
         let hidden = l[3](pointwise((l[0] as! ChannelLayerNorm).channelsLast(x), l[1] as! Conv2d).gelu())
@@ -190,11 +171,6 @@ public final class CvTBlock: Module {
     public let feedForward: CvTFeedForward
     init(attention: CvTAttention, feedForward: CvTFeedForward) { (self.attention, self.feedForward) = (attention, feedForward) }
     public override var stateNames: [String: String] { ["attention": "0", "feedForward": "1"] }
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = attention(x) + x
-        return feedForward(y) + y
-    }
-
     /// On a channels-last map.
     func channelsLast(_ x: Tensor) -> Tensor {
         let y = attention.channelsLast(x) + x
@@ -221,8 +197,6 @@ public final class CvTStageModule: Module {
     }
 
     public override var stateNames: [String: String] { ["embedding": "0", "norm": "1", "blocks": "2.layers"] }
-
-    func callAsFunction(_ x: Tensor) -> Tensor { blocks.reduce(norm(embedding(x))) { $1($0) } }
 
     /// On a channels-last map (B, H, W, C) to (B, H', W', C').
     func channelsLast(_ x: Tensor) -> Tensor {

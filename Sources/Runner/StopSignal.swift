@@ -47,7 +47,12 @@ public enum StopSignal {
 
     /// Throws `RunInterrupted` when a signal has arrived (collective when spread over processes).
     static func check(stage: String, step: Int?) throws {
-        if stopRequested() { throw RunInterrupted(signal: received != 0 ? received : SIGTERM, stage: stage, step: step) }
+        if stopRequested() { throw interruption(stage: stage, step: step) }
+    }
+
+    /// The stop, once `stopRequested()` said so (another process may have had the signal).
+    static func interruption(stage: String, step: Int?) -> RunInterrupted {
+        RunInterrupted(signal: received != 0 ? received : SIGTERM, stage: stage, step: step)
     }
 }
 

@@ -179,7 +179,7 @@ public final class TrainingLoop {
                 if progress.step % every == 0 || stopping {
                     try checkpoint(&progress, "epoch \(progress.epoch + 1), batch \(progress.batch)")
                 }
-                if stopping { try StopSignal.check(stage: stage, step: progress.step) }
+                if stopping { throw StopSignal.interruption(stage: stage, step: progress.step) }
             }
             let report = try endOfEpoch(progress.epoch, progress.sums)
             context.metrics.append("\(stage)/epochs", columns: ["epoch", "global_step"] + report.columns.map(\.key),
@@ -201,7 +201,7 @@ public final class TrainingLoop {
             // A signal during the epoch's evaluation: stop at the start of the next epoch.
             if progress.epoch < epochs && StopSignal.stopRequested() {
                 try checkpoint(&progress, "end of epoch \(progress.epoch)")
-                try StopSignal.check(stage: stage, step: progress.step)
+                throw StopSignal.interruption(stage: stage, step: progress.step)
             }
         }
         try printEpochTable()

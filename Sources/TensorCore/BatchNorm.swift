@@ -30,44 +30,30 @@ extension Tensor {
             // Across processes (SyncBatchNorm), the sums of every process's share of the batch;
             // in one process the same arithmetic as before.
             let synced = Distributed.isMultiProcess
+            // Row by row (image, then channel); each channel's sums run over the images in order
+            // whatever the layout: (N, C) rows of contiguous channels, or (N, C, H, W) planes.
             var sums = [Double](repeating: 0, count: c + 1)
-            if spatial == 1 {
-                // (N, C), channels-last tokens among them: row by row over contiguous channels,
-                // each channel's sum in the same order as below.
-                sums.withUnsafeMutableBufferPointer { sp in
-                    for b in 0..<batch { let row = x + b * c; for ch in 0..<c { sp[ch] += Double(row[ch]) } }
-                }
-            } else {
-                for ch in 0..<c {
-                    var s: Double = 0
-                    for b in 0..<batch { s += Double(vsum(x + (b * c + ch) * spatial, spatial)) }
-                    sums[ch] = s
-                }
+            sums.withUnsafeMutableBufferPointer { sp in
+                for b in 0..<batch { for ch in 0..<c { sp[ch] += Double(vsum(x + (b * c + ch) * spatial, spatial)) } }
             }
             sums[c] = Double(per)
             if synced { sums = Distributed.sum(sums) }
             let total = sums[c]
             precondition(total > 1, "batchNorm in training needs more than one value per channel, got shape \(shape)")
             var squares = [Double](repeating: 0, count: c)
-            if spatial == 1 {
-                let means = (0..<c).map { sums[$0] / total }
-                squares.withUnsafeMutableBufferPointer { sq in
-                    means.withUnsafeBufferPointer { mp in
-                        for b in 0..<batch {
-                            let row = x + b * c
-                            for ch in 0..<c { let dlt = Double(row[ch]) - mp[ch]; sq[ch] += dlt * dlt }
+            let means = (0..<c).map { sums[$0] / total }
+            squares.withUnsafeMutableBufferPointer { sq in
+                means.withUnsafeBufferPointer { mp in
+                    for b in 0..<batch {
+                        for ch in 0..<c {
+                            let row = x + (b * c + ch) * spatial, m = mp[ch]
+                            var v = sq[ch]
+                            for i in 0..<spatial { let dlt = Double(row[i]) - m; v += dlt * dlt }
+                            sq[ch] = v
                         }
                     }
                 }
-            } else { for ch in 0..<c {
-                let m = sums[ch] / total
-                var v: Double = 0
-                for b in 0..<batch {
-                    let row = x + (b * c + ch) * spatial
-                    for i in 0..<spatial { let dlt = Double(row[i]) - m; v += dlt * dlt }
-                }
-                squares[ch] = v
-            } }
+            }
             if synced { squares = Distributed.sum(squares) }
             for ch in 0..<c {
                 let m = sums[ch] / total, v = squares[ch]
@@ -106,65 +92,36 @@ extension Tensor {
                 let gw = weight?.node?.accumulator(), gb = bias?.node?.accumulator()
                 // The two sums of the input gradient, summed over processes when synchronised
                 // (each process's gradient is of its own share's loss; see Distributed).
-                var sums = [Float](repeating: 0, count: 2 * c)
-                if spatial == 1 {
-                    // Row by row over contiguous channels; each channel's sums in the same order.
-                    var sumG = [Float](repeating: 0, count: c), sumGN = [Float](repeating: 0, count: c)
-                    sumG.withUnsafeMutableBufferPointer { sg in sumGN.withUnsafeMutableBufferPointer { sn in
-                        let m = mean.base, s = rstd.base
-                        for b in 0..<batch {
-                            let gr = gp + b * c, xr = x + b * c
-                            for ch in 0..<c {
-                                sg[ch] += gr[ch]
-                                sn[ch] += gr[ch] * (xr[ch] - m[ch]) * s[ch]
-                            }
-                        }
-                    } }
-                    for ch in 0..<c {
-                        gw?[ch] += sumGN[ch]
-                        gb?[ch] += sumG[ch]
-                        (sums[2 * ch], sums[2 * ch + 1]) = (sumG[ch], sumGN[ch])
-                    }
-                } else { for ch in 0..<c {
-                    let m = mean.base[ch], s = rstd.base[ch]
-                    var sumG: Float = 0, sumGN: Float = 0
+                // Row by row; each channel's sums run over the images in order, as in forward.
+                var sumG = [Float](repeating: 0, count: c), sumGN = [Float](repeating: 0, count: c)
+                sumG.withUnsafeMutableBufferPointer { sg in sumGN.withUnsafeMutableBufferPointer { sn in
+                    let m = mean.base, s = rstd.base
                     for b in 0..<batch {
-                        let o = (b * c + ch) * spatial
-                        for i in 0..<spatial {
-                            sumG += gp[o + i]
-                            sumGN += gp[o + i] * (x[o + i] - m) * s
+                        for ch in 0..<c {
+                            let o = (b * c + ch) * spatial
+                            var (g1, g2) = (sg[ch], sn[ch])
+                            for i in 0..<spatial {
+                                g1 += gp[o + i]
+                                g2 += gp[o + i] * (x[o + i] - m[ch]) * s[ch]
+                            }
+                            (sg[ch], sn[ch]) = (g1, g2)
                         }
                     }
-                    gw?[ch] += sumGN
-                    gb?[ch] += sumG
-                    (sums[2 * ch], sums[2 * ch + 1]) = (sumG, sumGN)
                 } }
+                var sums = [Float](repeating: 0, count: 2 * c)
+                for ch in 0..<c {
+                    gw?[ch] += sumGN[ch]
+                    gb?[ch] += sumG[ch]
+                    (sums[2 * ch], sums[2 * ch + 1]) = (sumG[ch], sumGN[ch])
+                }
                 guard let gx else { return }
                 if training && Distributed.isMultiProcess {
                     sums.withUnsafeMutableBufferPointer { Distributed.world.allreduceSum($0.baseAddress!, count: 2 * c) }
                 }
-                if spatial == 1 {
-                    let wv = (0..<c).map { weight?.base[$0] ?? 1 }
-                    sums.withUnsafeBufferPointer { sp in wv.withUnsafeBufferPointer { wp in
-                        let m = mean.base, s = rstd.base
-                        for b in 0..<batch {
-                            let gr = gp + b * c, xr = x + b * c, dr = gx + b * c
-                            for ch in 0..<c {
-                                if training {
-                                    let norm = (xr[ch] - m[ch]) * s[ch]
-                                    dr[ch] += wp[ch] * s[ch] * (gr[ch] - sp[2 * ch] / values - norm * sp[2 * ch + 1] / values)
-                                } else {
-                                    dr[ch] += wp[ch] * s[ch] * gr[ch]
-                                }
-                            }
-                        }
-                    } }
-                    return
-                }
-                for ch in 0..<c {
-                    let m = mean.base[ch], s = rstd.base[ch], w = weight?.base[ch] ?? 1
-                    let (sumG, sumGN) = (sums[2 * ch], sums[2 * ch + 1])
-                    for b in 0..<batch {
+                for b in 0..<batch {
+                    for ch in 0..<c {
+                        let m = mean.base[ch], s = rstd.base[ch], w = weight?.base[ch] ?? 1
+                        let (sumG, sumGN) = (sums[2 * ch], sums[2 * ch + 1])
                         let o = (b * c + ch) * spatial
                         for i in 0..<spatial {
                             if training {

@@ -19,8 +19,6 @@ public protocol Communicator: AnyObject {
     func progress()
     /// Waits until every started sum has completed.
     func waitAll()
-    /// Rank `root`'s bytes to every process.
-    func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int)
     func barrier()
 }
 
@@ -37,7 +35,6 @@ public final class SingleProcess: Communicator {
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
     public func progress() {}
     public func waitAll() {}
-    public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
     public func barrier() {}
 }
 
@@ -77,9 +74,4 @@ public enum Distributed {
         return out
     }
 
-    /// Sums `tensor` over every process in place.
-    public static func sumInPlace(_ tensor: Tensor) {
-        guard isMultiProcess else { return }
-        world.allreduceSum(tensor.base, count: tensor.count)
-    }
 }
