@@ -24,7 +24,7 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("dim-head")) var dimHead = 64
     @Option(name: .customLong("mlp-dim")) var mlpDim = 768
     @Option(help: "Timed steps after two warm-up steps (the median is reported).") var steps = 6
-    @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), or dino-official and byol (the official view pipelines).") var objective = "supervised"
+    @Option(help: "supervised, or an objective as torch_step_bench.py configures it (each objective's settings declare theirs): mae, simmim, mpp, mp3, dino (vit-pytorch's Dino: 3 channels, 4 views of 28 px), byol-pytorch (byol-pytorch's BYOL: 3 channels, its one augmentation), or dino-official and byol (the official view pipelines).") var objective = "supervised"
 
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size (or, without one, its supervised stage's encoder and batch size).") var recipe: String?
     @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28 px, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
@@ -54,8 +54,21 @@ struct BenchStep: ParsableCommand {
         }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print(title)
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printStep(step, batch: batch)
         printRoofline(stepSeconds: step, step: trainStep)
+    }
+
+    /// The step's median time, images/s and the process's peak resident set so far (the model, its
+    /// optimizer state and the step's largest moment; read before the roofline allocates anything).
+    func printStep(_ step: Double, batch: Int, _ what: String = "") {
+        print(String(format: "step median %.1f ms  %.1f img/s%@  peak memory %.0f MiB", step * 1e3, Double(batch) / step, what, Self.peakResidentMiB))
+    }
+
+    /// getrusage's ru_maxrss (KiB on Linux) in MiB.
+    static var peakResidentMiB: Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
     }
 
     /// Records the products one step issues, times them alone as raw sgemm at the same shapes
@@ -113,7 +126,7 @@ struct BenchStep: ParsableCommand {
         let x = Tensor.uniform([batch] + recipe.data.imageShape, rng: RandomStream(seed: 0, purpose: "bench"))
         let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printStep(step, batch: batch)
         printRoofline(stepSeconds: step, step: trainStep)
     }
 
@@ -182,7 +195,7 @@ struct BenchStep: ParsableCommand {
         let x = Tensor.uniform([batch] + shape, rng: RandomStream(seed: 0, purpose: "bench"))
         let trainStep = Self.stepper(model, optimizer) { model.loss(x).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
-        print(String(format: "step median %.1f ms  %.1f img/s", step * 1e3, Double(batch) / step))
+        printStep(step, batch: batch)
         printRoofline(stepSeconds: step, step: trainStep)
     }
 
@@ -215,7 +228,7 @@ struct BenchStep: ParsableCommand {
         let trainStep = Self.stepper(model, optimizer) { model.loss(views: views).loss }
         let step = medianSeconds(repeats: steps, warmups: 2, trainStep)
         print("views per image: \(pipeline.views.map { "\($0.size)px" }.joined(separator: ", "))")
-        print(String(format: "step median %.1f ms  %.1f img/s (forward, backward, AdamW and the EMA teacher update)", step * 1e3, Double(batch) / step))
+        printStep(step, batch: batch, " (forward, backward, AdamW and the EMA teacher update)")
         print(String(format: "augmentation on one thread: %.1f ms a batch, %.0f img/s (%.1fx the step's consumption)",
                      augment * 1e3, Double(batch) / augment, step / augment))
         printRoofline(stepSeconds: step, step: trainStep)

@@ -44,7 +44,19 @@ public struct BYOLSettings: ObjectiveSettings {
         augment.localCrops == 0 ? nil : ("augment", "BYOL trains on two views: set augment.local_crops to 0")
     }
 
-    public static var benchmarks: [ObjectiveBenchmark<BYOLSettings>] { [ObjectiveBenchmark("byol", BYOLSettings())] }
+    public static var benchmarks: [ObjectiveBenchmark<BYOLSettings>] {
+        // torch_step_bench.py's byol row: byol-pytorch 0.9.1's BYOL(vit(channels=3), image_size=28, hidden_layer='to_latent',
+        // use_simplicial_embeddings=False): heads 4096 -> 256, constant tau 0.99, one SimCLR-style augmentation for both
+        // views (colour jitter 0.8/0.8/0.8/0.2 with p 0.3, grayscale 0.2, flip, 3x3 blur of sigma 1-2 with p 0.2, crops of 8-100%).
+        var byolPytorch = BYOLSettings()
+        byolPytorch.config.momentumSchedule = .constant
+        var a = AugmentSection()
+        (a.globalScale, a.localCrops, a.jitter, a.jitterP, a.grayscale) = ([0.08, 1.0], 0, [0.8, 0.8, 0.8, 0.2], 0.3, 0.2)
+        (a.blur, a.blurKernel, a.blurSigma, a.solarize) = ([0.2, 0.2, 0.0], 3, [1.0, 2.0], [0.0, 0.0, 0.0])
+        byolPytorch.augment = a
+        return [ObjectiveBenchmark("byol", BYOLSettings()),
+                ObjectiveBenchmark("byol-pytorch", byolPytorch, channels: 3, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])]
+    }
 
     public func validate(_ recipe: Recipe) throws {
         try checkHiddenLayer(config.hiddenLayer, recipe)
