@@ -13,6 +13,7 @@ struct Workbench: ParsableCommand {
     /// Line-buffered output, so progress shows as it happens in logs and pipes.
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)
+        StoragePool.keepFreedPages()
         if case .failure(let problem)? = Parallel.requestedThreads() {
             // The style and status of every other user error (ArgumentParser's "Error:", exit 1).
             FileHandle.standardError.write(Data("Error: \(problem)\n".utf8))

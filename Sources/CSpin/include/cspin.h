@@ -1,7 +1,22 @@
-// The CPU's spin-wait hint (x86 PAUSE, ARM YIELD), for the tensor worker pool's short spins:
-// it keeps a spinning thread from starving its hyper-thread sibling and saves power.
+// TensorCore's two helpers from C. The CPU's spin-wait hint (x86 PAUSE, ARM YIELD), for the tensor
+// worker pool's short spins: it keeps a spinning thread from starving its hyper-thread sibling and saves power.
 #ifndef CSPIN_H
 #define CSPIN_H
+
+#if defined(__linux__)
+#include <limits.h>
+#include <malloc.h>
+#endif
+
+// glibc's malloc settings for a training process (StoragePool.keepFreedPages): no allocation gets
+// its own mmap and the heap is never trimmed, so freed pages are reused warm instead of being
+// returned to the kernel and faulted (and zeroed) back in at the next step. No-op off glibc.
+static inline void cmemory_keep_freed_pages(void) {
+#if defined(__GLIBC__) && defined(M_MMAP_MAX)
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
+}
 
 static inline void cspin_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
