@@ -11,7 +11,7 @@ import TensorCore
 /// distribution of the teacher region most similar to it (cosine similarity of the backbone
 /// features), through a second DINO head with its own centre. Official mode: all crops for the
 /// student, global ones for the teacher, every (teacher crop, other student crop) pair, loss =
-/// (view + region) / 2 averaged over the pairs. `vitPytorch` reproduces vit-pytorch 1.7.14's
+/// (view + region) / 2 averaged over the pairs (the region term weighted by `regionWeight`). `vitPytorch` reproduces vit-pytorch 1.7.14's
 /// EsViTTrainer (local crops to the student, global to the teacher, raw dot-product matching,
 /// its heads, including the L2Norm over the region axis of its region projector).
 public final class EsViT: Module, Objective {
@@ -19,6 +19,8 @@ public final class EsViT: Module, Objective {
         public var dino = DINO.Config()
         /// The token map (B, n, C) the regions come from; "pooled" is its mean.
         public var regionLayer = "tokens"
+        /// The region loss's weight against the view loss: loss = (view + weight * region) / 2.
+        public var regionWeight = 1.0
         public init() {}
 
         public static var vitPytorchDefaults: Config {
@@ -172,7 +174,8 @@ public final class EsViT: Module, Objective {
         pendingCenters = (Teacher.globalMean(batchView, rows: teacherOut.reduce(0) { $0 + $1.view.shape[0] }),
                           Teacher.globalMean(batchRegion, rows: teacherOut.reduce(0) { $0 + $1.region.shape[0] * $1.region.shape[1] }))
         let v = viewLoss! * scale, r = regionLoss! * scale
-        return ObjectiveOutput(loss: (v + r) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item),
+        let weighted = config.regionWeight == 1 ? r : r * Float(config.regionWeight)
+        return ObjectiveOutput(loss: (v + weighted) * 0.5, diagnostics: ["view_loss": Double(v.item), "region_loss": Double(r.item),
                                                                        "teacher_temperature": Double(temperature),
                                                                        "teacher_entropy": entropy * 0.5 * Double(scale)])
     }

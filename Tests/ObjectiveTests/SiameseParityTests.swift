@@ -168,6 +168,28 @@ final class SiameseParityTests: XCTestCase {
         try check("esvit (official)", esvit, f) { esvit.loss(views: views).loss }
     }
 
+    /// region_weight scales the region term alone: loss = (view + w * region) / 2, with the same
+    /// view and region losses as at weight 1 (the same weights and views).
+    func testEsViTRegionWeightScalesTheRegionLossAlone() throws {
+        let f = try fixture("esvit_official")
+        let views = (0..<4).map { f["view\($0)"]! }
+        var results: [(loss: Double, view: Double, region: Double)] = []
+        for weight in [1.0, 2.5] {
+            var config = EsViT.Config()
+            (config.dino.outDim, config.dino.hiddenDim, config.dino.bottleneckDim, config.dino.headLayers) = (24, 20, 10, 3)
+            config.regionWeight = weight
+            let esvit = EsViT(student: Self.smallCvT(channels: 1), teacher: Self.smallCvT(channels: 1), imageShape: [1, 28, 28], config: config,
+                              initializer: Initializer(seed: 1))
+            let out = esvit.loss(views: views)
+            results.append((Double(out.loss.item), out.diagnostics["view_loss"]!, out.diagnostics["region_loss"]!))
+        }
+        XCTAssertEqual(results[0].view, results[1].view)
+        XCTAssertEqual(results[0].region, results[1].region)
+        XCTAssertGreaterThan(results[0].region, 0.1)
+        XCTAssertEqual(results[0].loss, (results[0].view + results[0].region) / 2, accuracy: 1e-5)
+        XCTAssertEqual(results[1].loss, (results[1].view + 2.5 * results[1].region) / 2, accuracy: 1e-5)
+    }
+
     func testMomentumFollowsAHalfCosineToOne() {
         XCTAssertEqual(Teacher.cosineMomentum(base: 0.996, step: 0, totalSteps: 100), 0.996, accuracy: 1e-12)
         XCTAssertEqual(Teacher.cosineMomentum(base: 0.996, step: 50, totalSteps: 100), 0.998, accuracy: 1e-12)

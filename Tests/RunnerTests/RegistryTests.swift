@@ -162,6 +162,14 @@ final class RegistryTests: XCTestCase {
         }
         let unknown = try WorkbenchProcess.run(["bench-step", "--objective", "nope"], in: Self.root)
         XCTAssertNotEqual(unknown.status, 0)
-        XCTAssertTrue(unknown.error.contains("supervised or one of mae, simmim, mpp, mp3, byol, dino, dino-official"), unknown.error)
+        XCTAssertTrue(unknown.error.contains("supervised or one of mae, simmim, mpp, mp3, byol, byol-pytorch, dino, dino-official"), unknown.error)
+        // tools/bench's recipes (the rows of torch_step_bench.py that are no ViT objective) stay valid.
+        let recipes = try FileManager.default.contentsOfDirectory(atPath: Self.root + "/tools/bench").filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(recipes.count, 2)
+        for name in recipes {
+            let bench = try WorkbenchProcess.run(["bench-step", "--recipe", "tools/bench/\(name)", "--steps", "1", "--batch", "4"], in: Self.root)
+            XCTAssertEqual(bench.status, 0, "\(name): \(bench.error)")
+            XCTAssertTrue(bench.output.contains("of the roofline") && bench.output.contains("peak memory"), bench.output)
+        }
     }
 }

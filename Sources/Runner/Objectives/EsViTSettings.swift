@@ -14,12 +14,14 @@ public struct EsViTSettings: ObjectiveSettings {
 
     public var dino = DINOSettings()
     public var regionLayer = "tokens"
+    public var regionWeight = 1.0
 
     public init() {}
 
     public static let fields: [Field<EsViTSettings>] =
         DINOSettings.fields.filter { $0.key != "hidden_layer" }.map { $0.lifted(\.dino) } + [
             .value("region_layer", \.regionLayer, "the token map (B, n, C) of the region loss; the view loss reads its mean"),
+            .value("region_weight", \.regionWeight, "the region loss's weight: loss = (view + region_weight * region) / 2 (0: DINO's view loss alone, halved)", .nonNegative),
             .refused("hidden_layer", "EsViT's view feature is the mean of its region tokens; name the token map with region_layer instead"),
         ]
 
@@ -42,6 +44,7 @@ public struct EsViTSettings: ObjectiveSettings {
         var config = EsViT.Config()
         config.dino = dino.config
         config.regionLayer = regionLayer
+        config.regionWeight = regionWeight
         return EsViT(student: encoder, teacher: newEncoder(), imageShape: recipe.data.imageShape,
                      config: config, initializer: initializer)
     }
