@@ -24,6 +24,9 @@ extension Tensor {
         let per = batch * spatial
         let x = base
         let mean = Storage(uninitializedCount: c), rstd = Storage(uninitializedCount: c)
+        // (rows, C) inputs split their per-channel sums over the pool by channels: each channel's
+        // sum still runs over the rows in order, so results do not depend on the thread count.
+        let channelGrain = Swift.max(8, c / Swift.max(Parallel.threads, 1))
         // Values per channel over the whole batch (every process's share when synchronised).
         var count = Float(per)
         if training {
@@ -34,6 +37,14 @@ extension Tensor {
             // whatever the layout: (N, C) rows of contiguous channels, or (N, C, H, W) planes.
             var sums = [Double](repeating: 0, count: c + 1)
             sums.withUnsafeMutableBufferPointer { sp in
+                if spatial == 1 {
+                    // (rows, C), channels-last maps: the same sums in the same order, channels innermost.
+                    let s = sp.baseAddress!
+                    Parallel.forChunks(c, grain: channelGrain) { r in
+                        for b in 0..<batch { let row = x + b * c; for ch in r { s[ch] += Double(row[ch]) } }
+                    }
+                    return
+                }
                 for b in 0..<batch { for ch in 0..<c { sp[ch] += Double(vsum(x + (b * c + ch) * spatial, spatial)) } }
             }
             sums[c] = Double(per)
@@ -44,6 +55,16 @@ extension Tensor {
             let means = (0..<c).map { sums[$0] / total }
             squares.withUnsafeMutableBufferPointer { sq in
                 means.withUnsafeBufferPointer { mp in
+                    if spatial == 1 {
+                        let q = sq.baseAddress!, mb = mp.baseAddress!
+                        Parallel.forChunks(c, grain: channelGrain) { r in
+                            for b in 0..<batch {
+                                let row = x + b * c
+                                for ch in r { let dlt = Double(row[ch]) - mb[ch]; q[ch] += dlt * dlt }
+                            }
+                        }
+                        return
+                    }
                     for b in 0..<batch {
                         for ch in 0..<c {
                             let row = x + (b * c + ch) * spatial, m = mp[ch]
@@ -73,6 +94,20 @@ extension Tensor {
         let values = count
         let out = Storage(uninitializedCount: self.count)
         let y = out.base
+        if spatial == 1 {
+            let ones = weight == nil || bias == nil ? [Float](repeating: 1, count: c) : []
+            let zeros = bias == nil ? [Float](repeating: 0, count: c) : []
+            ones.withUnsafeBufferPointer { one in zeros.withUnsafeBufferPointer { zero in
+                let w = weight?.base ?? UnsafeMutablePointer(mutating: one.baseAddress!), bb = bias?.base ?? UnsafeMutablePointer(mutating: zero.baseAddress!)
+                let m = mean.base, sd = rstd.base
+                Parallel.forChunks(batch, grain: Swift.max(1, 16384 / Swift.max(c, 1))) { r in
+                    for b in r {
+                        let xr = x + b * c, yr = y + b * c
+                        for ch in 0..<c { yr[ch] = (xr[ch] - m[ch]) * sd[ch] * w[ch] + bb[ch] }
+                    }
+                }
+            } }
+        } else {
         for b in 0..<batch {
             for ch in 0..<c {
                 let o = (b * c + ch) * spatial
@@ -80,6 +115,7 @@ extension Tensor {
                 let m = mean.base[ch], s = rstd.base[ch]
                 for i in 0..<spatial { y[o + i] = (x[o + i] - m) * s * w + bb }
             }
+        }
         }
         let input = self
         var inputs = [self]
@@ -96,6 +132,19 @@ extension Tensor {
                 var sumG = [Float](repeating: 0, count: c), sumGN = [Float](repeating: 0, count: c)
                 sumG.withUnsafeMutableBufferPointer { sg in sumGN.withUnsafeMutableBufferPointer { sn in
                     let m = mean.base, s = rstd.base
+                    if spatial == 1 {
+                        let g1 = sg.baseAddress!, g2 = sn.baseAddress!
+                        Parallel.forChunks(c, grain: channelGrain) { r in
+                            for b in 0..<batch {
+                                let o = b * c
+                                for ch in r {
+                                    g1[ch] += gp[o + ch]
+                                    g2[ch] += gp[o + ch] * (x[o + ch] - m[ch]) * s[ch]
+                                }
+                            }
+                        }
+                        return
+                    }
                     for b in 0..<batch {
                         for ch in 0..<c {
                             let o = (b * c + ch) * spatial
@@ -117,6 +166,31 @@ extension Tensor {
                 guard let gx else { return }
                 if training && Distributed.isMultiProcess {
                     sums.withUnsafeMutableBufferPointer { Distributed.world.allreduceSum($0.baseAddress!, count: 2 * c) }
+                }
+                if spatial == 1 {
+                    // Element by element the same expressions as below, channels innermost.
+                    var scale = [Float](repeating: 0, count: c), shiftG = [Float](repeating: 0, count: c), shiftN = [Float](repeating: 0, count: c)
+                    for ch in 0..<c {
+                        scale[ch] = (weight?.base[ch] ?? 1) * rstd.base[ch]
+                        (shiftG[ch], shiftN[ch]) = (sums[2 * ch] / values, sums[2 * ch + 1])
+                    }
+                    scale.withUnsafeBufferPointer { ws in shiftG.withUnsafeBufferPointer { sgp in shiftN.withUnsafeBufferPointer { snp in
+                        let ws = ws.baseAddress!, sgp = sgp.baseAddress!, snp = snp.baseAddress!, m = mean.base, sd = rstd.base
+                        Parallel.forChunks(batch, grain: Swift.max(1, 16384 / Swift.max(c, 1))) { r in
+                            for b in r {
+                                let o = b * c
+                                if training {
+                                    for ch in 0..<c {
+                                        let norm = (x[o + ch] - m[ch]) * sd[ch]
+                                        gx[o + ch] += ws[ch] * (gp[o + ch] - sgp[ch] - norm * snp[ch] / values)
+                                    }
+                                } else {
+                                    for ch in 0..<c { gx[o + ch] += ws[ch] * gp[o + ch] }
+                                }
+                            }
+                        }
+                    } } }
+                    return
                 }
                 for b in 0..<batch {
                     for ch in 0..<c {

@@ -225,7 +225,7 @@ final class RecipeTests: XCTestCase {
         }
         let (esvit, dino) = (try lines("esvit.yaml"), try lines("dino_cvt.yaml"))
         let onlyESViT = esvit.filter { !dino.contains($0) }, onlyDINO = dino.filter { !esvit.contains($0) }
-        XCTAssertEqual(onlyESViT.map { $0.trimmingCharacters(in: .whitespaces) }, ["name: esvit", "kind: esvit", "region_layer: tokens"])
+        XCTAssertEqual(onlyESViT.map { $0.trimmingCharacters(in: .whitespaces) }, ["name: esvit", "kind: esvit", "region_layer: tokens", "region_weight: 1.0"])
         XCTAssertEqual(onlyDINO.map { $0.trimmingCharacters(in: .whitespaces) }, ["name: dino_cvt", "kind: dino", "hidden_layer: pooled"])
     }
 }
