@@ -12,31 +12,45 @@ public func extractFeatures(_ encoder: some HiddenLayerEncoder, layer: String, d
     let wasTraining = encoder.isTraining
     encoder.eval()
     defer { encoder.train(wasTraining) }
+    let (rows, rowShape) = try sharedHidden(encoder, layer: layer, dataset: dataset, range: 0 ..< dataset.count, mean: mean, std: std,
+                                            batchSize: batchSize)
+    return Tensor(shape: [dataset.count] + rowShape, rows)
+}
+
+/// The `layer` outputs (no tape; the caller sets the encoder's mode) of the images `range` of
+/// `dataset`, in order, with the shape of one row. Spread over processes, each process runs its
+/// contiguous share of the range in batches of `batchSize` and every process receives all the
+/// rows (MPI_Allgatherv); a process with no images learns the row shape from one image.
+public func sharedHidden(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, range: Range<Int>, mean: [Float], std: [Float],
+                         batchSize: Int) throws -> (rows: [Float], rowShape: [Int]) {
     let spread = Distributed.isMultiProcess
-    let share = spread ? Distributed.share(of: dataset.count) : 0 ..< dataset.count
-    let images: Dataset = spread ? Subset(indices: Array(share), of: dataset) : dataset
-    let loader = DataLoader(images, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
+    let share = spread ? Distributed.share(of: range.count) : 0 ..< range.count
+    let first = range.lowerBound + share.lowerBound
+    let images: Dataset = share.count == dataset.count ? dataset : Subset(indices: Array(first ..< (first + share.count)), of: dataset)
     var rows: [Float] = []
     var rowShape: [Int] = []
-    let batches = loader.batches()
-    while let batch = try batches.next() {
-        let out = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
-        rowShape = Array(out.shape.dropFirst())
-        rows += UnsafeBufferPointer(start: out.base, count: out.count)
+    if !share.isEmpty {
+        let batches = DataLoader(images, batchSize: batchSize, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0).batches()
+        while let batch = try batches.next() {
+            let out = Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
+            rowShape = Array(out.shape.dropFirst())
+            rows += UnsafeBufferPointer(start: out.base, count: out.count)
+        }
     }
-    guard spread else { return Tensor(shape: [dataset.count] + rowShape, rows) }
-    // A process with no images learns the row shape from the layer on one image.
+    guard spread else { return (rows, rowShape) }
     if share.isEmpty {
         let one = try DataLoader(Subset(first: 1, of: dataset), batchSize: 1, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0)
             .allBatches()[0]
         rowShape = Array(Autograd.noGrad { encoder.hidden(one.images, layer: layer) }.shape.dropFirst())
     }
     let width = rowShape.reduce(1, *)
-    let counts = (0..<Distributed.size).map { Distributed.share(of: dataset.count, rank: $0).count * width }
-    let all = Storage(uninitializedCount: dataset.count * width)
+    let counts = (0..<Distributed.size).map { Distributed.share(of: range.count, rank: $0).count * width }
+    var all = [Float](repeating: 0, count: range.count * width)
     let send = rows.isEmpty ? [0] : rows
-    send.withUnsafeBufferPointer { Distributed.world.allgather($0.baseAddress!, count: rows.count, into: all.base, counts: counts) }
-    return Tensor(shape: [dataset.count] + rowShape, storage: all)
+    send.withUnsafeBufferPointer { sp in
+        all.withUnsafeMutableBufferPointer { Distributed.world.allgather(sp.baseAddress!, count: rows.count, into: $0.baseAddress!, counts: counts) }
+    }
+    return (all, rowShape)
 }
 
 /// DINO's weighted k-nearest-neighbour classifier (Wu et al. 2018, as DINO's eval_knn): features

@@ -1,5 +1,6 @@
 import Data
 import Encoders
+import Evaluation
 import Foundation
 import NN
 import Store
@@ -142,26 +143,11 @@ public enum Embeddings {
 /// its rows in order with their row shape and the images' range.
 func extractShared(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, mean: [Float], std: [Float], batchSize: Int,
                    chunk: ([Float], [Int], Range<Int>) throws -> Void) throws {
-    let size = Distributed.size, span = batchSize * size
-    func features(_ images: Dataset) throws -> Tensor {
-        let batch = try DataLoader(images, batchSize: images.count, shuffle: false, dropLast: false, mean: mean, std: std, seed: 0).allBatches()[0]
-        return Autograd.noGrad { encoder.hidden(batch.images, layer: layer) }
-    }
-    var rowShape: [Int]?
+    let span = batchSize * Distributed.size
     for start in stride(from: 0, to: dataset.count, by: span) {
-        let count = Swift.min(span, dataset.count - start)
-        let share = Distributed.share(of: count)
-        let local = share.isEmpty ? nil : try features(Subset(indices: Array((start + share.lowerBound)..<(start + share.upperBound)), of: dataset))
-        // A process with nothing in the first chunk learns the row shape from one image.
-        if rowShape == nil { rowShape = Array((try local ?? features(Subset(first: 1, of: dataset))).shape.dropFirst()) }
-        let width = rowShape!.reduce(1, *)
-        let counts = (0..<size).map { Distributed.share(of: count, rank: $0).count * width }
-        var all = [Float](repeating: 0, count: count * width)
-        let send = local.map { Array(UnsafeBufferPointer(start: $0.base, count: $0.count)) } ?? [0]
-        send.withUnsafeBufferPointer { sp in
-            all.withUnsafeMutableBufferPointer { Distributed.world.allgather(sp.baseAddress!, count: local?.count ?? 0, into: $0.baseAddress!, counts: counts) }
-        }
-        try chunk(all, rowShape!, start..<(start + count))
+        let range = start ..< Swift.min(start + span, dataset.count)
+        let (rows, rowShape) = try sharedHidden(encoder, layer: layer, dataset: dataset, range: range, mean: mean, std: std, batchSize: batchSize)
+        try chunk(rows, rowShape, range)
     }
 }
 
