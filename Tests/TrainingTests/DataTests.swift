@@ -98,7 +98,9 @@ final class DataTests: XCTestCase {
         // Each dropped iterator cancelled its queue, and its thread, blocked on a full queue, ended.
         let deadline = Date().addingTimeInterval(5)
         while Self.threadCount() > before && Date() < deadline { usleep(10_000) }
-        XCTAssertEqual(Self.threadCount(), before, "prefetch threads outlived their iterators")
+        // At most as many as before: threads other tests left behind (a finished loader's, the
+        // pool's) may end meanwhile, five leaked prefetch threads would not.
+        XCTAssertLessThanOrEqual(Self.threadCount(), before, "prefetch threads outlived their iterators")
     }
 
     func testNormalisationLabelsAndFlips() throws {
