@@ -3,8 +3,10 @@
 Each variant is Recipes/esvit.yaml or Recipes/dino_cvt.yaml with `--set` overrides, run at a
 screening budget (SCREEN_EPOCHS epochs, everything else as the recipe) on one seed, then the
 linear probe and kNN on the teacher's pooled feature. The same knobs are turned on both sides
-where they exist on both (teacher temperature, local crops, the number of region tokens through
-the last stage's stride); the region loss's own knobs (its weight) exist only on EsViT's side.
+where they exist on both (teacher temperature, local crops, the heads' prototypes, the number of
+region tokens through the last stage's stride); the region loss's own knob (its weight) exists
+only on EsViT's side. esvit.yaml's CvT has one token map to take regions from, its last stage, so
+the region layer is varied through that stage's size.
 The winners of each side go on to the full budget on seeds 0, 1 and 2 (`--full NAME ...`).
 
     python3 tools/esvit_search.py OUT_DIR [--reverse]           # runs what has no log yet, then the table
@@ -40,6 +42,9 @@ VARIANTS = {
     'esvit-tt0.07': ('esvit', [OBJ + 'teacher_temp=0.07']),
     'dino-6local': ('dino_cvt', [OBJ + 'augment.local_crops=6']),
     'esvit-6local': ('esvit', [OBJ + 'augment.local_crops=6']),
+    # the heads: 4096 prototypes (EsViT's region head shares the view head's sizes)
+    'dino-4096': ('dino_cvt', [OBJ + 'out_dim=4096']),
+    'esvit-4096': ('esvit', [OBJ + 'out_dim=4096']),
 }
 
 
