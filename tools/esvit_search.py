@@ -12,6 +12,7 @@ The winners of each side go on to the full budget on seeds 0, 1 and 2 (`--full N
     python3 tools/esvit_search.py OUT_DIR [--reverse]           # runs what has no log yet, then the table
     python3 tools/esvit_search.py OUT_DIR --table               # the table only (needs h5py)
     python3 tools/esvit_search.py OUT_DIR --full NAME [NAME ...] # those variants at the full budget, seeds 0-2
+    ... --retry                                                 # also resume runs that stopped before their end
 
 One thread a run (WORKBENCH_THREADS=1): two copies share a 2-core machine (`--reverse` walks the
 list from the other end). WORKBENCH_BIN names a copy of the binary, so that builds do not replace
@@ -48,10 +49,22 @@ VARIANTS = {
 }
 
 
-def run_one(out, tag, recipe, overrides, seed):
+def run_one(out, tag, recipe, overrides, seed, retry=False):
     log = os.path.join(out, tag + '.log')
     if os.path.exists(log):
-        return
+        if not retry or result(out, tag):
+            return
+        # Stopped before its end (a session ended, a signal): resume its latest folder from its checkpoint.
+        folders = sorted(glob.glob(os.path.join(out, 'runs', tag.replace('.', '_'), '*')))
+        if folders:
+            with open(log, 'a') as f:
+                f.write('--retry: resuming ' + folders[-1] + '\n')
+                f.flush()
+                done = subprocess.run([WORKBENCH, 'run', '--resume', folders[-1]], stdout=f, stderr=subprocess.STDOUT,
+                                      env=dict(os.environ, WORKBENCH_THREADS='1'), check=False)
+            if done.returncode == 0:
+                return
+        os.remove(log)
     sets = [f'name={tag.replace(".", "_")}', f'seed={seed}'] + overrides
     args = [WORKBENCH, 'run', os.path.join(ROOT, 'Recipes', recipe + '.yaml'), '--runs-dir', os.path.join(out, 'runs')]
     for s in sets:
@@ -104,6 +117,7 @@ def main():
     parser.add_argument('out')
     parser.add_argument('--reverse', action='store_true')
     parser.add_argument('--table', action='store_true')
+    parser.add_argument('--retry', action='store_true', help='resume (or rerun) variants whose log has no result')
     parser.add_argument('--full', nargs='+', metavar='NAME')
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -116,7 +130,7 @@ def main():
         else:
             jobs = [(screen_tag(n), r, o + [f'stages.0.pretrain.epochs={SCREEN_EPOCHS}'], 0) for n, (r, o) in VARIANTS.items()]
         for tag, recipe, overrides, seed in reversed(jobs) if args.reverse else jobs:
-            run_one(args.out, tag, recipe, overrides, seed)
+            run_one(args.out, tag, recipe, overrides, seed, retry=args.retry)
     table(args.out, args.full)
 
 
