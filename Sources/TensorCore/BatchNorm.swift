@@ -95,7 +95,7 @@ extension Tensor {
         let out = Storage(uninitializedCount: self.count)
         let y = out.base
         if spatial == 1 {
-            let ones = weight == nil || bias == nil ? [Float](repeating: 1, count: c) : []
+            let ones = weight == nil ? [Float](repeating: 1, count: c) : []
             let zeros = bias == nil ? [Float](repeating: 0, count: c) : []
             ones.withUnsafeBufferPointer { one in zeros.withUnsafeBufferPointer { zero in
                 let w = weight?.base ?? UnsafeMutablePointer(mutating: one.baseAddress!), bb = bias?.base ?? UnsafeMutablePointer(mutating: zero.baseAddress!)
@@ -108,14 +108,14 @@ extension Tensor {
                 }
             } }
         } else {
-        for b in 0..<batch {
-            for ch in 0..<c {
-                let o = (b * c + ch) * spatial
-                let w = weight?.base[ch] ?? 1, bb = bias?.base[ch] ?? 0
-                let m = mean.base[ch], s = rstd.base[ch]
-                for i in 0..<spatial { y[o + i] = (x[o + i] - m) * s * w + bb }
+            for b in 0..<batch {
+                for ch in 0..<c {
+                    let o = (b * c + ch) * spatial
+                    let w = weight?.base[ch] ?? 1, bb = bias?.base[ch] ?? 0
+                    let m = mean.base[ch], s = rstd.base[ch]
+                    for i in 0..<spatial { y[o + i] = (x[o + i] - m) * s * w + bb }
+                }
             }
-        }
         }
         let input = self
         var inputs = [self]

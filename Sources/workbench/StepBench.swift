@@ -64,11 +64,16 @@ struct BenchStep: ParsableCommand {
         print(String(format: "step median %.1f ms  %.1f img/s%@  peak memory %.0f MiB", step * 1e3, Double(batch) / step, what, Self.peakResidentMiB))
     }
 
-    /// getrusage's ru_maxrss (KiB on Linux) in MiB.
+    /// getrusage's ru_maxrss (KiB on Linux, bytes on macOS) in MiB.
     static var peakResidentMiB: Double {
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_maxrss) / 1024
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return Double(usage.ru_maxrss) / (1024 * 1024)
+        #endif
     }
 
     /// Records the products one step issues, times them alone as raw sgemm at the same shapes
