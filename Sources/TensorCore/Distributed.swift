@@ -73,5 +73,4 @@ public enum Distributed {
         out.withUnsafeMutableBufferPointer { world.allreduceSum($0.baseAddress!, count: $0.count) }
         return out
     }
-
 }

@@ -103,7 +103,11 @@ public enum Embeddings {
                 if Distributed.isMultiProcess {
                     // Spread over processes: chunks of batchSize images per process, each process
                     // extracting its share of a chunk, gathered on every process in order.
-                    try extractShared(encoder, layer: layer, dataset: dataset, mean: mean, std: std, batchSize: batchSize) { rows, shape, range in
+                    let span = batchSize * Distributed.size
+                    for start in stride(from: 0, to: dataset.count, by: span) {
+                        let range = start ..< Swift.min(start + span, dataset.count)
+                        let (rows, shape) = try sharedHidden(encoder, layer: layer, dataset: dataset, range: range, mean: mean, std: std,
+                                                             batchSize: batchSize)
                         try append(rows, shape: shape)
                         labels += range.map { Int64(dataset.label(at: $0)) }
                         indices += range.map { Int64(dataset.sourceIndex(at: $0)) }
@@ -135,19 +139,6 @@ public enum Embeddings {
             throw RunError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         return summary
-    }
-}
-
-/// Features of `dataset` in chunks of `batchSize` images per process: each process extracts its
-/// share of a chunk, the chunk is gathered on every process (MPI_Allgatherv), and `chunk` gets
-/// its rows in order with their row shape and the images' range.
-func extractShared(_ encoder: some HiddenLayerEncoder, layer: String, dataset: Dataset, mean: [Float], std: [Float], batchSize: Int,
-                   chunk: ([Float], [Int], Range<Int>) throws -> Void) throws {
-    let span = batchSize * Distributed.size
-    for start in stride(from: 0, to: dataset.count, by: span) {
-        let range = start ..< Swift.min(start + span, dataset.count)
-        let (rows, rowShape) = try sharedHidden(encoder, layer: layer, dataset: dataset, range: range, mean: mean, std: std, batchSize: batchSize)
-        try chunk(rows, rowShape, range)
     }
 }
 
