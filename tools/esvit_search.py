@@ -24,6 +24,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import zoo_results  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKBENCH = os.environ.get('WORKBENCH_BIN') or os.path.join(ROOT, '.build', 'release', 'workbench')
 SCREEN_EPOCHS = 2
@@ -84,15 +87,9 @@ def full_tag(name, seed):
 
 
 def result(out, tag):
-    import h5py
-    for path in sorted(glob.glob(os.path.join(out, 'runs', tag.replace('.', '_'), '*', 'metrics.h5')), reverse=True):
-        with h5py.File(path, 'r') as f:
-            status = f.attrs['status']
-            if (status.decode() if isinstance(status, bytes) else status) != 'complete':
-                continue
-            return {'probe': 100 * f['linear_probe'].attrs['test_top1'], 'knn': 100 * f['knn'].attrs['test_top1'],
-                    'loss': float(f['pretrain/epochs/loss'][()][-1])}
-    return None
+    """The variant's probe, kNN and final pretraining loss, from its complete run (zoo_results.result)."""
+    r = zoo_results.result(out, '', tag.replace('.', '_'))
+    return r and dict(r, loss=float(r['loss'][-1]))
 
 
 def table(out, full):

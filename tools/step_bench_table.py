@@ -38,7 +38,11 @@ ROWS = {
 
 def measure(command, env=None):
     """Runs `command` alone; returns its output and its peak resident set in MiB."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    except OSError as e:
+        sys.exit(f'cannot run {command[0]}: {e.strerror}; give the Python with torch as --python, the workbench as --workbench '
+                 '(or build it: swift build -c release)')
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
