@@ -71,12 +71,27 @@ public final class AdamW: Optimizer {
             let stepSize = lr / correction1
             let decay: Float = decayAll || parameters[i].decays ? 1 - lr * weightDecay : 1
             let m = expAvg[i].base, v = expAvgSq[i].base
+            // Eight lanes at a time with the scalar tail's operations in the scalar tail's order
+            // (no fused multiply-adds): the same bits as one value at a time.
+            let (vb1, vb2, c1, c2) = (Vec(repeating: b1), Vec(repeating: b2), Vec(repeating: 1 - b1), Vec(repeating: 1 - b2))
+            let (vc, ve, vd, vs) = (Vec(repeating: invSqrtCorrection2), Vec(repeating: e), Vec(repeating: decay), Vec(repeating: stepSize))
             Parallel.forChunks(n, grain: 16384) { r in
-                for k in r {
+                var k = r.lowerBound
+                while k + 8 <= r.upperBound {
+                    let gk = load(g + k)
+                    let mk = vb1 * load(m + k) + c1 * gk
+                    let vk = vb2 * load(v + k) + c2 * gk * gk
+                    let denom = vsqrt(vk) * vc + ve
+                    store(mk, m + k); store(vk, v + k)
+                    store(load(p + k) * vd - vs * mk / denom, p + k)
+                    k += 8
+                }
+                while k < r.upperBound {
                     m[k] = b1 * m[k] + (1 - b1) * g[k]
                     v[k] = b2 * v[k] + (1 - b2) * g[k] * g[k]
                     let denom = v[k].squareRoot() * invSqrtCorrection2 + e
                     p[k] = p[k] * decay - stepSize * m[k] / denom
+                    k += 1
                 }
             }
         }

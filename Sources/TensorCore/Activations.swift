@@ -57,9 +57,25 @@ public enum GELUKernels {
         }
     }
 
-    /// dx += dout * F'(x) over n floats.
+    /// dx += dout * F'(x) over n floats; with `overwrite`, dx = dout * F'(x) (a fresh gradient
+    /// buffer, not read: no zero-fill pass before it, no read of the zeros).
     public static func backward<F: VectorFunction>(_ f: F.Type, _ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                                   _ dout: UnsafePointer<Float>, _ n: Int) {
+                                                   _ dout: UnsafePointer<Float>, _ n: Int, overwrite: Bool = false) {
+        if overwrite {
+            Parallel.forChunks(n, grain: 16384) { r in
+                var i = r.lowerBound
+                while i + 32 <= r.upperBound {
+                    let d0 = F.derivative(load(x + i)), d1 = F.derivative(load(x + i + 8))
+                    let d2 = F.derivative(load(x + i + 16)), d3 = F.derivative(load(x + i + 24))
+                    store(load(dout + i) * d0, dx + i); store(load(dout + i + 8) * d1, dx + i + 8)
+                    store(load(dout + i + 16) * d2, dx + i + 16); store(load(dout + i + 24) * d3, dx + i + 24)
+                    i += 32
+                }
+                while i + 8 <= r.upperBound { store(load(dout + i) * F.derivative(load(x + i)), dx + i); i += 8 }
+                while i < r.upperBound { dx[i] = dout[i] * F.derivative(Vec(repeating: x[i]))[0]; i += 1 }
+            }
+            return
+        }
         Parallel.forChunks(n, grain: 16384) { r in
             var i = r.lowerBound
             while i + 32 <= r.upperBound {
@@ -92,9 +108,9 @@ extension Tensor {
         let input = self
         return makeResult(shape: shape, storage: out, inputs: [self]) {
             { g in
-                let gx = input.node!.accumulator()
-                if approximateTanh { GELUKernels.backward(TanhGELU.self, gx, input.base, g.base, n) }
-                else { GELUKernels.backward(ExactGELU.self, gx, input.base, g.base, n) }
+                let (gx, beta) = input.node!.gemmAccumulator()
+                if approximateTanh { GELUKernels.backward(TanhGELU.self, gx, input.base, g.base, n, overwrite: beta == 0) }
+                else { GELUKernels.backward(ExactGELU.self, gx, input.base, g.base, n, overwrite: beta == 0) }
             }
         }
     }

@@ -74,17 +74,19 @@ public enum AttentionKernels {
         }
     }
 
-    /// Adds the gradients of q, k, v (in their layouts) given dout and the saved probabilities.
+    /// Adds the gradients of q, k, v (in their layouts) given dout and the saved probabilities;
+    /// with `beta` 0 it writes them instead, not reading dq, dk, dv (fresh buffers every element
+    /// of which one pair's product writes: a packed projection's gradient).
     public static func backward(_ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?, _ dv: UnsafeMutablePointer<Float>?,
                                 _ dout: UnsafePointer<Float>, _ outLayout: HeadLayout, _ probs: UnsafePointer<Float>,
                                 _ q: UnsafePointer<Float>, _ qLayout: HeadLayout, _ k: UnsafePointer<Float>, _ kLayout: HeadLayout,
                                 _ v: UnsafePointer<Float>, _ vLayout: HeadLayout,
-                                pairs: Int, n: Int, m: Int, d: Int, dvWidth: Int, scale: Float, mask: AttentionMask?) {
+                                pairs: Int, n: Int, m: Int, d: Int, dvWidth: Int, scale: Float, mask: AttentionMask?, beta: Float = 1) {
         forPairs(pairs, work: 2 * n * m * (d + dvWidth)) { p in
             let pp = probs + p * n * m, go = dout + outLayout.offset(p)
             if let dv {
                 // dV (M, dv) += P^T (M, N) . dO (N, dv)
-                BLAS.gemm(true, false, m, dvWidth, n, 1, pp, m, go, outLayout.rowStride, 1, dv + vLayout.offset(p), vLayout.rowStride)
+                BLAS.gemm(true, false, m, dvWidth, n, 1, pp, m, go, outLayout.rowStride, beta, dv + vLayout.offset(p), vLayout.rowStride)
             }
             guard dq != nil || dk != nil else { return }
             withUnsafeTemporaryAllocation(of: Float.self, capacity: n * m) { buf in
@@ -101,8 +103,8 @@ public enum AttentionKernels {
                 if let mask {
                     for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { ds[i * m + j] = 0 } }
                 }
-                if let dq { BLAS.gemm(false, false, n, d, m, 1, ds, m, k + kLayout.offset(p), kLayout.rowStride, 1, dq + qLayout.offset(p), qLayout.rowStride) }
-                if let dk { BLAS.gemm(true, false, m, d, n, 1, ds, m, q + qLayout.offset(p), qLayout.rowStride, 1, dk + kLayout.offset(p), kLayout.rowStride) }
+                if let dq { BLAS.gemm(false, false, n, d, m, 1, ds, m, k + kLayout.offset(p), kLayout.rowStride, beta, dq + qLayout.offset(p), qLayout.rowStride) }
+                if let dk { BLAS.gemm(true, false, m, d, n, 1, ds, m, q + qLayout.offset(p), qLayout.rowStride, beta, dk + kLayout.offset(p), kLayout.rowStride) }
             }
         }
     }
@@ -175,9 +177,11 @@ extension Tensor {
                                  pairs: pairs, n: n, m: n, d: dh, dv: dh, scale: s, mask: nil)
         let output = makeResult(shape: [b, n, inner], storage: out, inputs: [qkv]) {
             { g in
-                let gq = qkv.node!.accumulator()
+                // Each pair's three products write their own slices of q, k and v: every element
+                // of a fresh buffer is written once.
+                let (gq, beta) = qkv.node!.gemmAccumulator()
                 AttentionKernels.backward(gq, gq, gq, g.base, oL, probs.base, qkv.base, qL, qkv.base, kL, qkv.base, vL,
-                                          pairs: pairs, n: n, m: n, d: dh, dvWidth: dh, scale: s, mask: nil)
+                                          pairs: pairs, n: n, m: n, d: dh, dvWidth: dh, scale: s, mask: nil, beta: beta)
             }
         }
         return (output, returnProbabilities ? Tensor(shape: [b, heads, n, n], storage: Storage(copying: probs.base, count: probs.count)) : nil)

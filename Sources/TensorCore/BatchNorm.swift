@@ -124,7 +124,9 @@ extension Tensor {
         return makeResult(shape: shape, storage: out, inputs: inputs) {
             { g in
                 let gp = g.base
-                let gx = input.node?.accumulator()
+                // A fresh input gradient (the usual case: a convolution's output feeds only this)
+                // is written, not zero-filled and added to.
+                let (gx, fresh) = input.node.map { n -> (UnsafeMutablePointer<Float>?, Bool) in let (p, beta) = n.gemmAccumulator(); return (p, beta == 0) } ?? (nil, false)
                 let gw = weight?.node?.accumulator(), gb = bias?.node?.accumulator()
                 // The two sums of the input gradient, summed over processes when synchronised
                 // (each process's gradient is of its own share's loss; see Distributed).
@@ -179,11 +181,18 @@ extension Tensor {
                         Parallel.forChunks(batch, grain: Swift.max(1, 16384 / Swift.max(c, 1))) { r in
                             for b in r {
                                 let o = b * c
-                                if training {
+                                if training && fresh {
+                                    for ch in 0..<c {
+                                        let norm = (x[o + ch] - m[ch]) * sd[ch]
+                                        gx[o + ch] = ws[ch] * (gp[o + ch] - sgp[ch] - norm * snp[ch] / values)
+                                    }
+                                } else if training {
                                     for ch in 0..<c {
                                         let norm = (x[o + ch] - m[ch]) * sd[ch]
                                         gx[o + ch] += ws[ch] * (gp[o + ch] - sgp[ch] - norm * snp[ch] / values)
                                     }
+                                } else if fresh {
+                                    for ch in 0..<c { gx[o + ch] = ws[ch] * gp[o + ch] }
                                 } else {
                                     for ch in 0..<c { gx[o + ch] += ws[ch] * gp[o + ch] }
                                 }
@@ -192,6 +201,7 @@ extension Tensor {
                     } } }
                     return
                 }
+                if fresh { gx.update(repeating: 0, count: input.count) }
                 for b in 0..<batch {
                     for ch in 0..<c {
                         let m = mean.base[ch], s = rstd.base[ch], w = weight?.base[ch] ?? 1

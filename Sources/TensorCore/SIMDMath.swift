@@ -3,6 +3,13 @@
 /// the tests compare each against libm.
 public typealias Vec = SIMD8<Float>
 
+import CSpin
+
+/// Square roots of eight lanes in vector instructions, correctly rounded: the same bits as
+/// Float.squareRoot() per lane (SIMD8.squareRoot() calls sqrtf once per lane).
+@_transparent
+public func vsqrt(_ x: Vec) -> Vec { cvec_sqrt8(x) }
+
 @_transparent
 public func vexp(_ x: Vec) -> Vec {
     // Cephes expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-5 polynomial, times 2^n.

@@ -323,23 +323,26 @@ final class KernelGradientTests: XCTestCase {
         return DArray.matmul(s.mapRows(DArray.softmaxRow), v)
     }
 
+    /// Packed multi-head attention in Double: chunk(3), 'b n (h d) -> b h n d', attention, 'b h n d -> b n (h d)'.
+    static func referencePackedAttention(_ qkv: DArray, heads: Int) -> DArray {
+        let (b, n, dh) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / (3 * heads))
+        func part(_ c: Int) -> DArray {
+            var out = DArray.zeros([b, heads, n, dh])
+            for i in 0..<out.count {
+                let o = out.index(of: i)
+                out.data[i] = qkv[[o[0], o[2], c * heads * dh + o[1] * dh + o[3]]]
+            }
+            return out
+        }
+        return referenceAttention(part(0), part(1), part(2), mask: nil).permuted([0, 2, 1, 3]).reshaped([b, n, heads * dh])
+    }
+
     func testMultiHeadSelfAttentionFromPackedProjection() {
         let (b, n, heads, dh) = (2, 5, 3, 4)
         let qkv = randomTensor([b, n, 3 * heads * dh], seed: 7, low: -2, high: 2)
         checkGradients("packed multi-head attention", inputs: [qkv], engine: {
             Tensor.multiHeadSelfAttention(packedQKV: $0[0], heads: heads).output
-        }, reference: { xs in
-            // chunk(3), 'b n (h d) -> b h n d', attention, 'b h n d -> b n (h d)'.
-            func part(_ c: Int) -> DArray {
-                var out = DArray.zeros([b, heads, n, dh])
-                for i in 0..<out.count {
-                    let o = out.index(of: i)
-                    out.data[i] = xs[0][[o[0], o[2], c * heads * dh + o[1] * dh + o[3]]]
-                }
-                return out
-            }
-            return Self.referenceAttention(part(0), part(1), part(2), mask: nil).permuted([0, 2, 1, 3]).reshaped([b, n, heads * dh])
-        })
+        }, reference: { Self.referencePackedAttention($0[0], heads: heads) })
         let (_, probs) = Tensor.multiHeadSelfAttention(packedQKV: qkv, heads: heads, returnProbabilities: true)
         XCTAssertEqual(probs?.shape, [b, heads, n, n])
     }
@@ -367,5 +370,37 @@ final class KernelGradientTests: XCTestCase {
         let refProbs = DArray.matmul(DArray(q), DArray(k), transposeB: true).map { $0 / 2 }.mapRows(DArray.softmaxRow)
         XCTAssertEqual(probs?.shape, [2, 2, 5, 6])
         assertClose("attention probabilities", probs!.scalars.map(Double.init), refProbs.data, tolerance: 1e-5)
+    }
+
+    /// Kernels write a fresh input gradient instead of zero-filling and adding to it (GELU, packed
+    /// attention, BatchNorm); the checks above take that path (the inputs are leaves). Here the
+    /// input also feeds a later op, whose backward runs first: the kernels must add to its gradient.
+    func testGradientsAddedToAnExistingGradient() {
+        let x = randomTensor([3, 7], seed: 11, low: -4, high: 4)
+        checkGradients("gelu(x) + x", inputs: [x], engine: { $0[0].gelu() + $0[0] },
+                       reference: { $0[0].map { 0.5 * $0 * (1 + erf($0 / 2.0.squareRoot())) + $0 } })
+        checkGradients("gelu tanh(x) + x", inputs: [x], engine: { $0[0].gelu(approximateTanh: true) + $0[0] },
+                       reference: { $0[0].map { x in 0.5 * x * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) + x } })
+        let (b, n, heads, dh) = (2, 5, 3, 4)
+        let qkv = randomTensor([b, n, 3 * heads * dh], seed: 7, low: -2, high: 2)
+        checkGradients("packed attention(qkv) + qkv . qkv", inputs: [qkv], engine: {
+            Tensor.multiHeadSelfAttention(packedQKV: $0[0], heads: heads).output.sum() + ($0[0] * $0[0]).sum()
+        }, reference: { xs in
+            let a = Self.referencePackedAttention(xs[0], heads: heads).data.reduce(0, +)
+            return DArray(shape: [], [a + xs[0].data.reduce(0) { $0 + $1 * $1 }])
+        })
+        for shape in [[6, 4], [2, 4, 3, 3]] {
+            let x = randomTensor(shape, seed: 1, low: -1, high: 2)
+            let w = randomTensor([4], seed: 2, low: 0.5, high: 1.5), bias = randomTensor([4], seed: 3)
+            checkGradients("batchNorm(x) + x \(shape)", inputs: [x, w, bias], engine: {
+                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: BatchNormState(channels: 4), training: true) + $0[0]
+            }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: nil, variance: nil) + $0[0] })
+            let state = BatchNormState(channels: 4)
+            _ = x.batchNorm(weight: w, bias: bias, state: state, training: true)
+            let rm = state.runningMean.scalars.map(Double.init), rv = state.runningVar.scalars.map(Double.init)
+            checkGradients("batchNorm eval(x) + x \(shape)", inputs: [x, w, bias], engine: {
+                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: state, training: false) + $0[0]
+            }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: rm, variance: rv) + $0[0] })
+        }
     }
 }

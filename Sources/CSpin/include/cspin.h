@@ -1,4 +1,4 @@
-// TensorCore's two helpers from C. The CPU's spin-wait hint (x86 PAUSE, ARM YIELD), for the tensor
+// TensorCore's helpers from C. The CPU's spin-wait hint (x86 PAUSE, ARM YIELD), for the tensor
 // worker pool's short spins: it keeps a spinning thread from starving its hyper-thread sibling and saves power.
 #ifndef CSPIN_H
 #define CSPIN_H
@@ -24,6 +24,14 @@ static inline void cspin_relax(void) {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+// The square root of eight floats in vector instructions (sqrtps or vsqrtps; NEON's fsqrt),
+// correctly rounded like the scalar one. Swift's SIMD8.squareRoot() goes lane by lane through
+// libm's sqrtf. Swift imports the vector type as SIMD8<Float>.
+typedef float cvec_float8 __attribute__((ext_vector_type(8)));
+static inline cvec_float8 cvec_sqrt8(cvec_float8 v) {
+    return __builtin_elementwise_sqrt(v);
 }
 
 #endif
