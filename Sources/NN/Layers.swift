@@ -162,11 +162,22 @@ public final class Attention: Module {
         if let toQKV, context == nil, qNorm == nil {
             // Heads are read from and written to the packed layouts directly, with no copies.
             (merged, probs) = Tensor.multiHeadSelfAttention(packedQKV: toQKV(h), heads: heads, returnProbabilities: returnProbabilities)
+        } else if qNorm == nil {
+            // Queries, and keys and values packed side by side, also read in place: cross-attention
+            // with a self-attention layer's weights (MP3) or with to_q and to_kv (CaiT).
+            let q: Tensor, kv: Tensor
+            if let toQKV, let context {
+                (q, kv) = toQKV.queriesAndPackedKeysValues(h, context: context, norm: norm, inner: inner)
+            } else {
+                q = toQ!(h)
+                kv = toKV!(norm(context ?? x))
+            }
+            (merged, probs) = Tensor.multiHeadAttention(queries: q, packedKV: kv, heads: heads, returnProbabilities: returnProbabilities)
         } else {
             let q: Tensor, kv: [Tensor]
             if let toQKV {
-                // Cross-attention with a self-attention layer's weights (MP3), or self-attention
-                // with normalised queries and keys (qk_norm).
+                // Self-attention with normalised queries and keys (qk_norm), or cross-attention
+                // with a self-attention layer's weights and qk_norm.
                 let (pq, pk, pv) = toQKV.queriesKeysValues(h, context: context, norm: norm, inner: inner)
                 (q, kv) = (pq, [pk, pv])
             } else {
@@ -199,6 +210,15 @@ extension Linear {
         let q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
         let kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
         return (q, kv[0], kv[1])
+    }
+
+    /// MP3's cross-attention inputs from a packed `to_qkv` projection: the queries of `h` (B, N,
+    /// inner) by the projection's first third, and the keys and values of norm(context) by the
+    /// rest, left packed (B, M, 2 * inner) for `Tensor.multiHeadAttention`.
+    public func queriesAndPackedKeysValues(_ h: Tensor, context: Tensor, norm: LayerNorm, inner: Int) -> (q: Tensor, kv: Tensor) {
+        let w = weight.value
+        return (Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner)),
+                Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)))
     }
 }
 

@@ -76,17 +76,20 @@ public enum AttentionKernels {
 
     /// Adds the gradients of q, k, v (in their layouts) given dout and the saved probabilities;
     /// with `beta` 0 it writes them instead, not reading dq, dk, dv (fresh buffers every element
-    /// of which one pair's product writes: a packed projection's gradient).
+    /// of which one pair's product writes: a packed projection's gradient). `betaKV`, when given,
+    /// is dk's and dv's (keys and values packed apart from the queries).
     public static func backward(_ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?, _ dv: UnsafeMutablePointer<Float>?,
                                 _ dout: UnsafePointer<Float>, _ outLayout: HeadLayout, _ probs: UnsafePointer<Float>,
                                 _ q: UnsafePointer<Float>, _ qLayout: HeadLayout, _ k: UnsafePointer<Float>, _ kLayout: HeadLayout,
                                 _ v: UnsafePointer<Float>, _ vLayout: HeadLayout,
-                                pairs: Int, n: Int, m: Int, d: Int, dvWidth: Int, scale: Float, mask: AttentionMask?, beta: Float = 1) {
+                                pairs: Int, n: Int, m: Int, d: Int, dvWidth: Int, scale: Float, mask: AttentionMask?,
+                                beta: Float = 1, betaKV: Float? = nil) {
+        let betaKV = betaKV ?? beta
         forPairs(pairs, work: 2 * n * m * (d + dvWidth)) { p in
             let pp = probs + p * n * m, go = dout + outLayout.offset(p)
             if let dv {
                 // dV (M, dv) += P^T (M, N) . dO (N, dv)
-                BLAS.gemm(true, false, m, dvWidth, n, 1, pp, m, go, outLayout.rowStride, beta, dv + vLayout.offset(p), vLayout.rowStride)
+                BLAS.gemm(true, false, m, dvWidth, n, 1, pp, m, go, outLayout.rowStride, betaKV, dv + vLayout.offset(p), vLayout.rowStride)
             }
             guard dq != nil || dk != nil else { return }
             withUnsafeTemporaryAllocation(of: Float.self, capacity: n * m) { buf in
@@ -104,7 +107,7 @@ public enum AttentionKernels {
                     for i in 0..<n { for j in 0..<m where !mask.allows(p, i, j) { ds[i * m + j] = 0 } }
                 }
                 if let dq { BLAS.gemm(false, false, n, d, m, 1, ds, m, k + kLayout.offset(p), kLayout.rowStride, beta, dq + qLayout.offset(p), qLayout.rowStride) }
-                if let dk { BLAS.gemm(true, false, m, d, n, 1, ds, m, q + qLayout.offset(p), qLayout.rowStride, beta, dk + kLayout.offset(p), kLayout.rowStride) }
+                if let dk { BLAS.gemm(true, false, m, d, n, 1, ds, m, q + qLayout.offset(p), qLayout.rowStride, betaKV, dk + kLayout.offset(p), kLayout.rowStride) }
             }
         }
     }
@@ -189,6 +192,39 @@ extension Tensor {
 }
 
 extension Tensor {
+    /// Multi-head attention of queries (B, N, heads * dimHead) over keys and values packed as
+    /// (B, M, 2 * heads * dimHead) ([k | v], heads side by side: vit-pytorch's `to_kv(context)
+    /// .chunk(2)` then 'b n (h d) -> b h n d'), read in place. Returns (B, N, heads * dimHead) and
+    /// optionally the probabilities (B, heads, N, M) as constants.
+    public static func multiHeadAttention(queries q: Tensor, packedKV kv: Tensor, heads: Int, scale: Float? = nil,
+                                          returnProbabilities: Bool = false) -> (output: Tensor, probabilities: Tensor?) {
+        precondition(q.rank == 3 && kv.rank == 3 && q.shape[0] == kv.shape[0] && kv.shape[2] == 2 * q.shape[2] && q.shape[2] % heads == 0,
+                     "multiHeadAttention: queries (B, N, heads * dimHead) and keys-values (B, M, 2 * heads * dimHead), got \(q.shape) and \(kv.shape)")
+        let (b, n, m, inner) = (q.shape[0], q.shape[1], kv.shape[1], q.shape[2])
+        let dh = inner / heads
+        let s = scale ?? 1 / Float(dh).squareRoot()
+        let pairs = b * heads
+        let qL = HeadLayout(batchStride: n * inner, headStride: dh, rowStride: inner, heads: heads)
+        let kL = HeadLayout(batchStride: m * 2 * inner, headStride: dh, rowStride: 2 * inner, heads: heads)
+        var vL = kL
+        vL.start = inner
+        let oL = qL
+        let out = Storage(uninitializedCount: b * n * inner)
+        let probs = Storage(uninitializedCount: pairs * n * m)
+        AttentionKernels.forward(out.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
+                                 pairs: pairs, n: n, m: m, d: dh, dv: dh, scale: s, mask: nil)
+        let output = makeResult(shape: [b, n, inner], storage: out, inputs: [q, kv]) {
+            { g in
+                // Fresh buffers are written (every element by one pair's product), not added to.
+                let dq = q.node?.gemmAccumulator(), dkv = kv.node?.gemmAccumulator()
+                AttentionKernels.backward(dq?.0, dkv?.0, dkv?.0, g.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
+                                          pairs: pairs, n: n, m: m, d: dh, dvWidth: dh, scale: s, mask: nil,
+                                          beta: dq?.1 ?? 1, betaKV: dkv?.1 ?? 1)
+            }
+        }
+        return (output, returnProbabilities ? Tensor(shape: [b, heads, n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)
+    }
+
     /// einsum('b h i j, h g -> b g i j'): attention maps (B, h, N, M) mixed across heads by a
     /// (h, g) matrix (talking heads, re-attention), without moving the maps: per image, the
     /// product W^T (g, h) x maps (h, N M). The maps' gradient is W dOut per image; W's, the sum

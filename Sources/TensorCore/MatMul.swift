@@ -1,4 +1,9 @@
 import CBLAS
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// C (M x N) = alpha * op(A) * op(B) + beta * C, row-major, through OpenBLAS.
 ///
@@ -14,6 +19,20 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
     if m == 0 || n == 0 { return }
     _ = BLAS.singleThreaded
     if ProductRecorder.isRecording { ProductRecorder.record(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k)) }
+    if ProductRecorder.isTiming {
+        let start = ProductRecorder.clock()
+        defer { ProductRecorder.addTime(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k), start: start, inKernel: false) }
+        return split(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+    split(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+/// `sgemm`'s product over the pool: by rows of C or, when C has few rows, by columns.
+@inline(__always)
+private func split(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                   _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                   _ b: UnsafePointer<Float>, _ ldb: Int,
+                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     let work = m * n * k
     let chunks = work >= 1 << 21 ? Parallel.threads : 1
     if chunks > 1 && (m >= 32 * chunks || n >= 32 * chunks) {
@@ -57,6 +76,12 @@ enum BLAS {
                      _ b: UnsafePointer<Float>, _ ldb: Int,
                      _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         if ProductRecorder.isRecording { ProductRecorder.record(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k)) }
+        if ProductRecorder.isTiming {
+            let start = ProductRecorder.clock()
+            raw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            ProductRecorder.addTime(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k), start: start, inKernel: true)
+            return
+        }
         raw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
@@ -267,4 +292,38 @@ public enum ProductRecorder {
         lock.lock(); isRecording = false; let result = shapes; shapes = [:]; lock.unlock()
         return result
     }
+
+    // Timing: the wall time of every product while `time` runs, by shape.
+    nonisolated(unsafe) static var isTiming = false
+    nonisolated(unsafe) static var times: [ProductShape: ProductTime] = [:]
+
+    @inline(__always)
+    static func clock() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+    }
+
+    static func addTime(_ shape: ProductShape, start: UInt64, inKernel: Bool) {
+        let ns = clock() &- start
+        lock.lock()
+        times[shape, default: ProductTime(inKernel: inKernel)].seconds += Double(ns) * 1e-9
+        lock.unlock()
+    }
+
+    /// Runs `body` and returns the wall time spent in each product shape: for products the engine
+    /// splits over the pool itself (`sgemm`), from call to return; for those kernels issue from
+    /// inside their own split (attention's per-head products, `inKernel`), summed over threads.
+    public static func time(_ body: () -> Void) -> [ProductShape: ProductTime] {
+        lock.lock(); times = [:]; isTiming = true; lock.unlock()
+        body()
+        lock.lock(); isTiming = false; let result = times; times = [:]; lock.unlock()
+        return result
+    }
+}
+
+/// The time `ProductRecorder.time` measured for one product shape.
+public struct ProductTime: Sendable {
+    public var seconds = 0.0
+    public let inKernel: Bool
 }

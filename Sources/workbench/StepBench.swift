@@ -29,6 +29,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Time the first pretrain stage of this recipe instead: its encoder, objective, optimizer, views and batch size (or, without one, its supervised stage's encoder and batch size).") var recipe: String?
     @Option(help: "Time a supervised step of this encoder kind instead (batch 64 unless --batch, 28x28 px, patch 4 and the sizes above), as tools/zoo_step_bench.py times vit-pytorch's.") var encoder: String?
     @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait, xcit).") var channels = 1
+    @Flag(name: .customLong("products"), help: "Also time every product shape inside the step against the same products alone, and print the step's time outside its products.") var productTimes = false
 
     func run() throws {
         if let recipe { return try runRecipe(recipe) }
@@ -86,22 +87,37 @@ struct BenchStep: ParsableCommand {
         let maxC = shapes.map { $0.key.m * $0.key.n }.max() ?? 1
         let rng = RandomStream(seed: 0, purpose: "roofline")
         let a = Tensor.uniform([maxA], rng: rng), b = Tensor.uniform([maxB], rng: rng), c = Storage(uninitializedCount: maxC)
-        let raw = medianSeconds(repeats: steps, warmups: 1) {
-            for (p, calls) in shapes {
-                let lda = p.transA ? p.m : p.k, ldb = p.transB ? p.k : p.n
-                if calls == 1 {
-                    sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.base, p.n)
-                } else {
-                    Parallel.forChunks(calls, grain: 1) { r in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: p.m * p.n) { c in
-                            for _ in r { cblasProduct(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n) }
-                        }
+        func rawProducts(_ p: ProductShape, _ calls: Int) {
+            let lda = p.transA ? p.m : p.k, ldb = p.transB ? p.k : p.n
+            if calls == 1 {
+                sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.base, p.n)
+            } else {
+                Parallel.forChunks(calls, grain: 1) { r in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: p.m * p.n) { c in
+                        for _ in r { cblasProduct(p.transA, p.transB, p.m, p.n, p.k, 1, a.base, lda, b.base, ldb, 0, c.baseAddress!, p.n) }
                     }
                 }
             }
         }
+        let raw = medianSeconds(repeats: steps, warmups: 1) { for (p, calls) in shapes { rawProducts(p, calls) } }
         print(String(format: "products: %d calls at %d shapes, %.2f GFLOP per step; raw sgemm alone %.1f ms (%.1f GFLOP/s); step at %.1f GFLOP/s = %.2f of the roofline",
                      shapes.reduce(0) { $0 + $1.value }, shapes.count, flops / 1e9, raw * 1e3, flops / raw / 1e9, flops / step / 1e9, raw / step))
+        guard productTimes else { return }
+        // Each shape's products inside `steps` steps (per step), against the same products alone.
+        let times = ProductRecorder.time { for _ in 0..<steps { body() } }
+        print("products inside the step, by shape (ms per step; kernels' own products, marked *, summed over threads and divided by \(Parallel.threads)):")
+        var inStep = 0.0, alone = 0.0
+        for (p, calls) in shapes.sorted(by: { (times[$0.key]?.seconds ?? 0) > (times[$1.key]?.seconds ?? 0) }) {
+            guard let t = times[p] else { continue }
+            let mine = t.seconds / Double(steps) / (t.inKernel ? Double(Parallel.threads) : 1)
+            let rawShape = medianSeconds(repeats: 3, warmups: 1) { rawProducts(p, calls) }
+            inStep += mine
+            alone += rawShape
+            print(String(format: "  %@ %6d x %5d x %6d  %5d calls%@  in the step %8.2f ms  alone %8.2f ms",
+                         "\(p.transA ? "T" : "N")\(p.transB ? "T" : "N")", p.m, p.n, p.k, calls, t.inKernel ? "*" : " ", mine * 1e3, rawShape * 1e3))
+        }
+        print(String(format: "products: %.1f ms inside the step (alone %.1f ms); the step's %.1f ms less its products: %.1f ms (%.0f%%)",
+                     inStep * 1e3, alone * 1e3, step * 1e3, (step - inStep) * 1e3, 100 * (step - inStep) / step))
     }
 
     /// An objective's step at torch_step_bench.py's settings: the configuration the objective's

@@ -347,6 +347,40 @@ final class KernelGradientTests: XCTestCase {
         XCTAssertEqual(probs?.shape, [b, heads, n, n])
     }
 
+    /// Queries (B, N, h d) over keys and values packed (B, M, 2 h d), in Double.
+    static func referenceQueriesOverPackedKV(_ q: DArray, _ kv: DArray, heads: Int) -> DArray {
+        let (b, n, m, inner) = (q.shape[0], q.shape[1], kv.shape[1], q.shape[2])
+        let dh = inner / heads
+        func part(_ x: DArray, rows: Int, offset: Int) -> DArray {
+            var out = DArray.zeros([b, heads, rows, dh])
+            for i in 0..<out.count {
+                let o = out.index(of: i)
+                out.data[i] = x[[o[0], o[2], offset + o[1] * dh + o[3]]]
+            }
+            return out
+        }
+        return referenceAttention(part(q, rows: n, offset: 0), part(kv, rows: m, offset: 0), part(kv, rows: m, offset: inner), mask: nil)
+            .permuted([0, 2, 1, 3]).reshaped([b, n, inner])
+    }
+
+    func testMultiHeadAttentionOverPackedKeysValues() {
+        let (b, n, m, heads, dh) = (2, 4, 6, 3, 4)
+        let q = randomTensor([b, n, heads * dh], seed: 5, low: -2, high: 2)
+        let kv = randomTensor([b, m, 2 * heads * dh], seed: 6, low: -2, high: 2)
+        checkGradients("queries over packed keys-values", inputs: [q, kv], engine: {
+            Tensor.multiHeadAttention(queries: $0[0], packedKV: $0[1], heads: heads).output
+        }, reference: { Self.referenceQueriesOverPackedKV($0[0], $0[1], heads: heads) })
+        // Both inputs also feed a later op, whose backward runs first: the kernel adds to their gradients.
+        checkGradients("queries over packed keys-values, added to", inputs: [q, kv], engine: {
+            Tensor.multiHeadAttention(queries: $0[0], packedKV: $0[1], heads: heads).output.sum() + ($0[0] * $0[0]).sum() + ($0[1] * $0[1]).sum()
+        }, reference: { xs in
+            let a = Self.referenceQueriesOverPackedKV(xs[0], xs[1], heads: heads).data.reduce(0, +)
+            return DArray(shape: [], [a + xs[0].data.reduce(0) { $0 + $1 * $1 } + xs[1].data.reduce(0) { $0 + $1 * $1 }])
+        })
+        let (_, probs) = Tensor.multiHeadAttention(queries: q, packedKV: kv, heads: heads, returnProbabilities: true)
+        XCTAssertEqual(probs?.shape, [b, heads, n, m])
+    }
+
     func testScaledDotProductAttention() {
         let q = randomTensor([2, 2, 5, 4], seed: 1, low: -2, high: 2)
         let k = randomTensor([2, 2, 6, 4], seed: 2, low: -2, high: 2)
