@@ -206,10 +206,9 @@ extension Linear {
             let qkv = self(h).chunked(3, axis: -1)
             return (qkv[0], qkv[1], qkv[2])
         }
-        let w = weight.value
-        let q = Tensor.linear(h, weight: w.slice(axis: 0, start: 0, length: inner))
-        let kv = Tensor.linear(norm(context), weight: w.slice(axis: 0, start: inner, length: 2 * inner)).chunked(2, axis: -1)
-        return (q, kv[0], kv[1])
+        let (q, kv) = queriesAndPackedKeysValues(h, context: context, norm: norm, inner: inner)
+        let parts = kv.chunked(2, axis: -1)
+        return (q, parts[0], parts[1])
     }
 
     /// MP3's cross-attention inputs from a packed `to_qkv` projection: the queries of `h` (B, N,
