@@ -166,7 +166,7 @@ public final class CCTBlock: Module {
 
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = norm1(x + dropPath(selfAttn(preNorm(x))))
-        var h = linear1(y).gelu()
+        var h = linear1.gelu(y)
         if let dropout { h = dropout(h) }
         var f = linear2(h)
         if let dropout { f = dropout(f) }

@@ -17,6 +17,11 @@ public final class PointwiseConv: Module {
     func callAsFunction(_ x: Tensor) -> Tensor {
         Tensor.linear(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias?.value)
     }
+    /// gelu(self(x)) as one op (`Tensor.linearGELU`, bit-identical to the two).
+    func gelu(_ x: Tensor) -> Tensor {
+        guard let bias else { return self(x).gelu() }
+        return Tensor.linearGELU(x, weight: weight.value.reshaped([weight.shape[0], weight.shape[1]]), bias: bias.value)
+    }
 }
 
 /// NesT's LayerNorm over channels, g and b shaped (1, C, 1, 1), applied to channels-last tokens.
@@ -72,7 +77,7 @@ public final class ConvFeedForward: Module {
     }
     public override var stateNames: [String: String] { ["norm": prefix + "0", "hidden": prefix + "1", "output": prefix + "4"] }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = hidden(norm(x)).gelu()
+        var h = hidden.gelu(norm(x))
         if let dropout { h = dropout(h) }
         let y = output(h)
         return outputDropout ? (dropout.map { $0(y) } ?? y) : y
@@ -94,9 +99,20 @@ public func stridedPatchConv(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, k
 
 /// A 1x1 convolution (PyTorch weight (O, C, 1, 1)) of a channels-last map (B, ..., C): a product.
 public func pointwise(_ x: Tensor, _ conv: Conv2d) -> Tensor {
+    Tensor.linear(x, weight: pointwiseWeight(conv), bias: conv.bias?.value)
+}
+
+/// gelu(pointwise(x, conv)) as one op (`Tensor.linearGELU`, bit-identical to the two).
+public func pointwiseGELU(_ x: Tensor, _ conv: Conv2d) -> Tensor {
+    guard let bias = conv.bias else { return pointwise(x, conv).gelu() }
+    return Tensor.linearGELU(x, weight: pointwiseWeight(conv), bias: bias.value)
+}
+
+/// A 1x1 convolution's weight (O, C, 1, 1) as the (O, C) matrix of its product.
+func pointwiseWeight(_ conv: Conv2d) -> Tensor {
     let w = conv.weight.value
     precondition(w.shape[2] == 1 && w.shape[3] == 1 && conv.stride == 1 && conv.padding == 0 && conv.groups == 1, "pointwise: \(w.shape) is not a 1x1 convolution")
-    return Tensor.linear(x, weight: w.reshaped([w.shape[0], w.shape[1]]), bias: conv.bias?.value)
+    return w.reshaped([w.shape[0], w.shape[1]])
 }
 
 /// A depthwise convolution layer (groups = channels) applied to a channels-last map (B, H, W, C).

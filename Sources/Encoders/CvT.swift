@@ -153,7 +153,7 @@ public final class CvTFeedForward: Module {
     /// On a channels-last map (B, H, W, C): LayerNorm over the channels, products.
     public func channelsLast(_ x: Tensor) -> Tensor {
         let l = net.layers
-        let hidden = l[3](pointwise((l[0] as! ChannelLayerNorm).channelsLast(x), l[1] as! Conv2d).gelu())
+        let hidden = l[3](pointwiseGELU((l[0] as! ChannelLayerNorm).channelsLast(x), l[1] as! Conv2d))
         return l[5](pointwise(hidden, l[4] as! Conv2d))
     }
 }

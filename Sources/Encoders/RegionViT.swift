@@ -78,7 +78,7 @@ public final class RegionFeedForward: Module {
     }
     public override var stateNames: [String: String] { ["norm": "0", "hidden": "1", "output": "4"] }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = hidden(norm(x)).gelu()
+        var h = hidden.gelu(norm(x))
         if let dropout { h = dropout(h) }
         return output(h)
     }

@@ -67,7 +67,7 @@ final class TimmMlp: Module {
         fc1 = Linear(dim, hidden, initializer: initializer)
         fc2 = Linear(hidden, dim, initializer: initializer)
     }
-    func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).gelu()) }
+    func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1.gelu(x)) }
 }
 
 /// timm's Block: x + attn(norm1(x)), then + mlp(norm2(x)).

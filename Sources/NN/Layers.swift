@@ -12,6 +12,13 @@ public final class Linear: Module {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { Tensor.linear(x, weight: weight.value, bias: bias?.value) }
+
+    /// gelu(self(x)) (PyTorch's exact erf form) as one op (`Tensor.linearGELU`), bit-identical to
+    /// the two.
+    public func gelu(_ x: Tensor) -> Tensor {
+        guard let bias else { return self(x).gelu() }
+        return Tensor.linearGELU(x, weight: weight.value, bias: bias.value)
+    }
 }
 
 /// A table of learned vectors (nn.Embedding): weight (count, dim), N(0, 1) under PyTorch's
@@ -106,8 +113,7 @@ public final class FeedForward: Module {
     public override var stateNames: [String: String] { ["norm": "net.0", "hidden": "net.1", "output": "net.\(outputIndex)"] }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let a = hidden(norm(x))
-        var h = activation == .gelu ? a.gelu() : a.silu()
+        var h = activation == .gelu ? hidden.gelu(norm(x)) : hidden(norm(x)).silu()
         if let dropout { h = dropout(h) }
         let y = output(h)
         return dropout.map { $0(y) } ?? y

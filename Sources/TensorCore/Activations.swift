@@ -115,3 +115,79 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// gelu(x W^T + b): a linear layer and its GELU as one op. The bias is added and the GELU
+    /// taken in one pass after the product (the separate ops make two); backward computes the
+    /// pre-activation's gradient into a fresh buffer and the bias gradient's column sums in the
+    /// same pass (the separate ops read it twice). Bit-identical to
+    /// `Tensor.linear(x, weight:, bias:).gelu(approximateTanh:)`: the same expressions, and the
+    /// bias gradient summed in the same chunks and order as `linear`'s.
+    public static func linearGELU(_ x: Tensor, weight: Tensor, bias: Tensor, approximateTanh: Bool = false) -> Tensor {
+        approximateTanh ? linearActivation(TanhGELU.self, x, weight: weight, bias: bias)
+                        : linearActivation(ExactGELU.self, x, weight: weight, bias: bias)
+    }
+
+    static func linearActivation<F: VectorFunction>(_ f: F.Type, _ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
+        let inF = weight.shape[1], outF = weight.shape[0]
+        precondition(weight.rank == 2 && x.shape.last == inF && bias.shape == [outF],
+                     "linearGELU: input \(x.shape), weight \(weight.shape) and bias \(bias.shape) do not fit")
+        let rows = x.count / Swift.max(inF, 1)
+        let pre = Storage(uninitializedCount: rows * outF), out = Storage(uninitializedCount: rows * outF)
+        sgemm(false, true, rows, outF, inF, 1, x.base, inF, weight.base, inF, 0, pre.base, outF)
+        let (bp, zp, yp) = (UnsafePointer(bias.base), pre.base, out.base)
+        Parallel.forChunks(rows, grain: Swift.max(1, 16384 / Swift.max(outF, 1))) { r in
+            for row in r {
+                let z = zp + row * outF, y = yp + row * outF
+                var i = 0
+                while i + 8 <= outF {
+                    let v = load(z + i) + load(bp + i)
+                    store(v, z + i); store(F.value(v), y + i)
+                    i += 8
+                }
+                while i < outF { z[i] += bp[i]; y[i] = F.value(Vec(repeating: z[i]))[0]; i += 1 }
+            }
+        }
+        return makeResult(shape: Array(x.shape.dropLast()) + [outF], storage: out, inputs: [x, weight, bias]) {
+            { g in
+                // dZ = dY * F'(Z), with the bias gradient's per-chunk column sums taken on the way.
+                let dz = Storage(uninitializedCount: rows * outF)
+                let grain = Swift.max(1, 32768 / Swift.max(outF, 1))
+                let chunks = Parallel.chunkCount(rows, grain: grain)
+                let partial = Storage(count: bias.node == nil ? 0 : chunks * outF)
+                let (gp, dp, pp, sums) = (UnsafePointer(g.base), dz.base, UnsafePointer(pre.base), bias.node == nil ? nil : partial.base)
+                Parallel.forIndexedChunks(rows, grain: grain) { chunk, r in
+                    let acc = sums.map { $0 + chunk * outF }
+                    for row in r {
+                        let z = pp + row * outF, go = gp + row * outF, d = dp + row * outF
+                        var i = 0
+                        while i + 8 <= outF {
+                            let v = load(go + i) * F.derivative(load(z + i))
+                            store(v, d + i)
+                            if let acc { store(load(acc + i) + v, acc + i) }
+                            i += 8
+                        }
+                        while i < outF {
+                            let v = go[i] * F.derivative(Vec(repeating: z[i]))[0]
+                            d[i] = v
+                            acc?[i] += v
+                            i += 1
+                        }
+                    }
+                }
+                if let nb = bias.node, let sums {
+                    let db = nb.accumulator()
+                    for c in 0..<chunks { let acc = sums + c * outF; for i in 0..<outF { db[i] += acc[i] } }
+                }
+                if let nx = x.node {
+                    let (gx, beta) = nx.gemmAccumulator()
+                    sgemm(false, false, rows, inF, outF, 1, dp, outF, weight.base, inF, beta, gx, inF)
+                }
+                if let nw = weight.node {
+                    let (gw, beta) = nw.gemmAccumulator()
+                    sgemm(true, false, outF, inF, rows, 1, dp, outF, x.base, inF, beta, gw, inF)
+                }
+            }
+        }
+    }
+}

@@ -437,4 +437,41 @@ final class KernelGradientTests: XCTestCase {
             }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: rm, variance: rv) + $0[0] })
         }
     }
+
+    /// gelu(x W^T + b) as one op: gradients (fresh, and added to an existing one), and the same
+    /// bits as `linear` then `gelu`, forward and every gradient, on sizes with 8-lane blocks and tails.
+    func testLinearGELU() {
+        let x = randomTensor([6, 12], seed: 21), w = randomTensor([20, 12], seed: 22), b = randomTensor([20], seed: 23)
+        for tanh in [false, true] {
+            func gelu(_ v: Double) -> Double {
+                tanh ? 0.5 * v * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+                     : 0.5 * v * (1 + erf(v / 2.0.squareRoot()))
+            }
+            func reference(_ xs: [DArray]) -> DArray {
+                var z = DArray.matmul(xs[0], xs[1], transposeB: true)
+                for i in 0..<z.count { z.data[i] = gelu(z.data[i] + xs[2].data[i % 20]) }
+                return z
+            }
+            checkGradients("linearGELU tanh \(tanh)", inputs: [x, w, b], engine: {
+                Tensor.linearGELU($0[0], weight: $0[1], bias: $0[2], approximateTanh: tanh)
+            }, reference: reference)
+            checkGradients("linearGELU tanh \(tanh), added to", inputs: [x, w, b], engine: {
+                Tensor.linearGELU($0[0], weight: $0[1], bias: $0[2], approximateTanh: tanh).sum() + ($0[0] * $0[0]).sum()
+                    + ($0[1] * $0[1]).sum() + ($0[2] * $0[2]).sum()
+            }, reference: { xs in
+                DArray(shape: [], [reference(xs).data.reduce(0, +) + xs.map { $0.data.reduce(0) { $0 + $1 * $1 } }.reduce(0, +)])
+            })
+            let big = randomTensor([2, 37, 12], seed: 24, low: -3, high: 3)
+            let fused = [big, w, b].map { $0.copy().requiringGrad() }, separate = [big, w, b].map { $0.copy().requiringGrad() }
+            let weights = randomTensor([2, 37, 20], seed: 25)
+            // One graph at a time: backward walks (and then releases) the whole tape.
+            let yf = Tensor.linearGELU(fused[0], weight: fused[1], bias: fused[2], approximateTanh: tanh)
+            (yf * weights).sum().backward()
+            let ys = Tensor.linear(separate[0], weight: separate[1], bias: separate[2]).gelu(approximateTanh: tanh)
+            (ys * weights).sum().backward()
+            XCTAssertEqual(yf.shape, [2, 37, 20])
+            XCTAssertEqual(yf.scalars, ys.scalars, "linearGELU forward, tanh \(tanh)")
+            for (f, sep) in zip(fused, separate) { XCTAssertEqual(f.grad?.scalars, sep.grad?.scalars, "linearGELU gradient, tanh \(tanh)") }
+        }
+    }
 }
