@@ -150,43 +150,32 @@ extension Tensor {
         }
         return makeResult(shape: Array(x.shape.dropLast()) + [outF], storage: out, inputs: [x, weight, bias]) {
             { g in
-                // dZ = dY * F'(Z), with the bias gradient's per-chunk column sums taken on the way.
+                // dZ = dY * F'(Z), with the bias gradient's column sums taken on the way (in
+                // `columnSums`' chunks and order) when the bias needs one.
                 let dz = Storage(uninitializedCount: rows * outF)
-                let grain = Swift.max(1, 32768 / Swift.max(outF, 1))
-                let chunks = Parallel.chunkCount(rows, grain: grain)
-                let partial = Storage(count: bias.node == nil ? 0 : chunks * outF)
-                let (gp, dp, pp, sums) = (UnsafePointer(g.base), dz.base, UnsafePointer(pre.base), bias.node == nil ? nil : partial.base)
-                Parallel.forIndexedChunks(rows, grain: grain) { chunk, r in
-                    let acc = sums.map { $0 + chunk * outF }
-                    for row in r {
-                        let z = pp + row * outF, go = gp + row * outF, d = dp + row * outF
-                        var i = 0
-                        while i + 8 <= outF {
-                            let v = load(go + i) * F.derivative(load(z + i))
-                            store(v, d + i)
-                            if let acc { store(load(acc + i) + v, acc + i) }
-                            i += 8
-                        }
-                        while i < outF {
-                            let v = go[i] * F.derivative(Vec(repeating: z[i]))[0]
-                            d[i] = v
-                            acc?[i] += v
-                            i += 1
-                        }
+                let (gp, dp, pp) = (UnsafePointer(g.base), dz.base, UnsafePointer(pre.base))
+                func gradientRow(_ row: Int, _ acc: UnsafeMutablePointer<Float>?) {
+                    let z = pp + row * outF, go = gp + row * outF, d = dp + row * outF
+                    var i = 0
+                    while i + 8 <= outF {
+                        let v = load(go + i) * F.derivative(load(z + i))
+                        store(v, d + i)
+                        if let acc { store(load(acc + i) + v, acc + i) }
+                        i += 8
+                    }
+                    while i < outF {
+                        let v = go[i] * F.derivative(Vec(repeating: z[i]))[0]
+                        d[i] = v
+                        acc?[i] += v
+                        i += 1
                     }
                 }
-                if let nb = bias.node, let sums {
-                    let db = nb.accumulator()
-                    for c in 0..<chunks { let acc = sums + c * outF; for i in 0..<outF { db[i] += acc[i] } }
+                if let nb = bias.node {
+                    ColumnSums.run(rows: rows, cols: outF, into: nb.accumulator()) { row, acc in gradientRow(row, acc) }
+                } else {
+                    Parallel.forChunks(rows, grain: Swift.max(1, 32768 / Swift.max(outF, 1))) { r in for row in r { gradientRow(row, nil) } }
                 }
-                if let nx = x.node {
-                    let (gx, beta) = nx.gemmAccumulator()
-                    sgemm(false, false, rows, inF, outF, 1, dp, outF, weight.base, inF, beta, gx, inF)
-                }
-                if let nw = weight.node {
-                    let (gw, beta) = nw.gemmAccumulator()
-                    sgemm(true, false, outF, inF, rows, 1, dp, outF, x.base, inF, beta, gw, inF)
-                }
+                linearProductGradients(dp, x: x, weight: weight, rows: rows, inF: inF, outF: outF)
             }
         }
     }

@@ -167,27 +167,41 @@ extension Tensor {
         precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "multiHeadSelfAttention: qkv must be (B, N, 3 * heads * dimHead), got \(qkv.shape)")
         let (b, n) = (qkv.shape[0], qkv.shape[1])
         let inner = qkv.shape[2] / 3, dh = inner / heads
-        let s = scale ?? 1 / Float(dh).squareRoot()
-        let pairs = b * heads
         let qL = HeadLayout(start: 0, batchStride: n * 3 * inner, headStride: dh, rowStride: 3 * inner, heads: heads)
         var kL = qL, vL = qL
         kL.start = inner
         vL.start = 2 * inner
+        return headsInPlace(queries: qkv, qL, keysValues: qkv, kL, vL, b: b, n: n, m: n, heads: heads, dimHead: dh, scale: scale,
+                            returnProbabilities: returnProbabilities)
+    }
+
+    /// Attention whose heads are read through layouts (queries from `q`, keys and values from
+    /// `kv`, which may be the same packed tensor) and written heads side by side into (B, N,
+    /// heads * dimHead). Backward writes fresh gradient buffers (every element by one pair's
+    /// product) instead of adding to zeros.
+    static func headsInPlace(queries q: Tensor, _ qL: HeadLayout, keysValues kv: Tensor, _ kL: HeadLayout, _ vL: HeadLayout,
+                             b: Int, n: Int, m: Int, heads: Int, dimHead dh: Int, scale: Float?,
+                             returnProbabilities: Bool) -> (output: Tensor, probabilities: Tensor?) {
+        let inner = heads * dh
+        let s = scale ?? 1 / Float(dh).squareRoot()
+        let pairs = b * heads
         let oL = HeadLayout(batchStride: n * inner, headStride: dh, rowStride: inner, heads: heads)
         let out = Storage(uninitializedCount: b * n * inner)
-        let probs = Storage(uninitializedCount: pairs * n * n)
-        AttentionKernels.forward(out.base, oL, probs.base, qkv.base, qL, qkv.base, kL, qkv.base, vL,
-                                 pairs: pairs, n: n, m: n, d: dh, dv: dh, scale: s, mask: nil)
-        let output = makeResult(shape: [b, n, inner], storage: out, inputs: [qkv]) {
+        let probs = Storage(uninitializedCount: pairs * n * m)
+        AttentionKernels.forward(out.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
+                                 pairs: pairs, n: n, m: m, d: dh, dv: dh, scale: s, mask: nil)
+        let packed = q.storage === kv.storage
+        let output = makeResult(shape: [b, n, inner], storage: out, inputs: packed ? [q] : [q, kv]) {
             { g in
-                // Each pair's three products write their own slices of q, k and v: every element
-                // of a fresh buffer is written once.
-                let (gq, beta) = qkv.node!.gemmAccumulator()
-                AttentionKernels.backward(gq, gq, gq, g.base, oL, probs.base, qkv.base, qL, qkv.base, kL, qkv.base, vL,
-                                          pairs: pairs, n: n, m: n, d: dh, dvWidth: dh, scale: s, mask: nil, beta: beta)
+                // One packed tensor has one gradient buffer: asked for once, so that its beta is
+                // 0 only when the buffer is fresh.
+                let dkv = kv.node?.gemmAccumulator(), dq = packed ? dkv : q.node?.gemmAccumulator()
+                AttentionKernels.backward(dq?.0, dkv?.0, dkv?.0, g.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
+                                          pairs: pairs, n: n, m: m, d: dh, dvWidth: dh, scale: s, mask: nil,
+                                          beta: dq?.1 ?? 1, betaKV: dkv?.1 ?? 1)
             }
         }
-        return (output, returnProbabilities ? Tensor(shape: [b, heads, n, n], storage: Storage(copying: probs.base, count: probs.count)) : nil)
+        return (output, returnProbabilities ? Tensor(shape: [b, heads, n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)
     }
 }
 
@@ -202,27 +216,12 @@ extension Tensor {
                      "multiHeadAttention: queries (B, N, heads * dimHead) and keys-values (B, M, 2 * heads * dimHead), got \(q.shape) and \(kv.shape)")
         let (b, n, m, inner) = (q.shape[0], q.shape[1], kv.shape[1], q.shape[2])
         let dh = inner / heads
-        let s = scale ?? 1 / Float(dh).squareRoot()
-        let pairs = b * heads
         let qL = HeadLayout(batchStride: n * inner, headStride: dh, rowStride: inner, heads: heads)
         let kL = HeadLayout(batchStride: m * 2 * inner, headStride: dh, rowStride: 2 * inner, heads: heads)
         var vL = kL
         vL.start = inner
-        let oL = qL
-        let out = Storage(uninitializedCount: b * n * inner)
-        let probs = Storage(uninitializedCount: pairs * n * m)
-        AttentionKernels.forward(out.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
-                                 pairs: pairs, n: n, m: m, d: dh, dv: dh, scale: s, mask: nil)
-        let output = makeResult(shape: [b, n, inner], storage: out, inputs: [q, kv]) {
-            { g in
-                // Fresh buffers are written (every element by one pair's product), not added to.
-                let dq = q.node?.gemmAccumulator(), dkv = kv.node?.gemmAccumulator()
-                AttentionKernels.backward(dq?.0, dkv?.0, dkv?.0, g.base, oL, probs.base, q.base, qL, kv.base, kL, kv.base, vL,
-                                          pairs: pairs, n: n, m: m, d: dh, dvWidth: dh, scale: s, mask: nil,
-                                          beta: dq?.1 ?? 1, betaKV: dkv?.1 ?? 1)
-            }
-        }
-        return (output, returnProbabilities ? Tensor(shape: [b, heads, n, m], storage: Storage(copying: probs.base, count: probs.count)) : nil)
+        return headsInPlace(queries: q, qL, keysValues: kv, kL, vL, b: b, n: n, m: m, heads: heads, dimHead: dh, scale: scale,
+                            returnProbabilities: returnProbabilities)
     }
 
     /// einsum('b h i j, h g -> b g i j'): attention maps (B, h, N, M) mixed across heads by a

@@ -226,42 +226,56 @@ extension Tensor {
         if let bias { inputs.append(bias) }
         return makeResult(shape: outShape, storage: out, inputs: inputs) {
             { g in
-                let gp = g.base
-                if let nx = x.node {
-                    let (gx, beta) = nx.gemmAccumulator()
-                    // dx (rows, In) = dy (rows, Out) . W (Out, In)
-                    sgemm(false, false, rows, inF, outF, 1, gp, outF, weight.base, inF, beta, gx, inF)
-                }
-                if let nw = weight.node {
-                    let (gw, beta) = nw.gemmAccumulator()
-                    // dW (Out, In) = dy^T (Out, rows) . x (rows, In)
-                    sgemm(true, false, outF, inF, rows, 1, gp, outF, x.base, inF, beta, gw, inF)
-                }
+                linearProductGradients(g.base, x: x, weight: weight, rows: rows, inF: inF, outF: outF)
                 if let bias, let nb = bias.node {
-                    columnSums(gp, rows: rows, cols: outF, into: nb.accumulator())
+                    columnSums(g.base, rows: rows, cols: outF, into: nb.accumulator())
                 }
             }
         }
     }
 }
 
+/// The products of a linear layer's backward from dy (rows, Out): dx (rows, In) = dy . W and
+/// dW (Out, In) = dy^T . x, each written into a fresh gradient or added to an existing one.
+func linearProductGradients(_ gp: UnsafePointer<Float>, x: Tensor, weight: Tensor, rows: Int, inF: Int, outF: Int) {
+    if let nx = x.node {
+        let (gx, beta) = nx.gemmAccumulator()
+        sgemm(false, false, rows, inF, outF, 1, gp, outF, weight.base, inF, beta, gx, inF)
+    }
+    if let nw = weight.node {
+        let (gw, beta) = nw.gemmAccumulator()
+        sgemm(true, false, outF, inF, rows, 1, gp, outF, x.base, inF, beta, gw, inF)
+    }
+}
+
 /// dst[c] += sum over rows of src[r, c], with per-chunk partials combined in chunk order.
 func columnSums(_ src: UnsafePointer<Float>, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) {
-    let chunks = Parallel.chunkCount(rows, grain: Swift.max(1, 32768 / Swift.max(cols, 1)))
-    let partial = Storage(count: chunks * cols)
-    let pp = partial.base
-    Parallel.forIndexedChunks(rows, grain: Swift.max(1, 32768 / Swift.max(cols, 1))) { chunk, r in
-        let acc = pp + chunk * cols
-        for row in r {
-            let s = src + row * cols
-            var i = 0
-            while i + 8 <= cols { store(load(acc + i) + load(s + i), acc + i); i += 8 }
-            while i < cols { acc[i] += s[i]; i += 1 }
-        }
+    ColumnSums.run(rows: rows, cols: cols, into: dst) { row, acc in
+        let s = src + row * cols
+        var i = 0
+        while i + 8 <= cols { store(load(acc + i) + load(s + i), acc + i); i += 8 }
+        while i < cols { acc[i] += s[i]; i += 1 }
     }
-    for c in 0..<chunks {
-        let acc = pp + c * cols
-        for i in 0..<cols { dst[i] += acc[i] }
+}
+
+/// Column sums over rows in chunks of the pool, each chunk's partial sums in row order and the
+/// partials combined in chunk order (so results do not depend on the thread count).
+enum ColumnSums {
+    /// `body(row, partial)` adds row `row`'s values into its chunk's partial (cols floats, starting
+    /// at zero) and may do other work on the row; then dst[c] += the partials, in chunk order.
+    static func run(rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>, _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        let grain = Swift.max(1, 32768 / Swift.max(cols, 1))
+        let chunks = Parallel.chunkCount(rows, grain: grain)
+        let partial = Storage(count: chunks * cols)
+        let pp = partial.base
+        Parallel.forIndexedChunks(rows, grain: grain) { chunk, r in
+            let acc = pp + chunk * cols
+            for row in r { body(row, acc) }
+        }
+        for c in 0..<chunks {
+            let acc = pp + c * cols
+            for i in 0..<cols { dst[i] += acc[i] }
+        }
     }
 }
 
