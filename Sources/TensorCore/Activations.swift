@@ -61,34 +61,24 @@ public enum GELUKernels {
     /// buffer, not read: no zero-fill pass before it, no read of the zeros).
     public static func backward<F: VectorFunction>(_ f: F.Type, _ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                    _ dout: UnsafePointer<Float>, _ n: Int, overwrite: Bool = false) {
-        if overwrite {
-            Parallel.forChunks(n, grain: 16384) { r in
-                var i = r.lowerBound
-                while i + 32 <= r.upperBound {
-                    let d0 = F.derivative(load(x + i)), d1 = F.derivative(load(x + i + 8))
-                    let d2 = F.derivative(load(x + i + 16)), d3 = F.derivative(load(x + i + 24))
-                    store(load(dout + i) * d0, dx + i); store(load(dout + i + 8) * d1, dx + i + 8)
-                    store(load(dout + i + 16) * d2, dx + i + 16); store(load(dout + i + 24) * d3, dx + i + 24)
-                    i += 32
-                }
-                while i + 8 <= r.upperBound { store(load(dout + i) * F.derivative(load(x + i)), dx + i); i += 8 }
-                while i < r.upperBound { dx[i] = dout[i] * F.derivative(Vec(repeating: x[i]))[0]; i += 1 }
-            }
-            return
+        // dx at i from the derivative d of eight values: written, or added with one rounding.
+        @inline(__always) func put(_ d: Vec, _ i: Int) {
+            store(overwrite ? load(dout + i) * d : vfma(load(dout + i), d, load(dx + i)), dx + i)
         }
         Parallel.forChunks(n, grain: 16384) { r in
             var i = r.lowerBound
             while i + 32 <= r.upperBound {
                 let d0 = F.derivative(load(x + i)), d1 = F.derivative(load(x + i + 8))
                 let d2 = F.derivative(load(x + i + 16)), d3 = F.derivative(load(x + i + 24))
-                store(vfma(load(dout + i), d0, load(dx + i)), dx + i)
-                store(vfma(load(dout + i + 8), d1, load(dx + i + 8)), dx + i + 8)
-                store(vfma(load(dout + i + 16), d2, load(dx + i + 16)), dx + i + 16)
-                store(vfma(load(dout + i + 24), d3, load(dx + i + 24)), dx + i + 24)
+                put(d0, i); put(d1, i + 8); put(d2, i + 16); put(d3, i + 24)
                 i += 32
             }
-            while i + 8 <= r.upperBound { store(vfma(load(dout + i), F.derivative(load(x + i)), load(dx + i)), dx + i); i += 8 }
-            while i < r.upperBound { dx[i] += dout[i] * F.derivative(Vec(repeating: x[i]))[0]; i += 1 }
+            while i + 8 <= r.upperBound { put(F.derivative(load(x + i)), i); i += 8 }
+            while i < r.upperBound {
+                let v = dout[i] * F.derivative(Vec(repeating: x[i]))[0]
+                if overwrite { dx[i] = v } else { dx[i] += v }
+                i += 1
+            }
         }
     }
 
