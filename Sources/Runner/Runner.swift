@@ -199,7 +199,7 @@ public enum RecipeRunner {
     }
 
     static func runAttributes(_ recipe: Recipe, resolved: String) -> [String: String] {
-        ["recipe": resolved, "recipe_name": recipe.name, "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit,
+        ["recipe": resolved, "recipe_name": recipe.name, "workbench_version": WorkbenchInfo.version, "git_commit": WorkbenchInfo.gitCommit, "blas_core": blasCore,
          "created": ISO8601DateFormatter().string(from: Date()), "status": "running"]
     }
 
@@ -278,7 +278,7 @@ public enum RecipeRunner {
                 if !data.skipped.isEmpty { try file.root.writeStrings("skipped_files", data.skipped) }
             }
         }
-        log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(counted(Parallel.threads, "thread"))")
+        log("\(recipe.encoder.kind): \(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters; data \(recipe.data.dataset): \(data.train.count) train, \(data.test.count) test; \(counted(Parallel.threads, "thread")), OpenBLAS core \(blasCore)")
         for index in first..<recipe.stages.count {
             context.stageIndex = index
             let stage = recipe.stages[index].settings

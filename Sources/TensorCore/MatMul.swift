@@ -62,9 +62,18 @@ public func cblasProduct(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// The OpenBLAS core whose kernels compute the products ("SkylakeX", "Haswell", ...), chosen once
+/// before the first product: where OpenBLAS did not know the CPU and fell back to Prescott's SSE3
+/// kernels, by the CPU's features instead (`cblas_choose_core`; OPENBLAS_CORETYPE overrides).
+/// Results are bit-identical for a seed, a thread count and a core.
+public var blasCore: String { BLAS.core }
+
 enum BLAS {
+    static let core: String = String(cString: cblas_choose_core())
+
     /// Set once, before the first product.
     static let singleThreaded: Bool = {
+        _ = core
         openblas_set_num_threads(1)
         return true
     }()
@@ -99,6 +108,7 @@ enum BLAS {
             small(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             return
         }
+        _ = singleThreaded
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

@@ -38,7 +38,7 @@ struct BenchStep: ParsableCommand {
         (config.dim, config.depth, config.heads, config.dimHead, config.mlpDim) = (dim, depth, heads, dimHead, mlpDim)
         if objective != "supervised" { return try runObjective(config) }
         timeSupervised(ViT(config, initializer: Initializer(seed: 0)), batch: batch,
-                       title: "bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(counted(Parallel.threads, "thread"))")
+                       title: "bench-step supervised: ViT dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim), batch \(batch), \(Self.threadsAndCore)")
     }
 
     /// A supervised step (cross-entropy on random labels, AdamW) of `model` on 28x28x1 noise.
@@ -64,6 +64,9 @@ struct BenchStep: ParsableCommand {
     func printStep(_ step: Double, batch: Int, _ what: String = "") {
         print(String(format: "step median %.1f ms  %.1f img/s%@  peak memory %.0f MiB", step * 1e3, Double(batch) / step, what, Self.peakResidentMiB))
     }
+
+    /// "2 threads, OpenBLAS core SkylakeX": what a step's time and bits depend on beyond its configuration.
+    static var threadsAndCore: String { "\(counted(Parallel.threads, "thread")), OpenBLAS core \(blasCore)" }
 
     /// getrusage's ru_maxrss (KiB on Linux, bytes on macOS) in MiB.
     static var peakResidentMiB: Double {
@@ -140,7 +143,7 @@ struct BenchStep: ParsableCommand {
             throw ValidationError("\(objective) cannot wrap a ViT")
         }
         let optimizer = AdamW(model.parameters.filter { !$0.isFrozen }, learningRate: 1e-4)
-        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(input.channels) channel(s), batch \(batch), \(counted(Parallel.threads, "thread"))")
+        print("bench-step \(objective): ViT dim \(config.dim) depth \(config.depth) heads \(config.heads) dim_head \(config.dimHead) mlp \(config.mlpDim), \(input.channels) channel(s), batch \(batch), \(Self.threadsAndCore)")
         if let pipeline = benchmark.settings.views(recipe) {
             return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: input.channels, side: input.imageSize)
         }
@@ -180,7 +183,7 @@ struct BenchStep: ParsableCommand {
         }
         let (model, _) = section.make(EncoderInput(imageSize: 28, channels: channels, classes: 10), seed: 0)
         timeSupervised(model, batch: batch, channels: channels,
-                       title: "bench-step --encoder \(kind): \(sized != nil && keys.contains("dim") ? "dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim)" : "its default sizes"), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, \(channels) channel\(channels == 1 ? "" : "s"), batch \(batch), \(counted(Parallel.threads, "thread"))")
+                       title: "bench-step --encoder \(kind): \(sized != nil && keys.contains("dim") ? "dim \(dim) depth \(depth) heads \(heads) dim_head \(dimHead) mlp \(mlpDim)" : "its default sizes"), \(model.parameters.reduce(0) { $0 + $1.value.count }) parameters, \(channels) channel\(channels == 1 ? "" : "s"), batch \(batch), \(Self.threadsAndCore)")
     }
 
     /// The recipe's first pretrain stage: its encoder and objective built as the run builds them,
@@ -196,7 +199,7 @@ struct BenchStep: ParsableCommand {
             let (encoder, _) = recipe.encoder.make(recipe.encoderInput, seed: recipe.seed)
             let batch = batchOption ?? supervised.settings.training.batchSize
             return timeSupervised(encoder, batch: batch, channels: recipe.data.imageShape[0],
-                                  title: "bench-step \(path): supervised \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), batch \(batch), \(counted(Parallel.threads, "thread"))")
+                                  title: "bench-step \(path): supervised \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), batch \(batch), \(Self.threadsAndCore)")
         }
         let seed = recipe.seed
         let input = recipe.encoderInput
@@ -209,7 +212,7 @@ struct BenchStep: ParsableCommand {
         let batch = batchOption ?? stage.training.batchSize
         let optimizer = stage.training.makeOptimizer(model.parameters.filter { !$0.isFrozen })
         let shape = recipe.data.imageShape
-        print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(counted(Parallel.threads, "thread"))")
+        print("bench-step \(path): \(type(of: stage.objective).kind) on \(recipe.encoder.kind) (\(encoder.parameters.reduce(0) { $0 + $1.value.count }) parameters), \(shape.map(String.init).joined(separator: "x")) images, batch \(batch), \(Self.threadsAndCore)")
         if let pipeline = stage.objective.views(recipe) {
             return timeViews(model, pipeline: pipeline, optimizer: optimizer, batch: batch, channels: shape[0], side: shape[1])
         }

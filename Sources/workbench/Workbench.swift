@@ -14,6 +14,8 @@ struct Workbench: ParsableCommand {
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)
         StoragePool.keepFreedPages()
+        // Choose OpenBLAS's kernels now, while this is the only thread (it touches the environment).
+        _ = blasCore
         if case .failure(let problem)? = Parallel.requestedThreads() {
             // The style and status of every other user error (ArgumentParser's "Error:", exit 1).
             FileHandle.standardError.write(Data("Error: \(problem)\n".utf8))

@@ -208,7 +208,11 @@ final class TrainingParityTests: XCTestCase {
 extension XCTestCase {
     func fixture(_ name: String) throws -> [String: Tensor] { try loadFixture(name, from: .module) }
 
-    func check(_ model: some HiddenLayerEncoder, fixture name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// `tolerance` scales the bars (logits 1e-5, gradients 1e-4 relative to the largest value):
+    /// `.fewValuesPerBatchNorm` for fixtures whose BatchNorms normalise a handful of values per
+    /// channel, where float32 rounding is amplified (see `ParityTolerance`).
+    func check(_ model: some HiddenLayerEncoder, fixture name: String, tolerance: ParityTolerance = .standard,
+               file: StaticString = #filePath, line: UInt = #line) throws {
         var f = try fixture(name)
         // The fixtures hold parameters only; batch-norm statistics (unused in training mode) stay the model's.
         for (key, buffer) in model.namedBuffers() where f[key] == nil { f[key] = buffer.value }
@@ -217,7 +221,7 @@ extension XCTestCase {
                        "every fixture weight maps to a model parameter", file: file, line: line)
         let x = f["x"]!.requiringGrad()
         let logits = model.hidden(x, layer: "logits")
-        assertClose("\(name) logits", logits.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5, file: file, line: line)
+        assertClose("\(name) logits", logits.scalars.map(Double.init), f["out"]!.scalars.map(Double.init), tolerance: 1e-5 * tolerance.factor, file: file, line: line)
         (logits * f["out_weight"]!).sum().backward()
         var checked = 0
         for (key, p) in model.namedParameters() {
@@ -245,9 +249,23 @@ extension XCTestCase {
                 XCTAssertLessThan(worst, 1e-8 * modelScale, "\(name): \(key)", file: file, line: line)
                 continue
             }
-            assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+            assertClose("\(name) grad \(key)", actual.scalars.map(Double.init), expected.scalars.map(Double.init), tolerance: 1e-4 * tolerance.factor, file: file, line: line)
         }
-        assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4, file: file, line: line)
+        assertClose("\(name) grad x", x.grad!.scalars.map(Double.init), f["grad.x"]!.scalars.map(Double.init), tolerance: 1e-4 * tolerance.factor, file: file, line: line)
         XCTAssertEqual(checked, f.keys.filter { $0.hasPrefix("grad.") }.count - 1, file: file, line: line)
     }
+}
+
+/// How far an encoder's float32 logits and gradients may sit from its float64 fixture.
+struct ParityTolerance {
+    let factor: Double
+    /// Logits within 1e-5 and gradients within 1e-4 of the largest value.
+    static let standard = ParityTolerance(factor: 1)
+    /// Ten times that, for LeViT and MobileViT fixtures: at their small sizes a BatchNorm
+    /// normalises three values per channel (LeViT's 1x1 last stage, batch 3) or a few more, so the
+    /// float32 rounding of the products before it comes out hundreds of times larger, and how
+    /// large depends on the OpenBLAS core's summation order. Measured (logits, relative): levit
+    /// 1.6e-6 on Haswell's kernels, 3.6e-6 on Prescott's, 1.5e-5 on SkylakeX's (its gradients up to
+    /// 2.5e-4); mobilevit_e1 1.6e-6, 1.9e-5, 2.6e-6; the other zoo fixtures stay below 3e-7 on all three.
+    static let fewValuesPerBatchNorm = ParityTolerance(factor: 10)
 }

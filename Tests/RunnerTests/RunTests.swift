@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import TensorCore
 import TestSupport
 import XCTest
 
@@ -296,6 +297,8 @@ final class RunTests: XCTestCase {
         let metrics = try HDF5File(path: folder + "/metrics.h5", mode: .readOnly)
         guard case .string(let recorded) = try metrics.root.attribute("command") else { return XCTFail("no command attribute") }
         XCTAssertEqual(recorded + "\n", command)
+        // The OpenBLAS core is recorded with the seed and threads: the bits depend on all three.
+        XCTAssertEqual(try metrics.root.attribute("blas_core"), .string(blasCore))
         let pretrainSteps = try metrics.root.dataset("pretrain/steps/step").read(as: Int64.self)
         XCTAssertEqual(pretrainSteps, Array(1...16))
         let supervised = try metrics.root.dataset("supervised/steps/global_step").read(as: Int64.self)

@@ -71,4 +71,21 @@ final class ParallelTests: XCTestCase {
             XCTAssertTrue(problem.description.contains(name) && problem.description.contains("\"\(bad)\""), problem.description)
         }
     }
+
+    /// Where OpenBLAS does not know the CPU it falls back to Prescott's SSE3 kernels (Debian's
+    /// 0.3.21 on Intel's Emerald Rapids, model 207: a quarter of the speed); the engine then picks
+    /// a core by the CPU's features. On a CPU with AVX2 and FMA, and with no core named by
+    /// OPENBLAS_CORETYPE, the products must not run on Prescott's kernels.
+    func testProductsDoNotRunOnPrescottKernelsWhereTheCPUHasAVX2() throws {
+        var c: Float = 0
+        let a: [Float] = [1, 2], b: [Float] = [3, 4]
+        sgemm(false, false, 1, 1, 2, 1, a, 2, b, 1, 0, &c, 1)
+        XCTAssertEqual(c, 11)
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("flags") }.map { Set($0.split(separator: " ").map(String.init)) } ?? []
+        XCTAssertFalse(blasCore.isEmpty)
+        if flags.contains("avx2") && flags.contains("fma") && ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil && blasCore != "unknown" {
+            XCTAssertNotEqual(blasCore.lowercased(), "prescott", "OpenBLAS runs Prescott's kernels on a CPU with AVX2 and FMA")
+        }
+    }
 }
