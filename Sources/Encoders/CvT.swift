@@ -121,19 +121,18 @@ public final class CvTAttention: Module {
     }
 
     /// The attention on a channels-last map (B, H, W, C): the projections convolve the map
-    /// where it is, and the heads are read from and written to the projections side by side
-    /// (`Tensor.headScores` / `headWeightedValues`), with no permutes.
+    /// where it is, and the fused attention kernel reads the heads from the queries and from the
+    /// keys and values packed side by side (`Tensor.multiHeadAttention(queries:packedKV:)`), with
+    /// no slices or permutes.
     public func channelsLast(_ x: Tensor) -> Tensor {
         let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
         let inner = heads * dimHead
         let normed = norm.channelsLast(x)
         let q = Self.separable(normed, toQ).reshaped([b, h * w, inner])
         let kv = Self.separable(normed, toKV)
-        let m = kv.shape[1] * kv.shape[2]
-        let packed = kv.reshaped([b, m, 2 * inner])
-        let k = packed.slice(axis: 2, start: 0, length: inner), v = packed.slice(axis: 2, start: inner, length: inner)
-        let weights = Tensor.headScores(q, k, heads: heads, scale: 1 / Float(dimHead).squareRoot()).softmax()
-        var out = pointwise(Tensor.headWeightedValues(weights, v), toOut.layers[0] as! Conv2d)
+        let packed = kv.reshaped([b, kv.shape[1] * kv.shape[2], 2 * inner])
+        let attended = Tensor.multiHeadAttention(queries: q, packedKV: packed, heads: heads, scale: 1 / Float(dimHead).squareRoot()).output
+        var out = pointwise(attended, toOut.layers[0] as! Conv2d)
         if toOut.layers.count > 1 { out = toOut.layers[1](out) }
         return out.reshaped([b, h, w, x.shape[3]])
     }

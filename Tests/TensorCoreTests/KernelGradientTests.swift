@@ -140,17 +140,19 @@ final class KernelGradientTests: XCTestCase {
     }
 
     func testBatchNorm1dAnd2dTrainAndEval() {
-        for shape in [[6, 4], [3, 4, 5], [2, 4, 3, 3]] {
+        // (rows, 21): channels-last rows, whose sums run eight channels at a time per thread, then the rest.
+        for shape in [[6, 4], [3, 4, 5], [2, 4, 3, 3], [5, 21]] {
+            let c = shape[1]
             let x = randomTensor(shape, seed: 1, low: -1, high: 2)
-            let w = randomTensor([4], seed: 2, low: 0.5, high: 1.5), b = randomTensor([4], seed: 3)
+            let w = randomTensor([c], seed: 2, low: 0.5, high: 1.5), b = randomTensor([c], seed: 3)
             checkGradients("batchNorm train \(shape)", inputs: [x, w, b], engine: {
-                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: BatchNormState(channels: 4), training: true)
+                $0[0].batchNorm(weight: $0[1], bias: $0[2], state: BatchNormState(channels: c), training: true)
             }, reference: { self.referenceBatchNorm($0[0], $0[1], $0[2], mean: nil, variance: nil) })
-            let state = BatchNormState(channels: 4)
+            let state = BatchNormState(channels: c)
             _ = x.batchNorm(weight: w, bias: b, state: state, training: true)
             // Running statistics: 0.9 * initial + 0.1 * batch statistics (unbiased variance).
             let dx = DArray(x)
-            for ch in 0..<4 {
+            for ch in 0..<c {
                 let members = (0..<dx.count).filter { dx.index(of: $0)[1] == ch }.map { dx.data[$0] }
                 let m = members.reduce(0, +) / Double(members.count)
                 let v = members.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(members.count - 1)

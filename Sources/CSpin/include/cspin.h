@@ -34,4 +34,11 @@ static inline cvec_float8 cvec_sqrt8(cvec_float8 v) {
     return __builtin_elementwise_sqrt(v);
 }
 
+// Eight floats widened to doubles in vector instructions (vcvtps2pd); Swift imports the types as
+// SIMD8<Float> and SIMD8<Double>.
+typedef double cvec_double8 __attribute__((ext_vector_type(8)));
+static inline cvec_double8 cvec_widen8(cvec_float8 v) {
+    return __builtin_convertvector(v, cvec_double8);
+}
+
 #endif
