@@ -238,7 +238,8 @@ public final class CvT: Module, HiddenLayerEncoder {
         // Channels-last from the images on: every convolution, norm and product reads the
         // channels of a position side by side (the same computation as vit-pytorch's NCHW).
         var out: [String: Tensor] = [:]
-        var x = images.permuted([0, 2, 3, 1])
+        // One channel is already channels-last: the same bytes, no copy.
+        var x = images.shape[1] == 1 ? images.reshaped([images.shape[0], images.shape[2], images.shape[3], 1]) : images.permuted([0, 2, 3, 1])
         for (i, stage) in stages.enumerated() {
             x = stage.channelsLast(x)
             if layers.contains("stages.\(i)") { out["stages.\(i)"] = x.permuted([0, 3, 1, 2]) }

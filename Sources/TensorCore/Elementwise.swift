@@ -161,7 +161,12 @@ extension Tensor {
                     case .mul: local = Autograd.noGrad { grad * b.detached() }
                     case .div: local = Autograd.noGrad { grad / b.detached() }
                     }
-                    addInto(na, local.sumToShape(a.shape))
+                    if (op == .add || op == .sub) && a.shape == outShape {
+                        // A residual's gradient passes to its first input as it is, with no copy.
+                        handInto(na, g)
+                    } else {
+                        addInto(na, local.sumToShape(a.shape))
+                    }
                 }
                 if let nb = b.node {
                     let local: Tensor
@@ -178,6 +183,20 @@ extension Tensor {
             }
         }
     }
+}
+
+/// Gives `g`, the gradient of the output whose tape entry is running, to `node`: as its gradient
+/// where it has none yet (the same buffer, no copy: the tape drops the output's gradient as soon as
+/// the entry has run, so the node becomes its only owner), else added into it. Only for the
+/// entry's own output gradient, and for one input of the entry at most; the entry's other inputs
+/// read `g` before anything writes to it.
+@inline(__always)
+func handInto(_ node: GradNode, _ g: Storage) {
+    if node.grad == nil, g.count > 0 {
+        node.grad = g
+        return
+    }
+    addInto(node, g)
 }
 
 /// Adds `g` into `node`'s gradient.

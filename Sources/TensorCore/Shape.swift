@@ -32,7 +32,7 @@ extension Tensor {
         if s == shape { return self }
         let input = self
         return makeResult(shape: s, storage: storage, inputs: [self]) {
-            { g in addInto(input.node!, g) }
+            { g in handInto(input.node!, g) }
         }
     }
 

@@ -33,6 +33,23 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(w.grad?.scalars, [4, 4])
     }
 
+    /// Reshapes and residual adds hand their output's gradient to an input without copying it
+    /// (`handInto`): the same tensor on both sides, a subtraction, a tensor read again after the
+    /// add, and a leaf whose handed-over gradient later accumulates, all give the exact gradients.
+    func testHandedOverGradientsStayExact() {
+        let x = Tensor(shape: [2, 2], [1, 2, 3, 4], requiresGrad: true)
+        let w = Tensor(shape: [4], [1, -1, 2, 0.5], requiresGrad: true)
+        let h = x.reshaped([4])
+        let y = (h * w) + h
+        // z = sum(2y - h) = sum(2 h w + h): dz/dh = 2w + 1, dz/dw = 2h.
+        ((y + y) - h).sum().backward()
+        XCTAssertEqual(x.grad?.scalars, [3, -1, 5, 2])
+        XCTAssertEqual(w.grad?.scalars, [2, 4, 6, 8])
+        x.reshaped([4]).sum().backward()
+        XCTAssertEqual(x.grad?.scalars, [4, 0, 6, 3])
+        XCTAssertEqual(w.grad?.scalars, [2, 4, 6, 8])
+    }
+
     func testNoGradAndDetachRecordNothing() {
         let w = Tensor(shape: [2], [1, 2], requiresGrad: true)
         let y = Autograd.noGrad { w * w }
