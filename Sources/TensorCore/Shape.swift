@@ -54,9 +54,54 @@ extension Tensor {
         }
     }
 
+    /// The permutation with size-1 axes dropped and axes that stay neighbours in order merged:
+    /// the input as `shape` and the output's axes as `order` of it. NCHW -> NHWC is (B, C, H*W)
+    /// with order [0, 2, 1]; a permutation that moves only size-1 axes is one axis.
+    static func coalesced(shape: [Int], order: [Int]) -> (shape: [Int], order: [Int]) {
+        let kept = shape.indices.filter { shape[$0] != 1 }
+        var rankOf = [Int](repeating: -1, count: shape.count)
+        for (i, axis) in kept.enumerated() { rankOf[axis] = i }
+        let sequence = order.filter { shape[$0] != 1 }.map { rankOf[$0] }
+        // Runs of the output's axes that are consecutive input axes, in output order.
+        var runs: [[Int]] = []
+        for axis in sequence {
+            if let last = runs.last?.last, axis == last + 1 { runs[runs.count - 1].append(axis) } else { runs.append([axis]) }
+        }
+        let byInput = runs.indices.sorted { runs[$0][0] < runs[$1][0] }
+        var position = [Int](repeating: 0, count: runs.count)
+        for (i, run) in byInput.enumerated() { position[run] = i }
+        return (byInput.map { runs[$0].reduce(1) { $0 * shape[kept[$1]] } }, runs.indices.map { position[$0] })
+    }
+
     /// dst[permuted index] (+)= src[index] for a contiguous src of `shape`.
     static func permuteKernel(src: UnsafeMutablePointer<Float>, shape: [Int], order: [Int],
                               dst: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let (merged, mergedOrder) = coalesced(shape: shape, order: order)
+        if merged.count <= 1 {
+            // The same order of values (only size-1 axes moved).
+            let n = merged.first ?? 1
+            Parallel.forChunks(n) { r in
+                if accumulate { for i in r { dst[i] += src[i] } } else { (dst + r.lowerBound).update(from: src + r.lowerBound, count: r.count) }
+            }
+            return
+        }
+        if mergedOrder == [1, 0] || mergedOrder == [0, 2, 1] {
+            // A batch of transposes, (rows, cols) -> (cols, rows), in tiles of 32 rows: each tile
+            // reads 32 rows and writes 32 contiguous values of each output row (NCHW <-> NHWC).
+            let (batch, rows, cols) = merged.count == 2 ? (1, merged[0], merged[1]) : (merged[0], merged[1], merged[2])
+            let tile = 32, tiles = (rows + tile - 1) / tile
+            Parallel.forChunks(batch * tiles, grain: Swift.max(1, 16384 / Swift.max(tile * cols, 1))) { r in
+                for job in r {
+                    let b = job / tiles, r0 = (job % tiles) * tile, r1 = Swift.min(rows, r0 + tile)
+                    let s = src + b * rows * cols, d = dst + b * rows * cols
+                    for c in 0..<cols {
+                        let out = d + c * rows
+                        if accumulate { for row in r0..<r1 { out[row] += s[row * cols + c] } } else { for row in r0..<r1 { out[row] = s[row * cols + c] } }
+                    }
+                }
+            }
+            return
+        }
         let rank = shape.count
         let outShape = order.map { shape[$0] }
         var inStrides = [Int](repeating: 1, count: rank)

@@ -69,6 +69,35 @@ final class ShapeGradientTests: XCTestCase {
 
     /// Windows of a channels-last map, of neighbouring positions and strided, and their merge,
     /// against an element-by-element reference.
+    /// Permutes by every path of the kernel: batches of transposes after merging neighbouring
+    /// axes (NCHW <-> NHWC, size-1 axes), a copy where only size-1 axes move, and the general
+    /// walk; values and the accumulated gradient against index arithmetic.
+    func testPermuteKernelPaths() {
+        let cases: [([Int], [Int])] = [([2, 3, 5, 7], [0, 2, 3, 1]), ([2, 35, 3], [0, 2, 1]), ([2, 1, 4, 3], [0, 2, 3, 1]),
+                                       ([3, 1, 4], [1, 0, 2]), ([40, 33], [1, 0]), ([2, 3, 4, 5], [0, 2, 1, 3]), ([2, 3, 4, 5], [3, 1, 0, 2])]
+        for (shape, order) in cases {
+            let count = shape.reduce(1, *)
+            let x = Tensor(shape: shape, (0..<count).map { Float($0) }, requiresGrad: true)
+            let y = x.permuted(order)
+            let outShape = order.map { shape[$0] }
+            XCTAssertEqual(y.shape, outShape)
+            // Output position -> input flat index.
+            var expected = [Float](repeating: 0, count: count)
+            for flat in 0..<count {
+                var rem = flat, idx = [Int](repeating: 0, count: shape.count)
+                for d in stride(from: outShape.count - 1, through: 0, by: -1) { idx[order[d]] = rem % outShape[d]; rem /= outShape[d] }
+                expected[flat] = Float(idx.enumerated().reduce(0) { $0 * shape[$1.offset] + $1.element })
+            }
+            XCTAssertEqual(y.scalars, expected, "\(shape) \(order)")
+            // The gradient of sum(y * w) is w permuted back; twice, so the second accumulates.
+            let w = Tensor(shape: outShape, (0..<count).map { Float($0 % 7) - 3 })
+            for _ in 0..<2 { (x.permuted(order) * w).sum().backward() }
+            var grad = [Float](repeating: 0, count: count)
+            for (flat, source) in expected.enumerated() { grad[Int(source)] = 2 * w.scalars[flat] }
+            XCTAssertEqual(x.grad?.scalars, grad, "\(shape) \(order) gradient")
+        }
+    }
+
     func testWindowsAndTheirMerge() {
         let (b, h, w, c, wh, ww) = (2, 4, 6, 3, 2, 3)
         let (gx, gy) = (h / wh, w / ww)
