@@ -131,7 +131,7 @@ public final class CvTAttention: Module {
         let q = Self.separable(normed, toQ).reshaped([b, h * w, inner])
         let kv = Self.separable(normed, toKV)
         let packed = kv.reshaped([b, kv.shape[1] * kv.shape[2], 2 * inner])
-        let attended = Tensor.multiHeadAttention(queries: q, packedKV: packed, heads: heads, scale: 1 / Float(dimHead).squareRoot()).output
+        let attended = Tensor.multiHeadAttention(queries: q, packedKV: packed, heads: heads).output
         var out = pointwise(attended, toOut.layers[0] as! Conv2d)
         if toOut.layers.count > 1 { out = toOut.layers[1](out) }
         return out.reshaped([b, h, w, x.shape[3]])

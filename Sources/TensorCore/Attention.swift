@@ -115,7 +115,6 @@ public enum AttentionKernels {
     /// Runs `body` for every pair, split across threads when there is enough work (BLAS runs
     /// single-threaded inside each pair).
     static func forPairs(_ pairs: Int, work: Int, _ body: (Int) -> Void) {
-        _ = BLAS.singleThreaded
         let perChunk = Swift.max(1, 200_000 / Swift.max(work, 1))
         Parallel.forChunks(pairs, grain: perChunk) { r in for p in r { body(p) } }
     }

@@ -17,7 +17,6 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                   _ b: UnsafePointer<Float>, _ ldb: Int,
                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if m == 0 || n == 0 { return }
-    _ = BLAS.singleThreaded
     if ProductRecorder.isRecording { ProductRecorder.record(ProductShape(transA: transA, transB: transB, m: m, n: n, k: k)) }
     if ProductRecorder.isTiming {
         let start = ProductRecorder.clock()
@@ -71,7 +70,7 @@ public var blasCore: String { BLAS.core }
 enum BLAS {
     static let core: String = String(cString: cblas_choose_core())
 
-    /// Set once, before the first product.
+    /// Set once, before the first product (`raw` and `cblasProduct` ask for it before OpenBLAS).
     static let singleThreaded: Bool = {
         _ = core
         openblas_set_num_threads(1)
