@@ -3,15 +3,18 @@ import Foundation
 import PackageDescription
 
 /// AVX2 and FMA code generation for the numeric targets when the building machine has them
-/// (read from /proc/cpuinfo), with HAS_FMA defined so kernels may use fused multiply-adds.
-/// Elsewhere the portable baseline is built.
+/// (read from /proc/cpuinfo), with HAS_FMA defined so kernels may use fused multiply-adds; where
+/// it also has AVX-512F, sixteen-lane code as well, with HAS_AVX512 defined so element-wise kernels
+/// run sixteen lanes at a time (`WideVec`; the same bits per lane as eight). Elsewhere the portable
+/// baseline is built.
 let vectorSettings: [SwiftSetting] = {
     #if arch(x86_64) && os(Linux)
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     guard flags.contains("avx2") && flags.contains("fma") else { return [] }
-    return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma"]), .define("HAS_FMA")]
+    guard flags.contains("avx512f") else { return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma"]), .define("HAS_FMA")] }
+    return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mavx512f"]), .define("HAS_FMA"), .define("HAS_AVX512")]
     #else
     return []
     #endif

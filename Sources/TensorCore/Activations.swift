@@ -4,17 +4,19 @@ import Glibc
 import Darwin
 #endif
 
-/// An element-wise function and its derivative over eight lanes. Kernels generic over it are
-/// specialised per conforming type, so both inline into the loop (a closure would not).
-public protocol VectorFunction {
-    static func value(_ x: Vec) -> Vec
-    static func derivative(_ x: Vec) -> Vec
+/// An element-wise function and its derivative over any width of lanes (the kernels run
+/// `WideVec`, the tails one lane of `Vec`; each lane is computed alike at every width). Kernels
+/// generic over it are specialised per conforming type, so both inline into the loop (a closure
+/// would not).
+protocol VectorFunction {
+    static func value<V: FloatLanes>(_ x: V) -> V
+    static func derivative<V: FloatLanes>(_ x: V) -> V
 }
 
 /// PyTorch's exact GELU: 0.5 x (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x).
-public enum ExactGELU: VectorFunction {
-    @inline(__always) public static func value(_ v: Vec) -> Vec { 0.5 * v * (1 + verf(v * GELUKernels.invSqrt2)) }
-    @inline(__always) public static func derivative(_ v: Vec) -> Vec {
+enum ExactGELU: VectorFunction {
+    @inline(__always) static func value<V: FloatLanes>(_ v: V) -> V { 0.5 * v * (1 + verf(v * GELUKernels.invSqrt2)) }
+    @inline(__always) static func derivative<V: FloatLanes>(_ v: V) -> V {
         let cdf = 0.5 * (1 + verf(v * GELUKernels.invSqrt2))
         let pdf = GELUKernels.invSqrt2Pi * vexp(-0.5 * v * v)
         return vfma(v, pdf, cdf)
@@ -22,11 +24,11 @@ public enum ExactGELU: VectorFunction {
 }
 
 /// GELU's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-public enum TanhGELU: VectorFunction {
-    @inline(__always) public static func value(_ v: Vec) -> Vec {
+enum TanhGELU: VectorFunction {
+    @inline(__always) static func value<V: FloatLanes>(_ v: V) -> V {
         0.5 * v * (1 + vtanh(GELUKernels.sqrt2OverPi * (v + 0.044715 * v * v * v)))
     }
-    @inline(__always) public static func derivative(_ v: Vec) -> Vec {
+    @inline(__always) static func derivative<V: FloatLanes>(_ v: V) -> V {
         let t = vtanh(GELUKernels.sqrt2OverPi * (v + 0.044715 * v * v * v))
         let du = GELUKernels.sqrt2OverPi * (1 + 3 * 0.044715 * v * v)
         return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
@@ -40,43 +42,58 @@ public enum GELUKernels {
     static let invSqrt2Pi: Float = 0.398_942_280_401_432_7
     static let sqrt2OverPi: Float = 0.797_884_560_802_865_4
 
-    /// out = F(x) over n floats (x and out of length n). Four blocks of eight per iteration, so
-    /// that their dependency chains overlap.
-    public static func forward<F: VectorFunction>(_ f: F.Type, _ out: UnsafeMutablePointer<Float>,
+    /// GELU (erf, or with `approximateTanh` its tanh form) of n floats: out = gelu(x).
+    public static func forward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, approximateTanh: Bool) {
+        if approximateTanh { forward(TanhGELU.self, out, x, n) } else { forward(ExactGELU.self, out, x, n) }
+    }
+
+    /// GELU's backward over n floats: dx += dout * gelu'(x), or with `overwrite` dx = dout * gelu'(x).
+    public static func backward(_ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ n: Int,
+                                approximateTanh: Bool, overwrite: Bool = false) {
+        if approximateTanh { backward(TanhGELU.self, dx, x, dout, n, overwrite: overwrite) }
+        else { backward(ExactGELU.self, dx, x, dout, n, overwrite: overwrite) }
+    }
+
+    /// out = F(x) over n floats (x and out of length n). Two blocks of `WideVec` per iteration,
+    /// so that their dependency chains overlap. Internal, so that every caller is specialised: the
+    /// public entry points above name the function (VectorFunction's requirements are generic over
+    /// the lanes, and an unspecialised call would run them lane by lane through witness tables).
+    static func forward<F: VectorFunction>(_ f: F.Type, _ out: UnsafeMutablePointer<Float>,
                                                   _ x: UnsafePointer<Float>, _ n: Int) {
+        let w = WideVec.scalarCount
         Parallel.forChunks(n, grain: 16384) { r in
             var i = r.lowerBound
-            while i + 32 <= r.upperBound {
-                let y0 = F.value(load(x + i)), y1 = F.value(load(x + i + 8))
-                let y2 = F.value(load(x + i + 16)), y3 = F.value(load(x + i + 24))
-                store(y0, out + i); store(y1, out + i + 8); store(y2, out + i + 16); store(y3, out + i + 24)
-                i += 32
+            while i + 2 * w <= r.upperBound {
+                let y0 = F.value(loadWide(x + i)), y1 = F.value(loadWide(x + i + w))
+                store(y0, out + i); store(y1, out + i + w)
+                i += 2 * w
             }
-            while i + 8 <= r.upperBound { store(F.value(load(x + i)), out + i); i += 8 }
+            while i + w <= r.upperBound { store(F.value(loadWide(x + i)), out + i); i += w }
             while i < r.upperBound { out[i] = F.value(Vec(repeating: x[i]))[0]; i += 1 }
         }
     }
 
     /// dx += dout * F'(x) over n floats; with `overwrite`, dx = dout * F'(x) (a fresh gradient
     /// buffer, not read: no zero-fill pass before it, no read of the zeros).
-    public static func backward<F: VectorFunction>(_ f: F.Type, _ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+    static func backward<F: VectorFunction>(_ f: F.Type, _ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                    _ dout: UnsafePointer<Float>, _ n: Int, overwrite: Bool = false) {
-        // dx at i from the derivative d of eight values: written, or added with one rounding.
-        @inline(__always) func put(_ d: Vec, _ i: Int) {
-            store(overwrite ? load(dout + i) * d : vfma(load(dout + i), d, load(dx + i)), dx + i)
+        // dx at i from the derivative d of a block of values: written, or added with one rounding.
+        @inline(__always) func put(_ d: WideVec, _ i: Int) {
+            store(overwrite ? loadWide(dout + i) * d : vfma(loadWide(dout + i), d, loadWide(dx + i)), dx + i)
         }
+        let w = WideVec.scalarCount
         Parallel.forChunks(n, grain: 16384) { r in
             var i = r.lowerBound
-            while i + 32 <= r.upperBound {
-                let d0 = F.derivative(load(x + i)), d1 = F.derivative(load(x + i + 8))
-                let d2 = F.derivative(load(x + i + 16)), d3 = F.derivative(load(x + i + 24))
-                put(d0, i); put(d1, i + 8); put(d2, i + 16); put(d3, i + 24)
-                i += 32
+            while i + 2 * w <= r.upperBound {
+                let d0 = F.derivative(loadWide(x + i)), d1 = F.derivative(loadWide(x + i + w))
+                put(d0, i); put(d1, i + w)
+                i += 2 * w
             }
-            while i + 8 <= r.upperBound { put(F.derivative(load(x + i)), i); i += 8 }
+            while i + w <= r.upperBound { put(F.derivative(loadWide(x + i)), i); i += w }
             while i < r.upperBound {
-                let v = dout[i] * F.derivative(Vec(repeating: x[i]))[0]
-                if overwrite { dx[i] = v } else { dx[i] += v }
+                // One value as a lane of the loop above (a fused multiply-add when accumulating).
+                let d = F.derivative(Vec(repeating: x[i])), g = Vec(repeating: dout[i])
+                dx[i] = overwrite ? (g * d)[0] : vfma(g, d, Vec(repeating: dx[i]))[0]
                 i += 1
             }
         }
@@ -94,13 +111,12 @@ extension Tensor {
     public func gelu(approximateTanh: Bool = false) -> Tensor {
         let n = count
         let out = Storage(uninitializedCount: n)
-        if approximateTanh { GELUKernels.forward(TanhGELU.self, out.base, base, n) } else { GELUKernels.forward(ExactGELU.self, out.base, base, n) }
+        GELUKernels.forward(out.base, base, n, approximateTanh: approximateTanh)
         let input = self
         return makeResult(shape: shape, storage: out, inputs: [self]) {
             { g in
                 let (gx, beta) = input.node!.gemmAccumulator()
-                if approximateTanh { GELUKernels.backward(TanhGELU.self, gx, input.base, g.base, n, overwrite: beta == 0) }
-                else { GELUKernels.backward(ExactGELU.self, gx, input.base, g.base, n, overwrite: beta == 0) }
+                GELUKernels.backward(gx, input.base, g.base, n, approximateTanh: approximateTanh, overwrite: beta == 0)
             }
         }
     }
@@ -130,10 +146,10 @@ extension Tensor {
             for row in r {
                 let z = zp + row * outF, y = yp + row * outF
                 var i = 0
-                while i + 8 <= outF {
-                    let v = load(z + i) + load(bp + i)
+                while i + WideVec.scalarCount <= outF {
+                    let v = loadWide(z + i) + loadWide(bp + i)
                     store(v, z + i); store(F.value(v), y + i)
-                    i += 8
+                    i += WideVec.scalarCount
                 }
                 while i < outF { z[i] += bp[i]; y[i] = F.value(Vec(repeating: z[i]))[0]; i += 1 }
             }
@@ -147,11 +163,11 @@ extension Tensor {
                 func gradientRow(_ row: Int, _ acc: UnsafeMutablePointer<Float>?) {
                     let z = pp + row * outF, go = gp + row * outF, d = dp + row * outF
                     var i = 0
-                    while i + 8 <= outF {
-                        let v = load(go + i) * F.derivative(load(z + i))
+                    while i + WideVec.scalarCount <= outF {
+                        let v = loadWide(go + i) * F.derivative(loadWide(z + i))
                         store(v, d + i)
-                        if let acc { store(load(acc + i) + v, acc + i) }
-                        i += 8
+                        if let acc { store(loadWide(acc + i) + v, acc + i) }
+                        i += WideVec.scalarCount
                     }
                     while i < outF {
                         let v = go[i] * F.derivative(Vec(repeating: z[i]))[0]

@@ -3,7 +3,60 @@
 /// the tests compare each against libm.
 public typealias Vec = SIMD8<Float>
 
+/// The widest lanes the build targets, for element-wise kernels: sixteen where the building
+/// machine has AVX-512F (HAS_AVX512), eight elsewhere. The math below is written once over
+/// `FloatLanes` and computes each lane alike at either width, so a kernel's results do not depend
+/// on which it runs; only reductions keep `Vec`'s eight partial sums, whose order fixes their bits.
+#if HAS_AVX512
+public typealias WideVec = SIMD16<Float>
+#else
+public typealias WideVec = SIMD8<Float>
+#endif
+
 import CSpin
+
+/// Float lanes the vector math is generic over (eight or sixteen). The requirements are the
+/// operations whose generic SIMD forms compile lane by lane (comparisons and selects, the
+/// integer view of the bits); each width implements them with its own vector instructions, and the
+/// generic math, specialised per width, inlines them.
+public protocol FloatLanes: SIMD where Scalar == Float {
+    /// Lane-wise clamp by compare and select (SIMD.clamped calls out of line per vector).
+    static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self
+    /// `x` with zero in the lanes where `test` is below `bound`.
+    static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self
+    /// 2^n per lane, for integral n held as `shifted` = n + `magic` (the 1.5 * 2^23 trick).
+    static func powerOfTwo(shifted: Self, magic: Self) -> Self
+}
+
+extension SIMD8: FloatLanes where Scalar == Float {
+    @_transparent public static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self {
+        let lo = Self(repeating: low), hi = Self(repeating: high)
+        let y = x.replacing(with: lo, where: x .< lo)
+        return y.replacing(with: hi, where: y .> hi)
+    }
+    @_transparent public static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self {
+        x.replacing(with: 0, where: test .< bound)
+    }
+    @_transparent public static func powerOfTwo(shifted: Self, magic: Self) -> Self {
+        let n = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+        return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
+    }
+}
+
+extension SIMD16: FloatLanes where Scalar == Float {
+    @_transparent public static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self {
+        let lo = Self(repeating: low), hi = Self(repeating: high)
+        let y = x.replacing(with: lo, where: x .< lo)
+        return y.replacing(with: hi, where: y .> hi)
+    }
+    @_transparent public static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self {
+        x.replacing(with: 0, where: test .< bound)
+    }
+    @_transparent public static func powerOfTwo(shifted: Self, magic: Self) -> Self {
+        let n = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+        return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
+    }
+}
 
 /// Square roots of eight lanes in vector instructions, correctly rounded: the same bits as
 /// Float.squareRoot() per lane (SIMD8.squareRoot() calls sqrtf once per lane).
@@ -11,32 +64,30 @@ import CSpin
 public func vsqrt(_ x: Vec) -> Vec { cvec_sqrt8(x) }
 
 @_transparent
-public func vexp(_ x: Vec) -> Vec {
+public func vexp<V: FloatLanes>(_ x: V) -> V {
     // Cephes expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-5 polynomial, times 2^n.
     // n is rounded with the 1.5 * 2^23 trick (plain SIMD adds: the baseline x86-64 target has no
     // vector rounding instruction, and SIMD.rounded would call floorf once per lane).
     let clamped = vclamp(x, -87.33654, 88.37626)
-    let magic = Vec(repeating: 12_582_912)
+    let magic = V(repeating: 12_582_912)
     let shifted = clamped * 1.442_695_04 + magic
     let n = shifted - magic
     var r = clamped - n * 0.693_359_375
     r = r + n * 2.121_944_4e-4
     let r2 = r * r
-    var p = Vec(repeating: 1.987_569_15e-4)
-    p = vfma(p, r, Vec(repeating: 1.398_199_950_7e-3))
-    p = vfma(p, r, Vec(repeating: 8.333_451_907_3e-3))
-    p = vfma(p, r, Vec(repeating: 4.166_579_589_4e-2))
-    p = vfma(p, r, Vec(repeating: 1.666_666_545_9e-1))
-    p = vfma(p, r, Vec(repeating: 5.000_000_120_1e-1))
+    var p = V(repeating: 1.987_569_15e-4)
+    p = vfma(p, r, V(repeating: 1.398_199_950_7e-3))
+    p = vfma(p, r, V(repeating: 8.333_451_907_3e-3))
+    p = vfma(p, r, V(repeating: 4.166_579_589_4e-2))
+    p = vfma(p, r, V(repeating: 1.666_666_545_9e-1))
+    p = vfma(p, r, V(repeating: 5.000_000_120_1e-1))
     let er = p * r2 + r + 1
-    let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
-    let scale = unsafeBitCast((ni &+ 127) &<< 23, to: Vec.self)
-    return (er * scale).replacing(with: 0, where: x .< -87.33654)
+    return V.zero(er * V.powerOfTwo(shifted: shifted, magic: magic), whereBelow: -87.33654, x)
 }
 
 /// a * b + c, fused where the build targets FMA.
 @_transparent
-public func vfma(_ a: Vec, _ b: Vec, _ c: Vec) -> Vec {
+public func vfma<V: FloatLanes>(_ a: V, _ b: V, _ c: V) -> V {
     #if HAS_FMA
     return c.addingProduct(a, b)
     #else
@@ -46,11 +97,7 @@ public func vfma(_ a: Vec, _ b: Vec, _ c: Vec) -> Vec {
 
 /// Lane-wise clamp by compare and select (SIMD.clamped calls out of line per vector).
 @_transparent
-public func vclamp(_ x: Vec, _ low: Float, _ high: Float) -> Vec {
-    let lo = Vec(repeating: low), hi = Vec(repeating: high)
-    let y = x.replacing(with: lo, where: x .< lo)
-    return y.replacing(with: hi, where: y .> hi)
-}
+public func vclamp<V: FloatLanes>(_ x: V, _ low: Float, _ high: Float) -> V { V.clamp(x, low, high) }
 
 /// exp of one Float through the vector path (used for tails so results match the vector lanes).
 @_transparent
@@ -59,37 +106,37 @@ public func sexp(_ x: Float) -> Float { vexp(Vec(repeating: x))[0] }
 /// erf as x P(x^2) / Q(x^2) on [-4, 4] (a rational minimax fit, as in Eigen's fast erf; beyond
 /// 4 erf is +-1 in Float32). No exp, one division.
 @_transparent
-public func verf(_ x: Vec) -> Vec {
+public func verf<V: FloatLanes>(_ x: V) -> V {
     let c = vclamp(x, -4, 4)
     let x2 = c * c
-    var p = vfma(x2, Vec(repeating: -2.726_142_258_013_06e-10), Vec(repeating: 2.770_681_424_959_02e-08))
-    p = vfma(x2, p, Vec(repeating: -2.101_024_020_825_08e-06))
-    p = vfma(x2, p, Vec(repeating: -5.692_506_394_623_46e-05))
-    p = vfma(x2, p, Vec(repeating: -7.349_906_303_268_55e-04))
-    p = vfma(x2, p, Vec(repeating: -2.954_599_808_540_25e-03))
-    p = vfma(x2, p, Vec(repeating: -1.609_603_332_624_15e-02))
-    var q = vfma(x2, Vec(repeating: -1.456_607_184_649_96e-05), Vec(repeating: -2.133_740_552_789_05e-04))
-    q = vfma(x2, q, Vec(repeating: -1.682_826_974_382_03e-03))
-    q = vfma(x2, q, Vec(repeating: -7.373_329_167_204_68e-03))
-    q = vfma(x2, q, Vec(repeating: -1.426_473_905_141_89e-02))
+    var p = vfma(x2, V(repeating: -2.726_142_258_013_06e-10), V(repeating: 2.770_681_424_959_02e-08))
+    p = vfma(x2, p, V(repeating: -2.101_024_020_825_08e-06))
+    p = vfma(x2, p, V(repeating: -5.692_506_394_623_46e-05))
+    p = vfma(x2, p, V(repeating: -7.349_906_303_268_55e-04))
+    p = vfma(x2, p, V(repeating: -2.954_599_808_540_25e-03))
+    p = vfma(x2, p, V(repeating: -1.609_603_332_624_15e-02))
+    var q = vfma(x2, V(repeating: -1.456_607_184_649_96e-05), V(repeating: -2.133_740_552_789_05e-04))
+    q = vfma(x2, q, V(repeating: -1.682_826_974_382_03e-03))
+    q = vfma(x2, q, V(repeating: -7.373_329_167_204_68e-03))
+    q = vfma(x2, q, V(repeating: -1.426_473_905_141_89e-02))
     return c * p / q
 }
 
 /// tanh as x P(x^2) / Q(x^2) on [-7.9053, 7.9053] (a rational minimax fit, as in Eigen's fast
 /// tanh; beyond that range tanh is +-1 in Float32). No exp, one division.
 @_transparent
-public func vtanh(_ x: Vec) -> Vec {
+public func vtanh<V: FloatLanes>(_ x: V) -> V {
     let c = vclamp(x, -7.905_311_107_635_498, 7.905_311_107_635_498)
     let x2 = c * c
-    var p = vfma(x2, Vec(repeating: -2.760_768_477_423_55e-16), Vec(repeating: 2.000_187_904_824_77e-13))
-    p = vfma(x2, p, Vec(repeating: -8.604_671_522_137_35e-11))
-    p = vfma(x2, p, Vec(repeating: 5.122_297_090_371_14e-08))
-    p = vfma(x2, p, Vec(repeating: 1.485_722_357_179_79e-05))
-    p = vfma(x2, p, Vec(repeating: 6.372_619_288_754_36e-04))
-    p = vfma(x2, p, Vec(repeating: 4.893_524_558_917_86e-03))
-    var q = vfma(x2, Vec(repeating: 1.198_258_394_667_02e-06), Vec(repeating: 1.185_347_056_866_54e-04))
-    q = vfma(x2, q, Vec(repeating: 2.268_434_632_439_00e-03))
-    q = vfma(x2, q, Vec(repeating: 4.893_525_185_543_85e-03))
+    var p = vfma(x2, V(repeating: -2.760_768_477_423_55e-16), V(repeating: 2.000_187_904_824_77e-13))
+    p = vfma(x2, p, V(repeating: -8.604_671_522_137_35e-11))
+    p = vfma(x2, p, V(repeating: 5.122_297_090_371_14e-08))
+    p = vfma(x2, p, V(repeating: 1.485_722_357_179_79e-05))
+    p = vfma(x2, p, V(repeating: 6.372_619_288_754_36e-04))
+    p = vfma(x2, p, V(repeating: 4.893_524_558_917_86e-03))
+    var q = vfma(x2, V(repeating: 1.198_258_394_667_02e-06), V(repeating: 1.185_347_056_866_54e-04))
+    q = vfma(x2, q, V(repeating: 2.268_434_632_439_00e-03))
+    q = vfma(x2, q, V(repeating: 4.893_525_185_543_85e-03))
     return c * p / q
 }
 
@@ -149,8 +196,20 @@ public func load(_ p: UnsafePointer<Float>) -> Vec { UnsafeRawPointer(p).loadUna
 @inline(__always)
 public func load(_ p: UnsafeMutablePointer<Float>) -> Vec { UnsafeRawPointer(p).loadUnaligned(as: Vec.self) }
 
+/// `WideVec`'s lanes at `p`.
+@inline(__always)
+public func loadWide(_ p: UnsafePointer<Float>) -> WideVec { UnsafeRawPointer(p).loadUnaligned(as: WideVec.self) }
+
+@inline(__always)
+public func loadWide(_ p: UnsafeMutablePointer<Float>) -> WideVec { UnsafeRawPointer(p).loadUnaligned(as: WideVec.self) }
+
 @inline(__always)
 public func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self) }
+
+/// Any width's lanes to `p` (inlinable, so that a caller in another module stores its own width
+/// without a generic value-witness copy).
+@inlinable @inline(__always)
+public func store<V: FloatLanes>(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
 
 /// exp in double precision, eight lanes (|x| clamped to about 708): 2^n exp(r) with |r| <= ln2/2
 /// and exp(r) by its Taylor series to degree 10 (relative error about 1e-13), so that a Float

@@ -79,9 +79,9 @@ struct Bench: ParsableCommand {
         }
         row("softmax forward (rows of 768)", bytesPerElement: 8) { SoftmaxKernels.forward(dst.base, src.base, rows: rows, n: 768) }
         row("softmax backward", bytesPerElement: 12) { SoftmaxKernels.backward(dst.base, src.base, dout.base, rows: rows, n: 768) }
-        row("GELU forward (erf)", bytesPerElement: 8) { GELUKernels.forward(ExactGELU.self, dst.base, src.base, n) }
-        row("GELU backward (erf)", bytesPerElement: 12) { GELUKernels.backward(ExactGELU.self, dst.base, src.base, dout.base, n) }
-        row("GELU forward (tanh)", bytesPerElement: 8) { GELUKernels.forward(TanhGELU.self, dst.base, src.base, n) }
+        row("GELU forward (erf)", bytesPerElement: 8) { GELUKernels.forward(dst.base, src.base, n, approximateTanh: false) }
+        row("GELU backward (erf)", bytesPerElement: 12) { GELUKernels.backward(dst.base, src.base, dout.base, n, approximateTanh: false) }
+        row("GELU forward (tanh)", bytesPerElement: 8) { GELUKernels.forward(dst.base, src.base, n, approximateTanh: true) }
         row("GELU forward, naive libm erff", bytesPerElement: 8) {
             let s = src.base, d = dst.base
             for i in 0..<n { d[i] = GELUKernels.referenceForward(s[i], approximateTanh: false) }

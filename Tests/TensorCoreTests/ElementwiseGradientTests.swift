@@ -90,6 +90,51 @@ final class ElementwiseGradientTests: XCTestCase {
         XCTAssertEqual(vexp(Vec(repeating: -.infinity))[0], 0)
     }
 
+    /// The vector math computes each lane alike at eight and sixteen lanes (WideVec is sixteen on
+    /// AVX-512 builds), so a kernel's bits do not depend on the width it runs.
+    func testSixteenLanesMatchEightBitForBit() {
+        var values: [Float] = [0, -0, .infinity, -.infinity, 88.5, -87.5, -87.33654, 1e-30, -1e-30, 4, -4, 7.9053, -7.9053, 100, -100]
+        var v: Float = -20
+        while v < 20 { values.append(v); v += 0.0371 }
+        while values.count % 16 != 0 { values.append(Float(values.count) * 0.01) }
+        for start in stride(from: 0, to: values.count, by: 16) {
+            let wide = SIMD16<Float>(values[start..<start + 16])
+            let low = SIMD8<Float>(values[start..<start + 8]), high = SIMD8<Float>(values[start + 8..<start + 16])
+            for (name, w, l, h) in [("vexp", vexp(wide), vexp(low), vexp(high)), ("verf", verf(wide), verf(low), verf(high)),
+                                    ("vtanh", vtanh(wide), vtanh(low), vtanh(high))] {
+                for i in 0..<16 {
+                    let eight = i < 8 ? l[i] : h[i - 8]
+                    XCTAssertEqual(w[i].bitPattern, eight.bitPattern, "\(name)(\(values[start + i])) at sixteen lanes")
+                }
+            }
+        }
+    }
+
+    /// GELU's kernels give each value the same bits in their vector loop as in their one-value
+    /// tail (forward, and backward both writing and accumulating), whatever the width.
+    func testGELUKernelLoopsMatchTheirTails() {
+        let n = 16 * 5 + 7
+        let x = randomTensor([n], seed: 9, low: -6, high: 6).scalars, dout = randomTensor([n], seed: 10).scalars
+        let start = randomTensor([n], seed: 11).scalars
+        for tanhForm in [false, true] {
+            var all = [Float](repeating: 0, count: n), one = [Float](repeating: 0, count: 1)
+            GELUKernels.forward(&all, x, n, approximateTanh: tanhForm)
+            for i in 0..<n {
+                GELUKernels.forward(&one, [x[i]], 1, approximateTanh: tanhForm)
+                XCTAssertEqual(all[i].bitPattern, one[0].bitPattern, "gelu forward (tanh \(tanhForm)) at \(i)")
+            }
+            for overwrite in [false, true] {
+                var dx = start
+                GELUKernels.backward(&dx, x, dout, n, approximateTanh: tanhForm, overwrite: overwrite)
+                for i in 0..<n {
+                    var d1 = [start[i]]
+                    GELUKernels.backward(&d1, [x[i]], [dout[i]], 1, approximateTanh: tanhForm, overwrite: overwrite)
+                    XCTAssertEqual(dx[i].bitPattern, d1[0].bitPattern, "gelu backward (tanh \(tanhForm), overwrite \(overwrite)) at \(i)")
+                }
+            }
+        }
+    }
+
     func testGELUKernelMatchesNaiveReference() {
         let x = randomTensor([1000], seed: 8, low: -6, high: 6)
         for tanhForm in [false, true] {
