@@ -127,25 +127,16 @@ public func channelsLastBatchNorm(_ x: Tensor, _ norm: BatchNorm) -> Tensor {
 }
 
 /// A convolution of a channels-last map (B, H, W, C) to (B, H', W', O). Without groups: every
-/// output position's k x k x C window gathered as a row of contiguous channel vectors (taps
-/// outside the map read a zero row), then one product with the weight as (O, k k C); the tape
-/// gives the gradients (the gather's backward is the scatter-add). Grouped convolutions go
+/// output position's k x k x C window taken as a row of contiguous channel vectors
+/// (`windowsChannelsLast`, zeros for taps outside the map), then one product with the weight as
+/// (O, k k C); backward adds the rows' gradients back into the map. Grouped convolutions go
 /// through the engine's (B, C, H, W) kernel.
 public func channelsLastConv(_ x: Tensor, _ conv: Conv2d) -> Tensor {
     guard conv.groups == 1 else { return conv(x.permuted([0, 3, 1, 2])).permuted([0, 2, 3, 1]) }
     let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (o, k, s, p) = (conv.weight.shape[0], conv.weight.shape[2], conv.stride, conv.padding)
     let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
-    let zero = b * h * w
-    var rows = [Int](repeating: zero, count: b * oh * ow * k * k)
-    var at = 0
-    for n in 0..<b { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<k { for kx in 0..<k {
-        let (iy, ix) = (oy * s - p + ky, ox * s - p + kx)
-        if iy >= 0 && iy < h && ix >= 0 && ix < w { rows[at] = (n * h + iy) * w + ix }
-        at += 1
-    } } } } }
-    let padded = Tensor.concat([x.reshaped([zero, c]), Tensor.zeros([1, c])], axis: 0)
-    let columns = padded.gather(axis: 0, index: IndexTensor(shape: [rows.count], rows)).reshaped([b * oh * ow, k * k * c])
+    let columns = x.windowsChannelsLast(kernel: k, stride: s, padding: p)
     let weight = conv.weight.value.permuted([0, 2, 3, 1]).reshaped([o, k * k * c])
     return Tensor.linear(columns, weight: weight, bias: conv.bias?.value).reshaped([b, oh, ow, o])
 }

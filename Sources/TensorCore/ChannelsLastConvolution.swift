@@ -95,3 +95,78 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// The k x k windows of a channels-last map (B, H, W, C) at stride `s` with zero padding `p`,
+    /// as rows (B OH OW, k k C): row (b, oy, ox) holds its taps (ky, kx) in order, each tap's C
+    /// channels contiguous, zeros where a tap falls outside the map. A channels-last convolution is
+    /// these rows times its weight as (O, k k C). Forward copies channel vectors, spread over the
+    /// images' output rows; backward adds each row's taps back into their positions, spread over
+    /// images, in the rows' order (b, oy, ox, ky, kx) within each image.
+    public func windowsChannelsLast(kernel k: Int, stride s: Int, padding p: Int) -> Tensor {
+        precondition(rank == 4, "windowsChannelsLast expects (B, H, W, C), got \(shape)")
+        let (batch, h, w, c) = (shape[0], shape[1], shape[2], shape[3])
+        let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+        precondition(k > 0 && s > 0 && oh > 0 && ow > 0, "windowsChannelsLast: a \(k)x\(k) kernel does not fit \(h)x\(w) with padding \(p)")
+        let rowWidth = k * k * c
+        let out = Storage(uninitializedCount: batch * oh * ow * rowWidth)
+        let x = base, y = out.base
+        Parallel.forChunks(batch * oh, grain: Swift.max(1, 8192 / Swift.max(1, ow * rowWidth))) { range in
+            for line in range {
+                let (b, oy) = (line / oh, line % oh)
+                for ox in 0..<ow {
+                    var o = y + (line * ow + ox) * rowWidth
+                    for ky in 0..<k {
+                        let iy = oy * s - p + ky
+                        for kx in 0..<k {
+                            let ix = ox * s - p + kx
+                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                let xi = x + ((b * h + iy) * w + ix) * c
+                                for ch in 0..<c { o[ch] = xi[ch] }
+                            } else {
+                                for ch in 0..<c { o[ch] = 0 }
+                            }
+                            o += c
+                        }
+                    }
+                }
+            }
+        }
+        let input = self
+        return makeResult(shape: [batch * oh * ow, rowWidth], storage: out, inputs: [self]) {
+            { g in
+                guard let node = input.node else { return }
+                // Sums start from zero (into the fresh gradient, or a zeroed scratch that is then
+                // added to an existing one), so a tap's contributions round as a gather's would.
+                let fresh = node.grad == nil
+                let scratch = fresh ? nil : Storage(count: input.count)
+                let sums = scratch?.base ?? node.accumulator()
+                let gp = g.base
+                Parallel.forChunks(batch, grain: 1) { range in
+                    for b in range {
+                        for oy in 0..<oh {
+                            for ox in 0..<ow {
+                                var go = gp + ((b * oh + oy) * ow + ox) * rowWidth
+                                for ky in 0..<k {
+                                    let iy = oy * s - p + ky
+                                    for kx in 0..<k {
+                                        let ix = ox * s - p + kx
+                                        if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                            let d = sums + ((b * h + iy) * w + ix) * c
+                                            for ch in 0..<c { d[ch] += go[ch] }
+                                        }
+                                        go += c
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if let scratch {
+                    let gx = node.accumulator(), sp = scratch.base
+                    Parallel.forChunks(input.count, grain: 65536) { r in for i in r { gx[i] += sp[i] } }
+                }
+            }
+        }
+    }
+}

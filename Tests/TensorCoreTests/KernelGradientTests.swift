@@ -288,6 +288,34 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// The k x k windows of a channels-last map as rows (zeros outside the map): values and the
+    /// scatter-add of their gradients, into a fresh gradient and into one the map already has (the
+    /// map also read directly).
+    func testWindowsChannelsLast() {
+        func reference(_ x: DArray, _ k: Int, _ s: Int, _ p: Int) -> DArray {
+            let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+            var out = DArray.zeros([b * oh * ow, k * k * c])
+            for n in 0..<b { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<k { for kx in 0..<k { for ch in 0..<c {
+                let iy = oy * s - p + ky, ix = ox * s - p + kx
+                if iy >= 0 && iy < h && ix >= 0 && ix < w { out[[(n * oh + oy) * ow + ox, (ky * k + kx) * c + ch]] = x[[n, iy, ix, ch]] }
+            } } } } } }
+            return out
+        }
+        for (k, stride, padding, h, w, c) in [(3, 2, 1, 5, 4, 3), (7, 4, 2, 9, 8, 1), (3, 1, 0, 4, 5, 2), (2, 2, 0, 4, 4, 17)] {
+            let x = randomTensor([2, h, w, c], seed: 12)
+            checkGradients("windows channels-last k\(k) s\(stride) p\(padding) c\(c)", inputs: [x], engine: {
+                $0[0].windowsChannelsLast(kernel: k, stride: stride, padding: padding)
+            }, reference: { reference($0[0], k, stride, padding) })
+            checkGradients("windows channels-last, map read twice", inputs: [x], engine: {
+                Tensor.concat([$0[0].windowsChannelsLast(kernel: k, stride: stride, padding: padding).reshaped([-1]), $0[0].reshaped([-1])], axis: 0)
+            }, reference: { xs in
+                let r = reference(xs[0], k, stride, padding)
+                return DArray(shape: [r.count + xs[0].count], r.data + xs[0].data)
+            })
+        }
+    }
+
     func referencePool(_ x: DArray, kernel: Int, stride: Int, padding: Int, max: Bool) -> DArray {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1
