@@ -109,6 +109,16 @@ extension Tensor {
         let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
         precondition(k > 0 && s > 0 && oh > 0 && ow > 0, "windowsChannelsLast: a \(k)x\(k) kernel does not fit \(h)x\(w) with padding \(p)")
         let rowWidth = k * k * c
+        // Output row (b, oy, ox)'s taps in order: each tap's offset in the map, nil outside it.
+        @inline(__always) func forEachTap(_ b: Int, _ oy: Int, _ ox: Int, _ body: (Int?) -> Void) {
+            for ky in 0..<k {
+                let iy = oy * s - p + ky
+                for kx in 0..<k {
+                    let ix = ox * s - p + kx
+                    body(iy >= 0 && iy < h && ix >= 0 && ix < w ? ((b * h + iy) * w + ix) * c : nil)
+                }
+            }
+        }
         let out = Storage(uninitializedCount: batch * oh * ow * rowWidth)
         let x = base, y = out.base
         Parallel.forChunks(batch * oh, grain: Swift.max(1, 8192 / Swift.max(1, ow * rowWidth))) { range in
@@ -116,18 +126,9 @@ extension Tensor {
                 let (b, oy) = (line / oh, line % oh)
                 for ox in 0..<ow {
                     var o = y + (line * ow + ox) * rowWidth
-                    for ky in 0..<k {
-                        let iy = oy * s - p + ky
-                        for kx in 0..<k {
-                            let ix = ox * s - p + kx
-                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                let xi = x + ((b * h + iy) * w + ix) * c
-                                for ch in 0..<c { o[ch] = xi[ch] }
-                            } else {
-                                for ch in 0..<c { o[ch] = 0 }
-                            }
-                            o += c
-                        }
+                    forEachTap(b, oy, ox) { at in
+                        if let at { for ch in 0..<c { o[ch] = x[at + ch] } } else { for ch in 0..<c { o[ch] = 0 } }
+                        o += c
                     }
                 }
             }
@@ -147,16 +148,9 @@ extension Tensor {
                         for oy in 0..<oh {
                             for ox in 0..<ow {
                                 var go = gp + ((b * oh + oy) * ow + ox) * rowWidth
-                                for ky in 0..<k {
-                                    let iy = oy * s - p + ky
-                                    for kx in 0..<k {
-                                        let ix = ox * s - p + kx
-                                        if iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                            let d = sums + ((b * h + iy) * w + ix) * c
-                                            for ch in 0..<c { d[ch] += go[ch] }
-                                        }
-                                        go += c
-                                    }
+                                forEachTap(b, oy, ox) { at in
+                                    if let at { for ch in 0..<c { sums[at + ch] += go[ch] } }
+                                    go += c
                                 }
                             }
                         }

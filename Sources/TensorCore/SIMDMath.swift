@@ -16,27 +16,32 @@ public typealias WideVec = SIMD8<Float>
 import CSpin
 
 /// Float lanes the vector math is generic over (eight or sixteen). The requirements are the
-/// operations whose generic SIMD forms compile lane by lane (comparisons and selects, the
-/// integer view of the bits); each width implements them with its own vector instructions, and the
-/// generic math, specialised per width, inlines them.
+/// operations whose generic SIMD forms compile lane by lane (compare-and-select, the integer view of
+/// the bits); each width implements them with its own vector instructions, and the generic math,
+/// specialised per width, inlines them.
 public protocol FloatLanes: SIMD where Scalar == Float {
-    /// Lane-wise clamp by compare and select (SIMD.clamped calls out of line per vector).
-    static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self
-    /// `x` with zero in the lanes where `test` is below `bound`.
-    static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self
+    /// `b` in the lanes where `x < y`, `a` elsewhere (false for NaN, as `.<`).
+    static func select(_ a: Self, _ b: Self, whereLess x: Self, _ y: Self) -> Self
     /// 2^n per lane, for integral n held as `shifted` = n + `magic` (the 1.5 * 2^23 trick).
     static func powerOfTwo(shifted: Self, magic: Self) -> Self
 }
 
-extension SIMD8: FloatLanes where Scalar == Float {
+extension FloatLanes {
+    /// Lane-wise clamp by compare and select (SIMD.clamped calls out of line per vector).
     @_transparent public static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self {
         let lo = Self(repeating: low), hi = Self(repeating: high)
-        let y = x.replacing(with: lo, where: x .< lo)
-        return y.replacing(with: hi, where: y .> hi)
+        let y = select(x, lo, whereLess: x, lo)
+        return select(y, hi, whereLess: hi, y)
     }
+
+    /// `x` with zero in the lanes where `test` is below `bound`.
     @_transparent public static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self {
-        x.replacing(with: 0, where: test .< bound)
+        select(x, Self(), whereLess: test, Self(repeating: bound))
     }
+}
+
+extension SIMD8: FloatLanes where Scalar == Float {
+    @_transparent public static func select(_ a: Self, _ b: Self, whereLess x: Self, _ y: Self) -> Self { a.replacing(with: b, where: x .< y) }
     @_transparent public static func powerOfTwo(shifted: Self, magic: Self) -> Self {
         let n = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
         return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
@@ -44,14 +49,7 @@ extension SIMD8: FloatLanes where Scalar == Float {
 }
 
 extension SIMD16: FloatLanes where Scalar == Float {
-    @_transparent public static func clamp(_ x: Self, _ low: Float, _ high: Float) -> Self {
-        let lo = Self(repeating: low), hi = Self(repeating: high)
-        let y = x.replacing(with: lo, where: x .< lo)
-        return y.replacing(with: hi, where: y .> hi)
-    }
-    @_transparent public static func zero(_ x: Self, whereBelow bound: Float, _ test: Self) -> Self {
-        x.replacing(with: 0, where: test .< bound)
-    }
+    @_transparent public static func select(_ a: Self, _ b: Self, whereLess x: Self, _ y: Self) -> Self { a.replacing(with: b, where: x .< y) }
     @_transparent public static func powerOfTwo(shifted: Self, magic: Self) -> Self {
         let n = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
         return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
