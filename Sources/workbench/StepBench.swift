@@ -31,7 +31,16 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Image channels for --encoder (3 for the models vit-pytorch builds with 3 only: cait, xcit).") var channels = 1
     @Flag(name: .customLong("products"), help: "Also time every product shape inside the step against the same products alone, and print the step's time outside its products.") var productTimes = false
 
+    /// Bad settings end with their message and a non-zero exit, without the usage line that
+    /// ArgumentParser prints after a validation error thrown from `run`.
     func run() throws {
+        try reportingUserErrors { try measure() }
+    }
+
+    func measure() throws {
+        let counts = [("--batch", batchOption ?? 1), ("--dim", dim), ("--depth", depth), ("--heads", heads), ("--dim-head", dimHead),
+                      ("--mlp-dim", mlpDim), ("--steps", steps), ("--channels", channels)]
+        for (name, value) in counts where value < 1 { throw ValidationError("\(name) must be at least 1, not \(value)") }
         if let recipe { return try runRecipe(recipe) }
         if let encoder { return try runEncoder(encoder) }
         var config = ViTConfig()

@@ -163,6 +163,16 @@ final class RegistryTests: XCTestCase {
         let unknown = try WorkbenchProcess.run(["bench-step", "--objective", "nope"], in: Self.root)
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.error.contains("supervised or one of mae, simmim, mpp, mp3, byol, byol-pytorch, dino, dino-official"), unknown.error)
+        XCTAssertFalse(unknown.error.contains("Usage:"), "a bad setting's message is the whole answer: \(unknown.error)")
+        // Counts below one are refused with their option's name, not a trap.
+        for (option, value) in [("--steps", "0"), ("--dim", "0"), ("--batch=-3", nil), ("--channels", "0")] {
+            let bad = try WorkbenchProcess.run(["bench-step", option] + (value.map { [$0] } ?? []), in: Self.root)
+            XCTAssertEqual(bad.status, 1, "\(option): \(bad.error)")
+            XCTAssertTrue(bad.error.contains("must be at least 1") && bad.error.contains(option.split(separator: "=")[0]), bad.error)
+        }
+        let repeats = try WorkbenchProcess.run(["bench", "--repeats", "0"], in: Self.root)
+        XCTAssertEqual(repeats.status, 1, repeats.error)
+        XCTAssertTrue(repeats.error.contains("--repeats must be at least 1"), repeats.error)
         // tools/bench's recipes (the rows of torch_step_bench.py that are no ViT objective) stay valid.
         let recipes = try FileManager.default.contentsOfDirectory(atPath: Self.root + "/tools/bench").filter { $0.hasSuffix(".yaml") }
         XCTAssertGreaterThanOrEqual(recipes.count, 2)
