@@ -59,7 +59,7 @@ public enum GELUKernels {
     /// public entry points above name the function (VectorFunction's requirements are generic over
     /// the lanes, and an unspecialised call would run them lane by lane through witness tables).
     static func forward<F: VectorFunction>(_ f: F.Type, _ out: UnsafeMutablePointer<Float>,
-                                                  _ x: UnsafePointer<Float>, _ n: Int) {
+                                           _ x: UnsafePointer<Float>, _ n: Int) {
         let w = WideVec.scalarCount
         Parallel.forChunks(n, grain: 16384) { r in
             var i = r.lowerBound
@@ -76,7 +76,7 @@ public enum GELUKernels {
     /// dx += dout * F'(x) over n floats; with `overwrite`, dx = dout * F'(x) (a fresh gradient
     /// buffer, not read: no zero-fill pass before it, no read of the zeros).
     static func backward<F: VectorFunction>(_ f: F.Type, _ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                                   _ dout: UnsafePointer<Float>, _ n: Int, overwrite: Bool = false) {
+                                            _ dout: UnsafePointer<Float>, _ n: Int, overwrite: Bool = false) {
         // dx at i from the derivative d of a block of values: written, or added with one rounding.
         @inline(__always) func put(_ d: WideVec, _ i: Int) {
             store(overwrite ? loadWide(dout + i) * d : vfma(loadWide(dout + i), d, loadWide(dx + i)), dx + i)
