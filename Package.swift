@@ -13,8 +13,9 @@ let vectorSettings: [SwiftSetting] = {
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     guard flags.contains("avx2") && flags.contains("fma") else { return [] }
-    guard flags.contains("avx512f") else { return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma"]), .define("HAS_FMA")] }
-    return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mavx512f"]), .define("HAS_FMA"), .define("HAS_AVX512")]
+    let wide = flags.contains("avx512f")
+    return [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma"] + (wide ? ["-Xcc", "-mavx512f"] : [])), .define("HAS_FMA")]
+        + (wide ? [.define("HAS_AVX512")] : [])
     #else
     return []
     #endif

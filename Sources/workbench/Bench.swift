@@ -21,11 +21,7 @@ struct Bench: ParsableCommand {
     var rows = 8192
 
     func run() throws {
-        try reportingUserErrors {
-            for (name, value) in [("--repeats", repeats), ("--rows", rows)] where value < 1 {
-                throw ValidationError("\(name) must be at least 1, not \(value)")
-            }
-        }
+        try reportingUserErrors { try requireCounts([("--repeats", repeats), ("--rows", rows)]) }
         let rng = RandomStream(seed: 0, purpose: "bench")
         print("workbench bench: \(Parallel.threads) threads, \(repeats) repeats, median times")
         print("")

@@ -139,6 +139,11 @@ func reportingUserErrors(_ body: () throws -> Void) throws {
     }
 }
 
+/// Refuses the first of `counts` (an option's name and value) below one, naming the option.
+func requireCounts(_ counts: [(String, Int)]) throws {
+    for (name, value) in counts where value < 1 { throw ValidationError("\(name) must be at least 1, not \(value)") }
+}
+
 struct UserError: Error, CustomStringConvertible {
     let message: String
     var description: String { message }

@@ -38,9 +38,8 @@ struct BenchStep: ParsableCommand {
     }
 
     func measure() throws {
-        let counts = [("--batch", batchOption ?? 1), ("--dim", dim), ("--depth", depth), ("--heads", heads), ("--dim-head", dimHead),
-                      ("--mlp-dim", mlpDim), ("--steps", steps), ("--channels", channels)]
-        for (name, value) in counts where value < 1 { throw ValidationError("\(name) must be at least 1, not \(value)") }
+        try requireCounts([("--batch", batchOption ?? 1), ("--dim", dim), ("--depth", depth), ("--heads", heads), ("--dim-head", dimHead),
+                           ("--mlp-dim", mlpDim), ("--steps", steps), ("--channels", channels)])
         if let recipe { return try runRecipe(recipe) }
         if let encoder { return try runEncoder(encoder) }
         var config = ViTConfig()
