@@ -172,8 +172,11 @@ public final class DINO: Module, Objective {
         }
         pendingCenter = Teacher.globalMean(Autograd.noGrad { teacherOut.mean(axis: 0, keepDims: true) }, rows: teacherOut.shape[0])
         let loss = total! * (-1 / Float(terms * b))
+        // The teacher's entropy is the part of the cross-entropy the student cannot lower, so loss -
+        // entropy is the KL divergence it does lower (the DINO paper's Figure 7 reads both to tell
+        // learning from collapse).
         return ObjectiveOutput(loss: loss, diagnostics: ["teacher_temperature": Double(currentTeacherTemperature),
-                                                         "teacher_entropy": meanRowEntropy(teacherProbs)])
+                                                         "teacher_entropy": teacherProbs.meanRowEntropy()])
     }
 
     /// vit-pytorch 1.7.14's Dino.forward with its four crops given.

@@ -160,7 +160,7 @@ public final class EsViT: Module, Objective {
                 matchedTargets(regionTargets[q], teacherFeatures: teacherOut[q].features, studentFeatures: studentOut[v].features)
             }
             let region = crossEntropy(matched, studentOut[v].region)
-            entropy += meanRowEntropy(viewTargets[q]) + meanRowEntropy(matched)
+            entropy += viewTargets[q].meanRowEntropy() + matched.meanRowEntropy()
             viewLoss = viewLoss.map { $0 + view } ?? view
             regionLoss = regionLoss.map { $0 + region } ?? region
         }

@@ -6,18 +6,6 @@ import TensorCore
 /// What the teacher-student objectives (BYOL, DINO, EsViT) share: a teacher that starts as a copy
 /// of the student, is frozen (never on the tape, never in the optimizer) and follows the student
 /// by an exponential moving average of its parameters.
-/// The mean entropy (nats) of the distributions along the last axis of `probabilities`: the part
-/// of DINO's cross-entropy that the student cannot lower, so loss - entropy is the KL divergence
-/// the student does lower (the DINO paper's Figure 7 reads both to tell learning from collapse).
-public func meanRowEntropy(_ probabilities: Tensor) -> Double {
-    let k = probabilities.shape.last ?? 1
-    let rows = probabilities.count / Swift.max(k, 1)
-    var total = 0.0
-    let p = probabilities.base
-    for i in 0..<(rows * k) where p[i] > 0 { total -= Double(p[i]) * Foundation.log(Double(p[i])) }
-    return rows > 0 ? total / Double(rows) : 0
-}
-
 public enum Teacher {
     /// Copies the student's parameters and buffers into `teacher` (same architecture) and freezes it.
     public static func initialize(_ teacher: Module, from student: Module) {

@@ -50,6 +50,45 @@ extension Tensor {
         }
     }
 
+    /// The mean over rows of each row's entropy, -sum p log p in nats, of probabilities along the
+    /// last axis, off the tape (a diagnostic). Values below Float's smallest normal (zero among
+    /// them) add nothing; NaN makes the result NaN. Rows are spread over the pool, each summed in
+    /// eight Float lanes (`vlog`) and then in Double, and the rows are added in order, so the value
+    /// does not depend on the thread count or the build's vector width.
+    public func meanRowEntropy() -> Double {
+        let k = shape.last ?? 1
+        guard count > 0, k > 0 else { return 0 }
+        let rows = count / k, p = base
+        let perRow = [Double](unsafeUninitializedCapacity: rows) { buffer, initialized in
+            let out = buffer.baseAddress!
+            Parallel.forChunks(rows, grain: Swift.max(1, 16384 / k)) { r in
+                for row in r { out[row] = Tensor.entropy(p + row * k, k) }
+            }
+            initialized = rows
+        }
+        return perRow.reduce(0, +) / Double(rows)
+    }
+
+    /// -sum p log p over p[0..<n], in eight lanes whose partial sums are added in lane order.
+    static func entropy(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+        let smallest = Float.leastNormalMagnitude
+        var acc = Vec()
+        var i = 0
+        while i + 8 <= n {
+            let v = load(p + i)
+            acc += Vec.zero(v * vlog(v), whereBelow: smallest, v)
+            i += 8
+        }
+        var total = 0.0
+        for lane in 0..<8 { total -= Double(acc[lane]) }
+        while i < n {
+            let v = p[i]
+            if !(v < smallest) { total -= Double(v * vlog(Vec(repeating: v))[0]) }
+            i += 1
+        }
+        return total
+    }
+
     /// Sum over `axes` (all axes when nil). `keepDims` keeps reduced axes with size 1.
     public func sum(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let normalized = Set((axes ?? Array(0..<rank)).map { axis($0) })

@@ -24,6 +24,9 @@ public protocol FloatLanes: SIMD where Scalar == Float {
     static func select(_ a: Self, _ b: Self, whereLess x: Self, _ y: Self) -> Self
     /// 2^n per lane, for integral n held as `shifted` = n + `magic` (the 1.5 * 2^23 trick).
     static func powerOfTwo(shifted: Self, magic: Self) -> Self
+    /// x = mantissa * 2^exponent with the mantissa in [0.5, 1), for positive normal lanes (frexp;
+    /// zero gives mantissa 0.5 and exponent -126).
+    static func frexp(_ x: Self) -> (mantissa: Self, exponent: Self)
 }
 
 extension FloatLanes {
@@ -46,6 +49,13 @@ extension SIMD8: FloatLanes where Scalar == Float {
         let n = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
         return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
     }
+    @_transparent public static func frexp(_ x: Self) -> (mantissa: Self, exponent: Self) {
+        let bits = unsafeBitCast(x, to: SIMD8<Int32>.self)
+        let mantissa = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: Self.self)
+        // The biased exponent field (0...255) as a Float, by the 2^23 trick (no lane-wise convert).
+        let field = unsafeBitCast(((bits &>> 23) & 0xFF) | 0x4B00_0000, to: Self.self) - 8_388_608
+        return (mantissa, field - 126)
+    }
 }
 
 extension SIMD16: FloatLanes where Scalar == Float {
@@ -53,6 +63,13 @@ extension SIMD16: FloatLanes where Scalar == Float {
     @_transparent public static func powerOfTwo(shifted: Self, magic: Self) -> Self {
         let n = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
         return unsafeBitCast((n &+ 127) &<< 23, to: Self.self)
+    }
+    @_transparent public static func frexp(_ x: Self) -> (mantissa: Self, exponent: Self) {
+        let bits = unsafeBitCast(x, to: SIMD16<Int32>.self)
+        let mantissa = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: Self.self)
+        // The biased exponent field (0...255) as a Float, by the 2^23 trick (no lane-wise convert).
+        let field = unsafeBitCast(((bits &>> 23) & 0xFF) | 0x4B00_0000, to: Self.self) - 8_388_608
+        return (mantissa, field - 126)
     }
 }
 
@@ -81,6 +98,34 @@ public func vexp<V: FloatLanes>(_ x: V) -> V {
     p = vfma(p, r, V(repeating: 5.000_000_120_1e-1))
     let er = p * r2 + r + 1
     return V.zero(er * V.powerOfTwo(shifted: shifted, magic: magic), whereBelow: -87.33654, x)
+}
+
+/// Natural log of positive normal lanes (Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+/// log(m) by a degree-9 polynomial in m - 1, plus e ln 2 in two parts). Zero and subnormal lanes
+/// give about -87.3 instead of -inf or their log; negative lanes, NaN and infinity give values
+/// that mean nothing: callers keep such lanes out.
+@_transparent
+public func vlog<V: FloatLanes>(_ x: V) -> V {
+    var (m, e) = V.frexp(x)
+    let sqrtHalf = V(repeating: 0.707_106_781_186_547_524)
+    // Below sqrt(1/2), take 2m - 1 and one less in the exponent, so that |f| < 0.2929.
+    let f = V.select(m - 1, m + m - 1, whereLess: m, sqrtHalf)
+    e = V.select(e, e - 1, whereLess: m, sqrtHalf)
+    m = f
+    let z = m * m
+    var p = V(repeating: 7.037_683_629_2e-2)
+    p = vfma(p, m, V(repeating: -1.151_461_031_0e-1))
+    p = vfma(p, m, V(repeating: 1.167_699_874_0e-1))
+    p = vfma(p, m, V(repeating: -1.242_014_084_6e-1))
+    p = vfma(p, m, V(repeating: 1.424_932_278_7e-1))
+    p = vfma(p, m, V(repeating: -1.666_805_766_5e-1))
+    p = vfma(p, m, V(repeating: 2.000_071_476_5e-1))
+    p = vfma(p, m, V(repeating: -2.499_999_399_3e-1))
+    p = vfma(p, m, V(repeating: 3.333_333_117_4e-1))
+    var y = p * m * z
+    y = vfma(e, V(repeating: -2.121_944_40e-4), y)
+    y = vfma(z, V(repeating: -0.5), y)
+    return vfma(e, V(repeating: 0.693_359_375), m + y)
 }
 
 /// a * b + c, fused where the build targets FMA.

@@ -88,6 +88,53 @@ final class ElementwiseGradientTests: XCTestCase {
         XCTAssertLessThan(worstErf, 3e-7, "verf absolute error")
         XCTAssertLessThan(worstTanh, 3e-7, "vtanh absolute error")
         XCTAssertEqual(vexp(Vec(repeating: -.infinity))[0], 0)
+        // vlog over positive normal floats, 1.2e-38 to 3e38, both sides of sqrt(1/2) and of 1.
+        var worstLog: Float = 0
+        var x: Float = .leastNormalMagnitude
+        while x < 3e38 {
+            for y in [x, x * 0.7071, x * 0.70711, x * 1.0001, x * 0.9999] where y >= .leastNormalMagnitude {
+                let ref = Foundation.log(Double(y)), got = Double(vlog(Vec(repeating: y))[0])
+                worstLog = Swift.max(worstLog, Float(Swift.abs(got - ref) / Swift.max(Swift.abs(ref), 1e-3)))
+            }
+            x *= 1.37
+        }
+        for y: Float in [1, 0.5, 2, 0.7071068, 0.70710677, 1e-7, 0.999_999_9, 1.000_000_1] {
+            let ref = Foundation.log(Double(y)), got = Double(vlog(Vec(repeating: y))[0])
+            XCTAssertLessThan(Swift.abs(got - ref), 2e-7 * Swift.max(Swift.abs(ref), 1), "vlog(\(y))")
+        }
+        XCTAssertLessThan(worstLog, 3e-7, "vlog relative error")
+        XCTAssertEqual(vlog(Vec(repeating: 1))[0], 0)
+    }
+
+    /// The mean row entropy against a Double computation: rows of softmaxes with zeros, negatives
+    /// and values below the smallest normal (which add nothing), rows whose length is not a
+    /// multiple of eight, and NaN.
+    func testMeanRowEntropy() {
+        for k in [1, 7, 8, 29, 1024] {
+            let rows = 37
+            var p = softmaxRows(randomTensor([rows, k], seed: UInt64(k), low: -8, high: 8).scalars, k)
+            p[0] = 0
+            if k > 3 { p[k + 1] = -0.25; p[2 * k + 2] = 1e-40 }
+            var reference = 0.0
+            for v in p where v >= Float.leastNormalMagnitude { reference -= Double(v) * Foundation.log(Double(v)) }
+            reference /= Double(rows)
+            let got = Tensor(shape: [rows, k], p).meanRowEntropy()
+            XCTAssertEqual(got, reference, accuracy: 1e-6 * Swift.max(reference, 1), "k \(k)")
+        }
+        XCTAssertEqual(Tensor(shape: [2, 4], [0.25, 0.25, 0.25, 0.25, 1, 0, 0, 0]).meanRowEntropy(), Foundation.log(4.0) / 2, accuracy: 1e-7)
+        XCTAssertTrue(Tensor(shape: [1, 9], [0.5, .nan, 0.5, 0, 0, 0, 0, 0, 0]).meanRowEntropy().isNaN)
+        XCTAssertTrue(Tensor(shape: [1, 9], [0.5, 0, 0, 0, 0, 0, 0, 0, .nan]).meanRowEntropy().isNaN)
+        XCTAssertEqual(Tensor(shape: [0, 4], []).meanRowEntropy(), 0)
+    }
+
+    private func softmaxRows(_ x: [Float], _ k: Int) -> [Float] {
+        var out = x
+        for r in 0..<(x.count / k) {
+            let row = x[r * k..<(r + 1) * k], m = row.max()!
+            let e = row.map { Foundation.exp(Double($0 - m)) }, s = e.reduce(0, +)
+            for j in 0..<k { out[r * k + j] = Float(e[j] / s) }
+        }
+        return out
     }
 
     /// The vector math computes each lane alike at eight and sixteen lanes (WideVec is sixteen on
@@ -100,8 +147,10 @@ final class ElementwiseGradientTests: XCTestCase {
         for start in stride(from: 0, to: values.count, by: 16) {
             let wide = SIMD16<Float>(values[start..<start + 16])
             let low = SIMD8<Float>(values[start..<start + 8]), high = SIMD8<Float>(values[start + 8..<start + 16])
+            let positive = values[start..<start + 16].map { Swift.abs($0) + 1e-3 }
+            let (pw, pl, ph) = (SIMD16<Float>(positive), SIMD8<Float>(positive[0..<8]), SIMD8<Float>(positive[8..<16]))
             for (name, w, l, h) in [("vexp", vexp(wide), vexp(low), vexp(high)), ("verf", verf(wide), verf(low), verf(high)),
-                                    ("vtanh", vtanh(wide), vtanh(low), vtanh(high))] {
+                                    ("vtanh", vtanh(wide), vtanh(low), vtanh(high)), ("vlog", vlog(pw), vlog(pl), vlog(ph))] {
                 for i in 0..<16 {
                     let eight = i < 8 ? l[i] : h[i - 8]
                     XCTAssertEqual(w[i].bitPattern, eight.bitPattern, "\(name)(\(values[start + i])) at sixteen lanes")
