@@ -27,9 +27,9 @@ extension Tensor {
         }
     }
 
-    public static prefix func - (x: Tensor) -> Tensor { x.unary({ -$0 }, derivative: { _, _ in -1 }) }
-    public func exp() -> Tensor { unary({ libmExp($0) }, derivative: { _, y in y }) }
-    public func log() -> Tensor { unary({ libmLog($0) }, derivative: { x, _ in 1 / x }) }
+    public static prefix func - (x: Tensor) -> Tensor { x.elementwise(.negate) }
+    public func exp() -> Tensor { elementwise(.exp) }
+    public func log() -> Tensor { elementwise(.log) }
     public func sqrt() -> Tensor { unary({ $0.squareRoot() }, derivative: { _, y in 0.5 / y }) }
     public func rsqrt() -> Tensor { unary({ 1 / $0.squareRoot() }, derivative: { x, y in -0.5 * y / x }) }
     public func abs() -> Tensor { unary({ Swift.abs($0) }, derivative: { x, _ in x > 0 ? 1 : (x < 0 ? -1 : 0) }) }
@@ -92,15 +92,105 @@ extension Tensor {
     }
 
     // Scalar operations.
-    public static func + (x: Tensor, s: Float) -> Tensor { x.unary({ $0 + s }, derivative: { _, _ in 1 }) }
+    public static func + (x: Tensor, s: Float) -> Tensor { x.elementwise(.add(s)) }
     public static func + (s: Float, x: Tensor) -> Tensor { x + s }
-    public static func - (x: Tensor, s: Float) -> Tensor { x.unary({ $0 - s }, derivative: { _, _ in 1 }) }
-    public static func - (s: Float, x: Tensor) -> Tensor { x.unary({ s - $0 }, derivative: { _, _ in -1 }) }
-    public static func * (x: Tensor, s: Float) -> Tensor { x.unary({ $0 * s }, derivative: { _, _ in s }) }
+    public static func - (x: Tensor, s: Float) -> Tensor { x.elementwise(.subtract(s)) }
+    public static func - (s: Float, x: Tensor) -> Tensor { x.elementwise(.subtractFrom(s)) }
+    public static func * (x: Tensor, s: Float) -> Tensor { x.elementwise(.multiply(s)) }
     public static func * (s: Float, x: Tensor) -> Tensor { x * s }
     public static func / (x: Tensor, s: Float) -> Tensor { x * (1 / s) }
     public static func / (s: Float, x: Tensor) -> Tensor {
         x.unary({ s / $0 }, derivative: { x, _ in -s / (x * x) })
+    }
+}
+
+extension Tensor {
+    /// The scalar operations, negation, exp and log without a closure call per value: forward
+    /// and backward run as loops of their own, the arithmetic ones in `WideVec` lanes. Each value
+    /// gets the same operations as `unary` gives it (x + s, then in backward gx + g * 1, and so on;
+    /// exp and log through libm one value at a time), so the same bits.
+    func elementwise(_ op: ElementwiseKernels.Op) -> Tensor {
+        let n = count
+        let out = Storage(uninitializedCount: n)
+        let xp = base, yp = out.base
+        Parallel.forChunks(n) { r in ElementwiseKernels.forward(op, xp + r.lowerBound, yp + r.lowerBound, r.count) }
+        let input = self
+        return makeResult(shape: shape, storage: out, inputs: [self]) {
+            { g in
+                // Read through the captured tensor and storage: they keep the values alive.
+                let gx = input.node!.accumulator()
+                let gp = g.base, xp = input.base, yp = out.base
+                Parallel.forChunks(n) { r in
+                    let o = r.lowerBound
+                    ElementwiseKernels.backward(op, gp + o, xp + o, yp + o, gx + o, r.count)
+                }
+            }
+        }
+    }
+}
+
+enum ElementwiseKernels {
+    enum Op {
+        case add(Float), subtract(Float), subtractFrom(Float), multiply(Float), negate, exp, log
+    }
+
+    static func forward(_ op: Op, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        let w = WideVec.scalarCount
+        var i = 0
+        switch op {
+        case .add(let s):
+            let v = WideVec(repeating: s)
+            while i + w <= n { store(loadWide(x + i) + v, y + i); i += w }
+            while i < n { y[i] = x[i] + s; i += 1 }
+        case .subtract(let s):
+            let v = WideVec(repeating: s)
+            while i + w <= n { store(loadWide(x + i) - v, y + i); i += w }
+            while i < n { y[i] = x[i] - s; i += 1 }
+        case .subtractFrom(let s):
+            let v = WideVec(repeating: s)
+            while i + w <= n { store(v - loadWide(x + i), y + i); i += w }
+            while i < n { y[i] = s - x[i]; i += 1 }
+        case .multiply(let s):
+            let v = WideVec(repeating: s)
+            while i + w <= n { store(loadWide(x + i) * v, y + i); i += w }
+            while i < n { y[i] = x[i] * s; i += 1 }
+        case .negate:
+            // Times -1, not SIMD's prefix minus (0 - x), which would turn -0 into +0 where -x does not.
+            let minusOne = WideVec(repeating: -1)
+            while i + w <= n { store(loadWide(x + i) * minusOne, y + i); i += w }
+            while i < n { y[i] = -x[i]; i += 1 }
+        case .exp:
+            for j in 0..<n { y[j] = libmExp(x[j]) }
+        case .log:
+            for j in 0..<n { y[j] = libmLog(x[j]) }
+        }
+    }
+
+    /// gx += g * dy/dx, the product rounded before the sum (as `unary`'s backward).
+    static func backward(_ op: Op, _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                         _ gx: UnsafeMutablePointer<Float>, _ n: Int) {
+        let w = WideVec.scalarCount
+        var i = 0
+        switch op {
+        case .add, .subtract, .subtractFrom, .multiply, .negate:
+            let slope: Float
+            switch op {
+            case .add, .subtract: slope = 1
+            case .subtractFrom, .negate: slope = -1
+            case .multiply(let s): slope = s
+            case .exp, .log: slope = 0
+            }
+            let v = WideVec(repeating: slope)
+            while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * v, gx + i); i += w }
+            while i < n { gx[i] += g[i] * slope; i += 1 }
+        case .exp:
+            while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * loadWide(y + i), gx + i); i += w }
+            while i < n { gx[i] += g[i] * y[i]; i += 1 }
+        case .log:
+            let one = WideVec(repeating: 1)
+            while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * (one / loadWide(x + i)), gx + i); i += w }
+            while i < n { gx[i] += g[i] * (1 / x[i]); i += 1 }
+        }
     }
 }
 

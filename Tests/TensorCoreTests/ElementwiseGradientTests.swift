@@ -106,6 +106,40 @@ final class ElementwiseGradientTests: XCTestCase {
         XCTAssertEqual(vlog(Vec(repeating: 1))[0], 0)
     }
 
+    /// The scalar operations, negation, exp and log run as loops of their own (sixteen or eight lanes
+    /// at a time for the arithmetic ones): each value, in the vector loop and in the tail, has the
+    /// bits of the same arithmetic done one Float at a time, forward and backward (including the
+    /// sign of zero: -x of +0 is -0).
+    func testScalarOpsMatchOneValueAtATimeBitForBit() {
+        let n = 16 * 5 + 7
+        var xs = randomTensor([n], seed: 21, low: -3, high: 3).scalars
+        xs[0] = 0; xs[1] = -0.0; xs[17] = 0; xs[n - 1] = -0.0
+        let ws = randomTensor([n], seed: 22).scalars
+        let s: Float = 0.37
+        let cases: [(String, (Tensor) -> Tensor, (Float) -> Float, (Float, Float) -> Float)] = [
+            ("x + s", { $0 + s }, { $0 + s }, { _, _ in 1 }),
+            ("x - s", { $0 - s }, { $0 - s }, { _, _ in 1 }),
+            ("s - x", { s - $0 }, { s - $0 }, { _, _ in -1 }),
+            ("x * s", { $0 * s }, { $0 * s }, { _, _ in s }),
+            ("x / s", { $0 / s }, { $0 * (1 / s) }, { _, _ in 1 / s }),
+            ("-x", { -$0 }, { -$0 }, { _, _ in -1 }),
+            ("exp", { $0.exp() }, { Foundation.exp($0) }, { _, y in y }),
+            ("log", { $0.log() }, { Foundation.log($0) }, { x, _ in 1 / x }),
+        ]
+        for (name, op, value, slope) in cases {
+            let x = Tensor(shape: [n], xs, requiresGrad: true)
+            let y = op(x)
+            (y * Tensor(shape: [n], ws)).sum().backward()
+            let grad = x.grad!.scalars
+            for i in 0..<n {
+                let v = value(xs[i])
+                XCTAssertEqual(y.scalars[i].bitPattern, v.bitPattern, "\(name) forward at \(i) (x = \(xs[i]))")
+                let g = Float(0) + ws[i] * slope(xs[i], v)
+                XCTAssertEqual(grad[i].bitPattern, g.bitPattern, "\(name) backward at \(i) (x = \(xs[i]))")
+            }
+        }
+    }
+
     /// The mean row entropy against a Double computation: rows of softmaxes with zeros, negatives
     /// and values below the smallest normal (which add nothing), rows whose length is not a
     /// multiple of eight, and NaN.
