@@ -101,31 +101,30 @@ public func vexp<V: FloatLanes>(_ x: V) -> V {
 }
 
 /// Natural log of positive normal lanes (Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
-/// log(m) by a degree-9 polynomial in m - 1, plus e ln 2 in two parts). Zero and subnormal lanes
+/// log(m) by Cephes' polynomial in f = m - 1, plus e ln 2 in two parts). Zero and subnormal lanes
 /// give about -87.3 instead of -inf or their log; negative lanes, NaN and infinity give values
 /// that mean nothing: callers keep such lanes out.
 @_transparent
 public func vlog<V: FloatLanes>(_ x: V) -> V {
-    var (m, e) = V.frexp(x)
+    let (mantissa, exponent) = V.frexp(x)
     let sqrtHalf = V(repeating: 0.707_106_781_186_547_524)
     // Below sqrt(1/2), take 2m - 1 and one less in the exponent, so that |f| < 0.2929.
-    let f = V.select(m - 1, m + m - 1, whereLess: m, sqrtHalf)
-    e = V.select(e, e - 1, whereLess: m, sqrtHalf)
-    m = f
-    let z = m * m
+    let f = V.select(mantissa - 1, mantissa + mantissa - 1, whereLess: mantissa, sqrtHalf)
+    let e = V.select(exponent, exponent - 1, whereLess: mantissa, sqrtHalf)
+    let z = f * f
     var p = V(repeating: 7.037_683_629_2e-2)
-    p = vfma(p, m, V(repeating: -1.151_461_031_0e-1))
-    p = vfma(p, m, V(repeating: 1.167_699_874_0e-1))
-    p = vfma(p, m, V(repeating: -1.242_014_084_6e-1))
-    p = vfma(p, m, V(repeating: 1.424_932_278_7e-1))
-    p = vfma(p, m, V(repeating: -1.666_805_766_5e-1))
-    p = vfma(p, m, V(repeating: 2.000_071_476_5e-1))
-    p = vfma(p, m, V(repeating: -2.499_999_399_3e-1))
-    p = vfma(p, m, V(repeating: 3.333_333_117_4e-1))
-    var y = p * m * z
+    p = vfma(p, f, V(repeating: -1.151_461_031_0e-1))
+    p = vfma(p, f, V(repeating: 1.167_699_874_0e-1))
+    p = vfma(p, f, V(repeating: -1.242_014_084_6e-1))
+    p = vfma(p, f, V(repeating: 1.424_932_278_7e-1))
+    p = vfma(p, f, V(repeating: -1.666_805_766_5e-1))
+    p = vfma(p, f, V(repeating: 2.000_071_476_5e-1))
+    p = vfma(p, f, V(repeating: -2.499_999_399_3e-1))
+    p = vfma(p, f, V(repeating: 3.333_333_117_4e-1))
+    var y = p * f * z
     y = vfma(e, V(repeating: -2.121_944_40e-4), y)
     y = vfma(z, V(repeating: -0.5), y)
-    return vfma(e, V(repeating: 0.693_359_375), m + y)
+    return vfma(e, V(repeating: 0.693_359_375), f + y)
 }
 
 /// a * b + c, fused where the build targets FMA.
