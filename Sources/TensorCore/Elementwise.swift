@@ -132,6 +132,16 @@ extension Tensor {
 enum ElementwiseKernels {
     enum Op {
         case add(Float), subtract(Float), subtractFrom(Float), multiply(Float), negate, exp, log
+
+        /// dy/dx where it is a constant (the arithmetic ops); nil for exp and log.
+        var slope: Float? {
+            switch self {
+            case .add, .subtract: 1
+            case .subtractFrom, .negate: -1
+            case .multiply(let s): s
+            case .exp, .log: nil
+            }
+        }
     }
 
     static func forward(_ op: Op, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
@@ -171,22 +181,16 @@ enum ElementwiseKernels {
                          _ gx: UnsafeMutablePointer<Float>, _ n: Int) {
         let w = WideVec.scalarCount
         var i = 0
-        switch op {
-        case .add, .subtract, .subtractFrom, .multiply, .negate:
-            let slope: Float
-            switch op {
-            case .add, .subtract: slope = 1
-            case .subtractFrom, .negate: slope = -1
-            case .multiply(let s): slope = s
-            case .exp, .log: slope = 0
-            }
+        if let slope = op.slope {
             let v = WideVec(repeating: slope)
             while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * v, gx + i); i += w }
             while i < n { gx[i] += g[i] * slope; i += 1 }
-        case .exp:
+            return
+        }
+        if case .exp = op {
             while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * loadWide(y + i), gx + i); i += w }
             while i < n { gx[i] += g[i] * y[i]; i += 1 }
-        case .log:
+        } else {  // log
             let one = WideVec(repeating: 1)
             while i + w <= n { store(loadWide(gx + i) + loadWide(g + i) * (one / loadWide(x + i)), gx + i); i += w }
             while i < n { gx[i] += g[i] * (1 / x[i]); i += 1 }
